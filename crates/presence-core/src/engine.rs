@@ -15,7 +15,8 @@ use std::time::Duration;
 use crate::facts::{Session, StatusExpiry, UserFacts};
 use crate::time::Timestamp;
 use crate::values::{
-    session_rank, Activity, Availability, WorkLocationSource, WorkLocationType, FADED_ONCE, FADED_TWICE,
+    session_rank, Activity, Availability, WorkLocationSource, WorkLocationType, FADED_ONCE,
+    FADED_TWICE,
 };
 
 /// Time without a refresh after which an Available session shows [`FADED_ONCE`].
@@ -61,7 +62,12 @@ pub struct WorkLocationView {
 }
 
 /// The visible part of a presence: everything but the sequence number.
-type Visible = (Availability, Activity, Option<StatusMessageView>, WorkLocationView);
+type Visible = (
+    Availability,
+    Activity,
+    Option<StatusMessageView>,
+    WorkLocationView,
+);
 
 /// What one session shows at `at`, or `None` once it has expired.
 pub fn session_state(session: &Session, at: Timestamp) -> Option<(Availability, Activity)> {
@@ -95,7 +101,9 @@ fn aggregate(facts: &UserFacts, at: Timestamp) -> (Availability, Activity) {
         return (Availability::Offline, Activity::Offline);
     };
     match &facts.preferred {
-        Some(preferred) if at < preferred.expires_at => (preferred.availability, preferred.activity),
+        Some(preferred) if at < preferred.expires_at => {
+            (preferred.availability, preferred.activity)
+        }
         _ => state,
     }
 }
@@ -111,8 +119,13 @@ fn visible(facts: &UserFacts, at: Timestamp) -> Visible {
             published_at: message.published_at,
             expiry: message.expiry.clone(),
         });
-    let live = |entry: &Option<crate::facts::LocationEntry>| entry.as_ref().filter(|entry| at < entry.until).cloned();
-    let work_location = match (live(&facts.manual_location), live(&facts.automatic_location)) {
+    let live = |entry: &Option<crate::facts::LocationEntry>| {
+        entry.as_ref().filter(|entry| at < entry.until).cloned()
+    };
+    let work_location = match (
+        live(&facts.manual_location),
+        live(&facts.automatic_location),
+    ) {
         (Some(entry), _) => WorkLocationView {
             location_type: entry.location_type,
             source: WorkLocationSource::Manual,
@@ -144,8 +157,19 @@ fn boundaries(facts: &UserFacts) -> Vec<Timestamp> {
             instants.push(session.refreshed_at.saturating_add(AWAY_AFTER));
         }
     }
-    instants.extend(facts.preferred.as_ref().map(|preferred| preferred.expires_at));
-    instants.extend(facts.status_message.as_ref().and_then(|message| message.expiry.as_ref()).map(|expiry| expiry.at));
+    instants.extend(
+        facts
+            .preferred
+            .as_ref()
+            .map(|preferred| preferred.expires_at),
+    );
+    instants.extend(
+        facts
+            .status_message
+            .as_ref()
+            .and_then(|message| message.expiry.as_ref())
+            .map(|expiry| expiry.at),
+    );
     instants.extend(facts.manual_location.as_ref().map(|entry| entry.until));
     instants.extend(facts.automatic_location.as_ref().map(|entry| entry.until));
     instants.sort_unstable();
@@ -157,7 +181,10 @@ fn boundaries(facts: &UserFacts) -> Vec<Timestamp> {
 fn changes_between(facts: &UserFacts, from: Timestamp, to: Timestamp) -> u64 {
     let mut previous = visible(facts, from);
     let mut count = 0;
-    for instant in boundaries(facts).into_iter().filter(|instant| *instant > from && *instant <= to) {
+    for instant in boundaries(facts)
+        .into_iter()
+        .filter(|instant| *instant > from && *instant <= to)
+    {
         let current = visible(facts, instant);
         if current != previous {
             count += 1;
@@ -179,7 +206,11 @@ pub fn evaluate(facts: &UserFacts, at: Timestamp) -> Presence {
         activity,
         status_message,
         work_location,
-        sequence_number: facts.sequence_base.saturating_add(changes_between(facts, facts.sequence_at, at)),
+        sequence_number: facts.sequence_base.saturating_add(changes_between(
+            facts,
+            facts.sequence_at,
+            at,
+        )),
     }
 }
 
@@ -187,7 +218,10 @@ pub fn evaluate(facts: &UserFacts, at: Timestamp) -> Presence {
 pub fn next_change(facts: &UserFacts, at: Timestamp) -> Option<Timestamp> {
     let at = at.max(facts.sequence_at);
     let now = visible(facts, at);
-    boundaries(facts).into_iter().filter(|instant| *instant > at).find(|instant| visible(facts, *instant) != now)
+    boundaries(facts)
+        .into_iter()
+        .filter(|instant| *instant > at)
+        .find(|instant| visible(facts, *instant) != now)
 }
 
 /// True when `left` and `right` show the same presence (the sequence number aside).

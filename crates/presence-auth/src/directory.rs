@@ -1,0 +1,192 @@
+//! Tenants, their users and their registered applications, as configured.
+//!
+//! Everything is keyed by tenant: a lookup always names the tenant, so one tenant's users and apps are
+//! never visible through another's.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+/// A user of a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct User {
+    /// Object id (GUID).
+    pub id: String,
+    /// Sign-in name, e.g. `adele@contoso.example`.
+    pub user_principal_name: String,
+    /// Display name.
+    pub display_name: String,
+}
+
+/// An application registered in a tenant: its client id is the `appid`/`azp` of its tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct App {
+    /// Client (application) id (GUID).
+    pub id: String,
+    /// Display name.
+    pub display_name: String,
+}
+
+/// A tenant (directory).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Tenant {
+    /// Tenant id (GUID).
+    pub id: String,
+    /// Display name.
+    pub display_name: String,
+    /// The tenant's users.
+    #[serde(default)]
+    pub users: Vec<User>,
+    /// The tenant's registered applications.
+    #[serde(default)]
+    pub apps: Vec<App>,
+}
+
+/// Why a configured directory was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DirectoryError {
+    /// An id is not a GUID.
+    #[error("{what} id '{id}' is not a GUID")]
+    NotAGuid {
+        /// Which kind of id.
+        what: &'static str,
+        /// The offending id.
+        id: String,
+    },
+    /// An id or a user principal name appears twice.
+    #[error("{what} '{id}' is configured twice")]
+    Duplicate {
+        /// Which kind of id.
+        what: &'static str,
+        /// The duplicated value.
+        id: String,
+    },
+    /// The consumer tenant cannot be configured.
+    #[error("tenant '{0}' is the personal-account tenant, which presence does not support")]
+    ConsumerTenant(String),
+}
+
+/// All tenants, indexed for lookups. Ids are compared in lowercase.
+#[derive(Debug, Clone, Default)]
+pub struct Directory {
+    tenants: HashMap<String, TenantIndex>,
+}
+
+#[derive(Debug, Clone)]
+struct TenantIndex {
+    tenant: Tenant,
+    users_by_id: HashMap<String, usize>,
+    users_by_upn: HashMap<String, usize>,
+    apps_by_id: HashMap<String, usize>,
+}
+
+fn normalised_guid(what: &'static str, id: &str) -> Result<String, DirectoryError> {
+    if crate::is_guid(id) {
+        Ok(id.to_ascii_lowercase())
+    } else {
+        Err(DirectoryError::NotAGuid {
+            what,
+            id: id.to_owned(),
+        })
+    }
+}
+
+impl Directory {
+    /// Builds the directory, checking ids and uniqueness. Ids are stored in lowercase.
+    pub fn new(tenants: Vec<Tenant>) -> Result<Self, DirectoryError> {
+        let mut index = HashMap::new();
+        for mut tenant in tenants {
+            tenant.id = normalised_guid("tenant", &tenant.id)?;
+            if tenant.id == crate::CONSUMER_TENANT_ID {
+                return Err(DirectoryError::ConsumerTenant(tenant.id));
+            }
+            let mut users_by_id = HashMap::new();
+            let mut users_by_upn = HashMap::new();
+            for (position, user) in tenant.users.iter_mut().enumerate() {
+                user.id = normalised_guid("user", &user.id)?;
+                if users_by_id.insert(user.id.clone(), position).is_some() {
+                    return Err(DirectoryError::Duplicate {
+                        what: "user id",
+                        id: user.id.clone(),
+                    });
+                }
+                if users_by_upn
+                    .insert(user.user_principal_name.to_lowercase(), position)
+                    .is_some()
+                {
+                    return Err(DirectoryError::Duplicate {
+                        what: "userPrincipalName",
+                        id: user.user_principal_name.clone(),
+                    });
+                }
+            }
+            let mut apps_by_id = HashMap::new();
+            for (position, app) in tenant.apps.iter_mut().enumerate() {
+                app.id = normalised_guid("app", &app.id)?;
+                if apps_by_id.insert(app.id.clone(), position).is_some() {
+                    return Err(DirectoryError::Duplicate {
+                        what: "app id",
+                        id: app.id.clone(),
+                    });
+                }
+            }
+            let id = tenant.id.clone();
+            let entry = TenantIndex {
+                tenant,
+                users_by_id,
+                users_by_upn,
+                apps_by_id,
+            };
+            if index.insert(id.clone(), entry).is_some() {
+                return Err(DirectoryError::Duplicate {
+                    what: "tenant id",
+                    id,
+                });
+            }
+        }
+        Ok(Directory { tenants: index })
+    }
+
+    /// The tenant with this id.
+    pub fn tenant(&self, tenant_id: &str) -> Option<&Tenant> {
+        self.tenants
+            .get(&tenant_id.to_ascii_lowercase())
+            .map(|index| &index.tenant)
+    }
+
+    /// Every tenant, in no particular order.
+    pub fn tenants(&self) -> impl Iterator<Item = &Tenant> {
+        self.tenants.values().map(|index| &index.tenant)
+    }
+
+    /// The user of `tenant_id` with this object id.
+    pub fn user_by_id(&self, tenant_id: &str, user_id: &str) -> Option<&User> {
+        let index = self.tenants.get(&tenant_id.to_ascii_lowercase())?;
+        index
+            .users_by_id
+            .get(&user_id.to_ascii_lowercase())
+            .map(|position| &index.tenant.users[*position])
+    }
+
+    /// The user of `tenant_id` with this object id or user principal name.
+    pub fn user_by_id_or_upn(&self, tenant_id: &str, id_or_upn: &str) -> Option<&User> {
+        let index = self.tenants.get(&tenant_id.to_ascii_lowercase())?;
+        let position = index
+            .users_by_id
+            .get(&id_or_upn.to_ascii_lowercase())
+            .or_else(|| index.users_by_upn.get(&id_or_upn.to_lowercase()))?;
+        Some(&index.tenant.users[*position])
+    }
+
+    /// The application of `tenant_id` with this client id.
+    pub fn app(&self, tenant_id: &str, app_id: &str) -> Option<&App> {
+        let index = self.tenants.get(&tenant_id.to_ascii_lowercase())?;
+        index
+            .apps_by_id
+            .get(&app_id.to_ascii_lowercase())
+            .map(|position| &index.tenant.apps[*position])
+    }
+}
