@@ -1,1 +1,87 @@
-//! placeholder
+//! The Microsoft Graph presence API over HTTP: routing, wire types, the error envelope.
+//!
+//! Every request under `/v1.0` and `/beta` goes through one path: the [`envelope`] middleware gives it a
+//! request id; [`route::resolve`] turns method and path into an [`route::Endpoint`] (Graph's case-insensitive
+//! segments, qualified and unqualified action names); the bearer token is verified into a caller;
+//! [`handlers`] authorise the caller, decode the body into a validated core command, and run it against
+//! the store at the instant the [`clock`] gives. Errors of every layer become one [`error::ApiError`],
+//! rendered as Graph's error envelope in one place.
+//!
+//! This crate holds no presence rule (that is `presence-core`) and no durable state of its own.
+
+pub mod clock;
+mod envelope;
+pub mod error;
+mod handlers;
+pub mod route;
+mod timezone;
+mod wire;
+
+use std::sync::Arc;
+
+use axum::Router;
+use presence_auth::{Directory, SigningKey, Verifier};
+use presence_store::PresenceStore;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use handlers::MAX_IDS_PER_REQUEST;
+
+/// Settings of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// The URL clients reach this server at, used in `@odata.context` and the OpenID metadata.
+    pub public_url: String,
+    /// Base of the token issuer: tokens carry `iss = {issuer_base}/{tenant}/v2.0`.
+    pub issuer_base: String,
+    /// The largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            public_url: "http://127.0.0.1:8080".into(),
+            issuer_base: "http://127.0.0.1:8080".into(),
+            max_body_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// Everything a request needs, shared by all requests.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn PresenceStore>,
+    directory: Arc<Directory>,
+    verifier: Verifier,
+    signing_key: SigningKey,
+    clock: Arc<dyn Clock>,
+    test_clock: Option<Arc<ManualClock>>,
+    config: ApiConfig,
+}
+
+impl AppState {
+    /// Wires the parts. With `test_clock`, presence time is that clock and `/_test/clock` is served.
+    pub fn new(
+        store: Arc<dyn PresenceStore>,
+        directory: Arc<Directory>,
+        signing_key: SigningKey,
+        test_clock: Option<Arc<ManualClock>>,
+        config: ApiConfig,
+    ) -> Self {
+        let verifier = Verifier::new(&signing_key, &config.issuer_base, directory.clone());
+        let clock: Arc<dyn Clock> = match &test_clock {
+            Some(clock) => clock.clone(),
+            None => Arc::new(SystemClock),
+        };
+        AppState { inner: Arc::new(Inner { store, directory, verifier, signing_key, clock, test_clock, config }) }
+    }
+}
+
+/// The complete router: the Graph API, the issuer's metadata, and (when enabled) the test clock.
+pub fn router(state: AppState) -> Router {
+    handlers::router(state)
+}

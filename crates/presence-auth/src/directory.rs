@@ -87,10 +87,7 @@ fn normalised_guid(what: &'static str, id: &str) -> Result<String, DirectoryErro
     if crate::is_guid(id) {
         Ok(id.to_ascii_lowercase())
     } else {
-        Err(DirectoryError::NotAGuid {
-            what,
-            id: id.to_owned(),
-        })
+        Err(DirectoryError::NotAGuid { what, id: id.to_owned() })
     }
 }
 
@@ -108,15 +105,9 @@ impl Directory {
             for (position, user) in tenant.users.iter_mut().enumerate() {
                 user.id = normalised_guid("user", &user.id)?;
                 if users_by_id.insert(user.id.clone(), position).is_some() {
-                    return Err(DirectoryError::Duplicate {
-                        what: "user id",
-                        id: user.id.clone(),
-                    });
+                    return Err(DirectoryError::Duplicate { what: "user id", id: user.id.clone() });
                 }
-                if users_by_upn
-                    .insert(user.user_principal_name.to_lowercase(), position)
-                    .is_some()
-                {
+                if users_by_upn.insert(user.user_principal_name.to_lowercase(), position).is_some() {
                     return Err(DirectoryError::Duplicate {
                         what: "userPrincipalName",
                         id: user.user_principal_name.clone(),
@@ -127,24 +118,13 @@ impl Directory {
             for (position, app) in tenant.apps.iter_mut().enumerate() {
                 app.id = normalised_guid("app", &app.id)?;
                 if apps_by_id.insert(app.id.clone(), position).is_some() {
-                    return Err(DirectoryError::Duplicate {
-                        what: "app id",
-                        id: app.id.clone(),
-                    });
+                    return Err(DirectoryError::Duplicate { what: "app id", id: app.id.clone() });
                 }
             }
             let id = tenant.id.clone();
-            let entry = TenantIndex {
-                tenant,
-                users_by_id,
-                users_by_upn,
-                apps_by_id,
-            };
+            let entry = TenantIndex { tenant, users_by_id, users_by_upn, apps_by_id };
             if index.insert(id.clone(), entry).is_some() {
-                return Err(DirectoryError::Duplicate {
-                    what: "tenant id",
-                    id,
-                });
+                return Err(DirectoryError::Duplicate { what: "tenant id", id });
             }
         }
         Ok(Directory { tenants: index })
@@ -152,9 +132,7 @@ impl Directory {
 
     /// The tenant with this id.
     pub fn tenant(&self, tenant_id: &str) -> Option<&Tenant> {
-        self.tenants
-            .get(&tenant_id.to_ascii_lowercase())
-            .map(|index| &index.tenant)
+        self.tenants.get(&tenant_id.to_ascii_lowercase()).map(|index| &index.tenant)
     }
 
     /// Every tenant, in no particular order.
@@ -165,10 +143,7 @@ impl Directory {
     /// The user of `tenant_id` with this object id.
     pub fn user_by_id(&self, tenant_id: &str, user_id: &str) -> Option<&User> {
         let index = self.tenants.get(&tenant_id.to_ascii_lowercase())?;
-        index
-            .users_by_id
-            .get(&user_id.to_ascii_lowercase())
-            .map(|position| &index.tenant.users[*position])
+        index.users_by_id.get(&user_id.to_ascii_lowercase()).map(|position| &index.tenant.users[*position])
     }
 
     /// The user of `tenant_id` with this object id or user principal name.
@@ -184,9 +159,6 @@ impl Directory {
     /// The application of `tenant_id` with this client id.
     pub fn app(&self, tenant_id: &str, app_id: &str) -> Option<&App> {
         let index = self.tenants.get(&tenant_id.to_ascii_lowercase())?;
-        index
-            .apps_by_id
-            .get(&app_id.to_ascii_lowercase())
-            .map(|position| &index.tenant.apps[*position])
+        index.apps_by_id.get(&app_id.to_ascii_lowercase()).map(|position| &index.tenant.apps[*position])
     }
 }

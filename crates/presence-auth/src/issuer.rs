@@ -52,10 +52,7 @@ pub struct Issuer {
 
 impl std::fmt::Debug for Issuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Issuer")
-            .field("issuer_base", &self.issuer_base)
-            .field("key", &self.key)
-            .finish()
+        f.debug_struct("Issuer").field("issuer_base", &self.issuer_base).field("key", &self.key).finish()
     }
 }
 
@@ -67,13 +64,8 @@ pub fn issuer_for(issuer_base: &str, tenant_id: &str) -> String {
 impl Issuer {
     /// An issuer with `key`, issuing as `{issuer_base}/{tenant}/v2.0`.
     pub fn new(key: SigningKey, issuer_base: &str) -> Self {
-        let encoding_key = EncodingKey::from_rsa_pem(key.pem().as_bytes())
-            .expect("a loaded signing key is valid PEM");
-        Issuer {
-            key,
-            encoding_key,
-            issuer_base: issuer_base.trim_end_matches('/').to_owned(),
-        }
+        let encoding_key = EncodingKey::from_rsa_pem(key.pem().as_bytes()).expect("a loaded signing key is valid PEM");
+        Issuer { key, encoding_key, issuer_base: issuer_base.trim_end_matches('/').to_owned() }
     }
 
     /// The signing key.
@@ -105,14 +97,8 @@ impl Issuer {
             appid: &request.app_id,
             idtyp,
             ver: "2.0",
-            scp: request
-                .user_id
-                .as_ref()
-                .map(|_| request.permissions.join(" ")),
-            roles: request
-                .user_id
-                .is_none()
-                .then_some(request.permissions.as_slice()),
+            scp: request.user_id.as_ref().map(|_| request.permissions.join(" ")),
+            roles: request.user_id.is_none().then_some(request.permissions.as_slice()),
         };
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some(self.key.kid().to_owned());

@@ -45,31 +45,22 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey")
-            .field("kid", &self.kid)
-            .finish_non_exhaustive()
+        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
     }
 }
 
 impl SigningKey {
     /// Generates a new 2048-bit key.
     pub fn generate() -> Self {
-        let key =
-            RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).expect("2048-bit RSA key generation");
-        let pem = key
-            .to_pkcs8_pem(LineEnding::LF)
-            .expect("PKCS#8 encoding of a fresh key")
-            .to_string();
+        let key = RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).expect("2048-bit RSA key generation");
+        let pem = key.to_pkcs8_pem(LineEnding::LF).expect("PKCS#8 encoding of a fresh key").to_string();
         Self::from_pem(&pem).expect("a freshly encoded key decodes")
     }
 
     /// A key from PKCS#8 PEM text.
     pub fn from_pem(pem: &str) -> Result<Self, String> {
         let key = RsaPrivateKey::from_pkcs8_pem(pem).map_err(|error| error.to_string())?;
-        let public_der = key
-            .to_public_key()
-            .to_public_key_der()
-            .map_err(|error| error.to_string())?;
+        let public_der = key.to_public_key().to_public_key_der().map_err(|error| error.to_string())?;
         let kid = URL_SAFE_NO_PAD.encode(&Sha256::digest(public_der.as_bytes())[..16]);
         Ok(SigningKey {
             pem: pem.to_owned(),
@@ -84,16 +75,10 @@ impl SigningKey {
         let path = data_dir.join(KEY_FILE);
         let display = path.display().to_string();
         match std::fs::read_to_string(&path) {
-            Ok(pem) => Self::from_pem(&pem).map_err(|reason| KeyError::Invalid {
-                path: display,
-                reason,
-            }),
+            Ok(pem) => Self::from_pem(&pem).map_err(|reason| KeyError::Invalid { path: display, reason }),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 let key = Self::generate();
-                let io = |source| KeyError::Io {
-                    path: display.clone(),
-                    source,
-                };
+                let io = |source| KeyError::Io { path: display.clone(), source };
                 let temporary = data_dir.join(format!("{KEY_FILE}.tmp"));
                 let mut options = std::fs::OpenOptions::new();
                 options.write(true).create(true).truncate(true);
@@ -105,10 +90,7 @@ impl SigningKey {
                 std::fs::rename(&temporary, &path).map_err(io)?;
                 Ok(key)
             }
-            Err(source) => Err(KeyError::Io {
-                path: display,
-                source,
-            }),
+            Err(source) => Err(KeyError::Io { path: display, source }),
         }
     }
 

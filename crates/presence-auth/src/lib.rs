@@ -26,10 +26,7 @@ pub use verify::{AuthError, Caller, CallerKind, Verifier};
 pub const CONSUMER_TENANT_ID: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
 
 /// Audiences accepted for Graph tokens: the resource URI and the Graph application id.
-pub const GRAPH_AUDIENCES: [&str; 2] = [
-    "https://graph.microsoft.com",
-    "00000003-0000-0000-c000-000000000000",
-];
+pub const GRAPH_AUDIENCES: [&str; 2] = ["https://graph.microsoft.com", "00000003-0000-0000-c000-000000000000"];
 
 /// True when `text` is a GUID in the 8-4-4-4-12 hexadecimal form (any case).
 pub fn is_guid(text: &str) -> bool {

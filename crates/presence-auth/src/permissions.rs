@@ -39,26 +39,16 @@ const READ_ALL: &str = "Presence.Read.All";
 const READ_WRITE_ALL: &str = "Presence.ReadWrite.All";
 
 fn has(granted: &[String], wanted: &[&str]) -> bool {
-    granted.iter().any(|permission| {
-        wanted
-            .iter()
-            .any(|want| permission.eq_ignore_ascii_case(want))
-    })
+    granted.iter().any(|permission| wanted.iter().any(|want| permission.eq_ignore_ascii_case(want)))
 }
 
 /// Allows or refuses `caller` performing `operation` on `target`.
-pub fn authorize(
-    caller: &Caller,
-    operation: Operation,
-    target: Target<'_>,
-) -> Result<(), AuthError> {
+pub fn authorize(caller: &Caller, operation: Operation, target: Target<'_>) -> Result<(), AuthError> {
     match &caller.kind {
         CallerKind::Application { roles } => {
             let (wanted, name): (&[&str], _) = match operation {
                 Operation::ReadUser => return Ok(()),
-                Operation::ReadPresence | Operation::ReadManyPresences => {
-                    (&[READ_ALL, READ_WRITE_ALL], READ_ALL)
-                }
+                Operation::ReadPresence | Operation::ReadManyPresences => (&[READ_ALL, READ_WRITE_ALL], READ_ALL),
                 Operation::WritePresence => (&[READ_WRITE_ALL], READ_WRITE_ALL),
                 Operation::WriteLocation => return Err(AuthError::ApplicationNotSupported),
             };
@@ -72,19 +62,14 @@ pub fn authorize(
             let is_self = matches!(target, Target::User(target) if target == user_id);
             let wanted: &[&str] = match operation {
                 Operation::ReadUser => return Ok(()),
-                Operation::ReadPresence if is_self => {
-                    &["Presence.Read", READ_ALL, "Presence.ReadWrite"]
-                }
+                Operation::ReadPresence if is_self => &["Presence.Read", READ_ALL, "Presence.ReadWrite"],
                 Operation::ReadPresence | Operation::ReadManyPresences => &[READ_ALL],
                 Operation::WritePresence | Operation::WriteLocation => &["Presence.ReadWrite"],
             };
             if !has(scopes, wanted) {
                 return Err(AuthError::MissingScope);
             }
-            let writes = matches!(
-                operation,
-                Operation::WritePresence | Operation::WriteLocation
-            );
+            let writes = matches!(operation, Operation::WritePresence | Operation::WriteLocation);
             if writes && !is_self {
                 return Err(AuthError::OtherUser(user_id.clone()));
             }
@@ -104,10 +89,7 @@ mod tests {
         Caller {
             tenant_id: "t".into(),
             app_id: "a".into(),
-            kind: CallerKind::Delegated {
-                user_id: ME.into(),
-                scopes: scopes.iter().map(|s| s.to_string()).collect(),
-            },
+            kind: CallerKind::Delegated { user_id: ME.into(), scopes: scopes.iter().map(|s| s.to_string()).collect() },
         }
     }
 
@@ -115,89 +97,33 @@ mod tests {
         Caller {
             tenant_id: "t".into(),
             app_id: "a".into(),
-            kind: CallerKind::Application {
-                roles: roles.iter().map(|s| s.to_string()).collect(),
-            },
+            kind: CallerKind::Application { roles: roles.iter().map(|s| s.to_string()).collect() },
         }
     }
 
-    fn check(
-        caller: &Caller,
-        operation: Operation,
-        target: Target<'_>,
-        expected: Result<(), AuthError>,
-    ) {
-        assert_eq!(
-            authorize(caller, operation, target),
-            expected,
-            "{caller:?} {operation:?} {target:?}"
-        );
+    fn check(caller: &Caller, operation: Operation, target: Target<'_>, expected: Result<(), AuthError>) {
+        assert_eq!(authorize(caller, operation, target), expected, "{caller:?} {operation:?} {target:?}");
     }
 
     #[test]
     fn delegated_table() {
         use Operation::*;
         let ok = Ok(());
-        check(
-            &delegated(&["Presence.Read"]),
-            ReadPresence,
-            Target::User(ME),
-            ok.clone(),
-        );
-        check(
-            &delegated(&["Presence.Read"]),
-            ReadPresence,
-            Target::User(OTHER),
-            Err(AuthError::MissingScope),
-        );
-        check(
-            &delegated(&["Presence.Read.All"]),
-            ReadPresence,
-            Target::User(OTHER),
-            ok.clone(),
-        );
-        check(
-            &delegated(&["presence.read.all"]),
-            ReadManyPresences,
-            Target::Many,
-            ok.clone(),
-        );
-        check(
-            &delegated(&["Presence.ReadWrite"]),
-            ReadPresence,
-            Target::User(ME),
-            ok.clone(),
-        );
-        check(
-            &delegated(&["Presence.ReadWrite"]),
-            ReadManyPresences,
-            Target::Many,
-            Err(AuthError::MissingScope),
-        );
-        check(
-            &delegated(&["Presence.ReadWrite"]),
-            WritePresence,
-            Target::User(ME),
-            ok.clone(),
-        );
+        check(&delegated(&["Presence.Read"]), ReadPresence, Target::User(ME), ok.clone());
+        check(&delegated(&["Presence.Read"]), ReadPresence, Target::User(OTHER), Err(AuthError::MissingScope));
+        check(&delegated(&["Presence.Read.All"]), ReadPresence, Target::User(OTHER), ok.clone());
+        check(&delegated(&["presence.read.all"]), ReadManyPresences, Target::Many, ok.clone());
+        check(&delegated(&["Presence.ReadWrite"]), ReadPresence, Target::User(ME), ok.clone());
+        check(&delegated(&["Presence.ReadWrite"]), ReadManyPresences, Target::Many, Err(AuthError::MissingScope));
+        check(&delegated(&["Presence.ReadWrite"]), WritePresence, Target::User(ME), ok.clone());
         check(
             &delegated(&["Presence.ReadWrite"]),
             WritePresence,
             Target::User(OTHER),
             Err(AuthError::OtherUser(ME.into())),
         );
-        check(
-            &delegated(&["Presence.Read.All"]),
-            WritePresence,
-            Target::User(ME),
-            Err(AuthError::MissingScope),
-        );
-        check(
-            &delegated(&["Presence.ReadWrite"]),
-            WriteLocation,
-            Target::User(ME),
-            ok.clone(),
-        );
+        check(&delegated(&["Presence.Read.All"]), WritePresence, Target::User(ME), Err(AuthError::MissingScope));
+        check(&delegated(&["Presence.ReadWrite"]), WriteLocation, Target::User(ME), ok.clone());
         check(&delegated(&[]), ReadUser, Target::User(OTHER), ok);
     }
 
@@ -205,24 +131,9 @@ mod tests {
     fn application_table() {
         use Operation::*;
         let ok = Ok(());
-        check(
-            &application(&["Presence.Read.All"]),
-            ReadPresence,
-            Target::User(OTHER),
-            ok.clone(),
-        );
-        check(
-            &application(&["Presence.ReadWrite.All"]),
-            ReadManyPresences,
-            Target::Many,
-            ok.clone(),
-        );
-        check(
-            &application(&["Presence.ReadWrite.All"]),
-            WritePresence,
-            Target::User(OTHER),
-            ok,
-        );
+        check(&application(&["Presence.Read.All"]), ReadPresence, Target::User(OTHER), ok.clone());
+        check(&application(&["Presence.ReadWrite.All"]), ReadManyPresences, Target::Many, ok.clone());
+        check(&application(&["Presence.ReadWrite.All"]), WritePresence, Target::User(OTHER), ok);
         check(
             &application(&["Presence.Read.All"]),
             WritePresence,

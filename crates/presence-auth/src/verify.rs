@@ -26,9 +26,7 @@ pub enum AuthError {
     #[error("/me request is only valid with delegated authentication flow.")]
     MeRequiresDelegated,
     /// An application token without the role the operation needs.
-    #[error(
-        "Insufficient privileges to complete the operation. Required application permission: {0}."
-    )]
+    #[error("Insufficient privileges to complete the operation. Required application permission: {0}.")]
     MissingRole(&'static str),
     /// A delegated token without the scope the operation needs.
     #[error("Insufficient privileges to complete the operation.")]
@@ -103,9 +101,7 @@ pub struct Verifier {
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verifier")
-            .field("issuer_base", &self.issuer_base)
-            .finish_non_exhaustive()
+        f.debug_struct("Verifier").field("issuer_base", &self.issuer_base).finish_non_exhaustive()
     }
 }
 
@@ -116,19 +112,14 @@ fn invalid(message: &str) -> AuthError {
 impl Verifier {
     /// A verifier for tokens signed by `key` and issued as `{issuer_base}/{tenant}/v2.0`.
     pub fn new(key: &SigningKey, issuer_base: &str, directory: Arc<Directory>) -> Self {
-        let decoding_key = DecodingKey::from_rsa_components(key.modulus(), key.exponent())
-            .expect("a loaded key has valid components");
+        let decoding_key =
+            DecodingKey::from_rsa_components(key.modulus(), key.exponent()).expect("a loaded key has valid components");
         let mut validation = Validation::new(Algorithm::RS256);
         validation.set_audience(&crate::GRAPH_AUDIENCES);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud"]);
         validation.validate_nbf = true;
         validation.leeway = 60;
-        Verifier {
-            decoding_key,
-            validation,
-            issuer_base: issuer_base.trim_end_matches('/').to_owned(),
-            directory,
-        }
+        Verifier { decoding_key, validation, issuer_base: issuer_base.trim_end_matches('/').to_owned(), directory }
     }
 
     /// The directory callers are checked against.
@@ -142,30 +133,22 @@ impl Verifier {
             return Err(AuthError::MissingToken);
         }
         let data =
-            decode::<Claims>(token, &self.decoding_key, &self.validation).map_err(|error| {
-                match error.kind() {
-                    ErrorKind::ExpiredSignature | ErrorKind::ImmatureSignature => {
-                        invalid("Access token has expired or is not yet valid.")
-                    }
-                    ErrorKind::InvalidAudience => {
-                        invalid("Access token validation failure. Invalid audience.")
-                    }
-                    ErrorKind::InvalidSignature => {
-                        invalid("Access token validation failure. Invalid signature.")
-                    }
-                    ErrorKind::InvalidAlgorithm => {
-                        invalid("Access token validation failure. Unsupported signing algorithm.")
-                    }
-                    ErrorKind::MissingRequiredClaim(claim) => AuthError::InvalidToken(format!(
-                        "Access token validation failure. Missing claim '{claim}'."
-                    )),
-                    _ => invalid("IDX14100: JWT is not well formed."),
+            decode::<Claims>(token, &self.decoding_key, &self.validation).map_err(|error| match error.kind() {
+                ErrorKind::ExpiredSignature | ErrorKind::ImmatureSignature => {
+                    invalid("Access token has expired or is not yet valid.")
                 }
+                ErrorKind::InvalidAudience => invalid("Access token validation failure. Invalid audience."),
+                ErrorKind::InvalidSignature => invalid("Access token validation failure. Invalid signature."),
+                ErrorKind::InvalidAlgorithm => {
+                    invalid("Access token validation failure. Unsupported signing algorithm.")
+                }
+                ErrorKind::MissingRequiredClaim(claim) => {
+                    AuthError::InvalidToken(format!("Access token validation failure. Missing claim '{claim}'."))
+                }
+                _ => invalid("IDX14100: JWT is not well formed."),
             })?;
         let claims = data.claims;
-        let tenant_id = claims
-            .tid
-            .ok_or_else(|| invalid("Access token validation failure. Missing claim 'tid'."))?;
+        let tenant_id = claims.tid.ok_or_else(|| invalid("Access token validation failure. Missing claim 'tid'."))?;
         let tenant_id = tenant_id.to_ascii_lowercase();
         if tenant_id == crate::CONSUMER_TENANT_ID {
             return Err(AuthError::PersonalAccount);
@@ -182,9 +165,7 @@ impl Verifier {
             .ok_or_else(|| invalid("Access token validation failure. Missing claim 'azp'."))?
             .to_ascii_lowercase();
         if self.directory.app(&tenant_id, &app_id).is_none() {
-            return Err(invalid(
-                "Access token validation failure. The application is not registered in the tenant.",
-            ));
+            return Err(invalid("Access token validation failure. The application is not registered in the tenant."));
         }
         let delegated = match claims.idtyp.as_deref() {
             Some("user") => true,
@@ -192,11 +173,7 @@ impl Verifier {
             Some(_) => return Err(invalid("Access token validation failure. Invalid 'idtyp'.")),
             None if claims.scp.is_some() => true,
             None if !claims.roles.is_empty() => false,
-            None => {
-                return Err(invalid(
-                    "Access token validation failure. The token has neither 'scp' nor 'roles'.",
-                ))
-            }
+            None => return Err(invalid("Access token validation failure. The token has neither 'scp' nor 'roles'.")),
         };
         let kind = if delegated {
             let user_id = claims
@@ -204,26 +181,13 @@ impl Verifier {
                 .ok_or_else(|| invalid("Access token validation failure. Missing claim 'oid'."))?
                 .to_ascii_lowercase();
             if self.directory.user_by_id(&tenant_id, &user_id).is_none() {
-                return Err(invalid(
-                    "Access token validation failure. The user does not exist in the tenant.",
-                ));
+                return Err(invalid("Access token validation failure. The user does not exist in the tenant."));
             }
-            let scopes = claims
-                .scp
-                .unwrap_or_default()
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect();
+            let scopes = claims.scp.unwrap_or_default().split_whitespace().map(str::to_owned).collect();
             CallerKind::Delegated { user_id, scopes }
         } else {
-            CallerKind::Application {
-                roles: claims.roles,
-            }
+            CallerKind::Application { roles: claims.roles }
         };
-        Ok(Caller {
-            tenant_id,
-            app_id,
-            kind,
-        })
+        Ok(Caller { tenant_id, app_id, kind })
     }
 }

@@ -2,9 +2,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use presence_auth::{
-    AuthError, CallerKind, Directory, Issuer, SigningKey, Tenant, TokenRequest, Verifier,
-};
+use presence_auth::{AuthError, CallerKind, Directory, Issuer, SigningKey, Tenant, TokenRequest, Verifier};
 
 const TENANT: &str = "2f9a7c1d-0000-4000-8000-000000000abc";
 const OTHER_TENANT: &str = "3f9a7c1d-0000-4000-8000-000000000abc";
@@ -28,10 +26,7 @@ fn directory() -> Arc<Directory> {
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
 fn request(user: Option<&str>, permissions: &[&str]) -> TokenRequest {
@@ -49,23 +44,11 @@ fn request(user: Option<&str>, permissions: &[&str]) -> TokenRequest {
 fn application_and_delegated_tokens_verify() {
     let issuer = Issuer::new(key(), "http://localhost:8080");
     let verifier = Verifier::new(&key(), "http://localhost:8080/", directory());
-    let caller = verifier
-        .verify(&issuer.mint(&request(None, &["Presence.ReadWrite.All"])))
-        .unwrap();
+    let caller = verifier.verify(&issuer.mint(&request(None, &["Presence.ReadWrite.All"]))).unwrap();
     assert_eq!(caller.tenant_id, TENANT);
     assert_eq!(caller.app_id, APP);
-    assert_eq!(
-        caller.kind,
-        CallerKind::Application {
-            roles: vec!["Presence.ReadWrite.All".into()]
-        }
-    );
-    let caller = verifier
-        .verify(&issuer.mint(&request(
-            Some(USER),
-            &["Presence.Read", "Presence.ReadWrite"],
-        )))
-        .unwrap();
+    assert_eq!(caller.kind, CallerKind::Application { roles: vec!["Presence.ReadWrite.All".into()] });
+    let caller = verifier.verify(&issuer.mint(&request(Some(USER), &["Presence.Read", "Presence.ReadWrite"]))).unwrap();
     assert_eq!(caller.user_id(), Some(USER));
 }
 
@@ -107,19 +90,13 @@ fn bad_tokens_are_refused_with_the_reason() {
     wrong_tenant_app.tenant_id = OTHER_TENANT.into();
     assert!(refused(&issuer.mint(&wrong_tenant_app)).contains("not registered"));
 
-    let mut unknown_user = request(
-        Some("88888888-2c61-4f3e-9d1a-5a2b8c9e0f11"),
-        &["Presence.Read"],
-    );
+    let mut unknown_user = request(Some("88888888-2c61-4f3e-9d1a-5a2b8c9e0f11"), &["Presence.Read"]);
     unknown_user.tenant_id = TENANT.into();
     assert!(refused(&issuer.mint(&unknown_user)).contains("user does not exist"));
 
     let mut personal = request(None, &["Presence.Read.All"]);
     personal.tenant_id = presence_auth::CONSUMER_TENANT_ID.into();
-    assert_eq!(
-        verifier.verify(&issuer.mint(&personal)),
-        Err(AuthError::PersonalAccount)
-    );
+    assert_eq!(verifier.verify(&issuer.mint(&personal)), Err(AuthError::PersonalAccount));
 }
 
 #[test]
@@ -132,36 +109,23 @@ fn the_key_is_created_once_and_reloaded() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("signing-key.pem"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(
-            mode & 0o077,
-            0,
-            "the private key is readable by its owner only"
-        );
+        let mode = std::fs::metadata(dir.path().join("signing-key.pem")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the private key is readable by its owner only");
     }
 }
 
 #[test]
 fn directory_rejects_bad_configuration() {
-    let bad = |value: serde_json::Value| {
-        Directory::new(serde_json::from_value(value).unwrap())
-            .unwrap_err()
-            .to_string()
-    };
-    assert!(
-        bad(serde_json::json!([{ "id": "contoso", "displayName": "x" }])).contains("not a GUID")
-    );
+    let bad =
+        |value: serde_json::Value| Directory::new(serde_json::from_value(value).unwrap()).unwrap_err().to_string();
+    assert!(bad(serde_json::json!([{ "id": "contoso", "displayName": "x" }])).contains("not a GUID"));
     assert!(bad(serde_json::json!([
         { "id": TENANT, "displayName": "x", "users": [
             { "id": USER, "userPrincipalName": "a@x", "displayName": "A" },
             { "id": "11111111-2c61-4f3e-9d1a-5a2b8c9e0f11", "userPrincipalName": "A@X", "displayName": "B" }] }
     ]))
     .contains("configured twice"));
-    assert!(bad(
-        serde_json::json!([{ "id": presence_auth::CONSUMER_TENANT_ID, "displayName": "x" }])
-    )
-    .contains("personal"));
+    assert!(
+        bad(serde_json::json!([{ "id": presence_auth::CONSUMER_TENANT_ID, "displayName": "x" }])).contains("personal")
+    );
 }

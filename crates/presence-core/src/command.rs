@@ -8,13 +8,9 @@ use std::time::Duration;
 
 use crate::duration::{self, DurationError};
 use crate::engine::{evaluate, same_visible, Presence};
-use crate::facts::{
-    LocationEntry, PreferredPresence, Session, StatusExpiry, StatusMessage, UserFacts,
-};
+use crate::facts::{LocationEntry, PreferredPresence, Session, StatusExpiry, StatusMessage, UserFacts};
 use crate::time::Timestamp;
-use crate::values::{
-    Activity, Availability, WorkLocationType, PREFERRED_PRESENCE_PAIRS, SET_PRESENCE_PAIRS,
-};
+use crate::values::{Activity, Availability, WorkLocationType, PREFERRED_PRESENCE_PAIRS, SET_PRESENCE_PAIRS};
 
 /// Why a command was refused. Every variant is the caller's mistake except none: the core cannot fail.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -158,22 +154,12 @@ fn parse_pair(
 ) -> Result<(Availability, Activity), CommandError> {
     let availability = availability.ok_or(CommandError::MissingParameter("availability"))?;
     let activity = activity.ok_or(CommandError::MissingParameter("activity"))?;
-    let availability = Availability::parse(availability)
-        .ok_or_else(|| CommandError::UnknownAvailability(availability.to_owned()))?;
-    let activity = Activity::parse(activity)
-        .ok_or_else(|| CommandError::UnknownActivity(activity.to_owned()))?;
+    let availability =
+        Availability::parse(availability).ok_or_else(|| CommandError::UnknownAvailability(availability.to_owned()))?;
+    let activity = Activity::parse(activity).ok_or_else(|| CommandError::UnknownActivity(activity.to_owned()))?;
     if !allowed.contains(&(availability, activity)) {
-        let supported = allowed
-            .iter()
-            .map(|(a, b)| format!("{a}/{b}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        return Err(CommandError::UnsupportedPair {
-            action,
-            availability,
-            activity,
-            supported,
-        });
+        let supported = allowed.iter().map(|(a, b)| format!("{a}/{b}")).collect::<Vec<_>>().join(", ");
+        return Err(CommandError::UnsupportedPair { action, availability, activity, supported });
     }
     Ok((availability, activity))
 }
@@ -181,10 +167,7 @@ fn parse_pair(
 fn check_session_id(app_id: &str, session_id: Option<&str>) -> Result<String, CommandError> {
     let session_id = session_id.ok_or(CommandError::MissingParameter("sessionId"))?;
     if !session_id.eq_ignore_ascii_case(app_id) {
-        return Err(CommandError::SessionIdMismatch {
-            session_id: session_id.to_owned(),
-            app_id: app_id.to_owned(),
-        });
+        return Err(CommandError::SessionIdMismatch { session_id: session_id.to_owned(), app_id: app_id.to_owned() });
     }
     Ok(app_id.to_ascii_lowercase())
 }
@@ -198,39 +181,24 @@ impl Command {
         activity: Option<&str>,
         expiration_duration: Option<&str>,
     ) -> Result<Self, CommandError> {
-        let (availability, activity) =
-            parse_pair("setPresence", SET_PRESENCE_PAIRS, availability, activity)?;
+        let (availability, activity) = parse_pair("setPresence", SET_PRESENCE_PAIRS, availability, activity)?;
         let expires_after = match expiration_duration {
             None => duration::SET_PRESENCE_DEFAULT,
             Some(text) => {
                 let parsed = duration::parse(text)?;
                 if !(duration::SET_PRESENCE_MIN..=duration::SET_PRESENCE_MAX).contains(&parsed) {
-                    return Err(CommandError::DurationOutOfRange {
-                        given: text.to_owned(),
-                        min: "PT5M",
-                        max: "PT4H",
-                    });
+                    return Err(CommandError::DurationOutOfRange { given: text.to_owned(), min: "PT5M", max: "PT4H" });
                 }
                 parsed
             }
         };
         let app_id = check_session_id(caller_app_id, session_id)?;
-        Ok(Command::SetPresence {
-            app_id,
-            availability,
-            activity,
-            expires_after,
-        })
+        Ok(Command::SetPresence { app_id, availability, activity, expires_after })
     }
 
     /// clearPresence: `sessionId` must be the caller's application id.
-    pub fn clear_presence(
-        caller_app_id: &str,
-        session_id: Option<&str>,
-    ) -> Result<Self, CommandError> {
-        Ok(Command::ClearPresence {
-            app_id: check_session_id(caller_app_id, session_id)?,
-        })
+    pub fn clear_presence(caller_app_id: &str, session_id: Option<&str>) -> Result<Self, CommandError> {
+        Ok(Command::ClearPresence { app_id: check_session_id(caller_app_id, session_id)? })
     }
 
     /// setUserPreferredPresence: six pairs; any positive duration, default 1 day (Busy, DoNotDisturb) or 7 days.
@@ -239,28 +207,16 @@ impl Command {
         activity: Option<&str>,
         expiration_duration: Option<&str>,
     ) -> Result<Self, CommandError> {
-        let (availability, activity) = parse_pair(
-            "setUserPreferredPresence",
-            PREFERRED_PRESENCE_PAIRS,
-            availability,
-            activity,
-        )?;
+        let (availability, activity) =
+            parse_pair("setUserPreferredPresence", PREFERRED_PRESENCE_PAIRS, availability, activity)?;
         let expires_after = match expiration_duration {
             Some(text) => duration::parse(text)?,
-            None if matches!(
-                availability,
-                Availability::Busy | Availability::DoNotDisturb
-            ) =>
-            {
+            None if matches!(availability, Availability::Busy | Availability::DoNotDisturb) => {
                 duration::PREFERRED_DEFAULT_SHORT
             }
             None => duration::PREFERRED_DEFAULT_LONG,
         };
-        Ok(Command::SetPreferred {
-            availability,
-            activity,
-            expires_after,
-        })
+        Ok(Command::SetPreferred { availability, activity, expires_after })
     }
 
     /// setManualLocation / setAutomaticLocation.
@@ -270,13 +226,9 @@ impl Command {
         place_id: Option<&str>,
     ) -> Result<Self, CommandError> {
         let text = location_type.ok_or(CommandError::MissingParameter("workLocationType"))?;
-        let location_type = WorkLocationType::parse(text)
-            .ok_or_else(|| CommandError::UnknownWorkLocationType(text.to_owned()))?;
-        Ok(Command::SetLocation {
-            layer,
-            location_type,
-            place_id: place_id.map(str::to_owned),
-        })
+        let location_type =
+            WorkLocationType::parse(text).ok_or_else(|| CommandError::UnknownWorkLocationType(text.to_owned()))?;
+        Ok(Command::SetLocation { layer, location_type, place_id: place_id.map(str::to_owned) })
     }
 
     /// Applies the command to `facts` at `now`, stamping the sequence number.
@@ -286,21 +238,13 @@ impl Command {
         let now = now.max(facts.sequence_at);
         let before = evaluate(facts, now);
         if let Command::ClearPresence { app_id } = self {
-            if facts
-                .session(app_id)
-                .is_none_or(|session| now >= session.expires_at)
-            {
+            if facts.session(app_id).is_none_or(|session| now >= session.expires_at) {
                 return Err(CommandError::SessionNotFound(app_id.clone()));
             }
         }
         forget_expired(facts, now);
         match self {
-            Command::SetPresence {
-                app_id,
-                availability,
-                activity,
-                expires_after,
-            } => {
+            Command::SetPresence { app_id, availability, activity, expires_after } => {
                 let session = Session {
                     app_id: app_id.clone(),
                     availability: *availability,
@@ -308,22 +252,13 @@ impl Command {
                     refreshed_at: now,
                     expires_at: now.saturating_add(*expires_after),
                 };
-                match facts
-                    .sessions
-                    .binary_search_by(|existing| existing.app_id.as_str().cmp(app_id))
-                {
+                match facts.sessions.binary_search_by(|existing| existing.app_id.as_str().cmp(app_id)) {
                     Ok(index) => facts.sessions[index] = session,
                     Err(index) => facts.sessions.insert(index, session),
                 }
             }
-            Command::ClearPresence { app_id } => {
-                facts.sessions.retain(|session| &session.app_id != app_id)
-            }
-            Command::SetPreferred {
-                availability,
-                activity,
-                expires_after,
-            } => {
+            Command::ClearPresence { app_id } => facts.sessions.retain(|session| &session.app_id != app_id),
+            Command::SetPreferred { availability, activity, expires_after } => {
                 facts.preferred = Some(PreferredPresence {
                     availability: *availability,
                     activity: *activity,
@@ -332,20 +267,14 @@ impl Command {
             }
             Command::ClearPreferred => facts.preferred = None,
             Command::SetStatusMessage(message) => {
-                facts.status_message = message
-                    .as_ref()
-                    .filter(|message| !message.content.is_empty())
-                    .map(|message| StatusMessage {
+                facts.status_message =
+                    message.as_ref().filter(|message| !message.content.is_empty()).map(|message| StatusMessage {
                         content: message.content.clone(),
                         published_at: now,
                         expiry: message.expiry.clone(),
                     });
             }
-            Command::SetLocation {
-                layer,
-                location_type,
-                place_id,
-            } => {
+            Command::SetLocation { layer, location_type, place_id } => {
                 let entry = Some(LocationEntry {
                     location_type: *location_type,
                     place_id: place_id.clone(),
@@ -376,11 +305,7 @@ impl Command {
 /// Drops whatever has stopped showing by `now`; what shows at or after `now` is unchanged.
 fn forget_expired(facts: &mut UserFacts, now: Timestamp) {
     facts.sessions.retain(|session| now < session.expires_at);
-    if facts
-        .preferred
-        .as_ref()
-        .is_some_and(|preferred| now >= preferred.expires_at)
-    {
+    if facts.preferred.as_ref().is_some_and(|preferred| now >= preferred.expires_at) {
         facts.preferred = None;
     }
     let status_expired = facts

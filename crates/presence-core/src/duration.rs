@@ -44,10 +44,7 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
     if text.starts_with('-') {
         return Err(DurationError::NotPositive(text.to_owned()));
     }
-    let body = text
-        .strip_prefix('P')
-        .or_else(|| text.strip_prefix('p'))
-        .ok_or_else(unparsable)?;
+    let body = text.strip_prefix('P').or_else(|| text.strip_prefix('p')).ok_or_else(unparsable)?;
     if body.is_empty() {
         return Err(unparsable());
     }
@@ -70,8 +67,7 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
     while !rest.is_empty() {
         let (number, unit, tail) = split_component(rest).ok_or_else(unparsable)?;
         match unit.to_ascii_uppercase() {
-            'D' => add(scaled(number, 24 * 60 * 60)
-                .ok_or_else(|| DurationError::TooLong(text.to_owned()))?)?,
+            'D' => add(scaled(number, 24 * 60 * 60).ok_or_else(|| DurationError::TooLong(text.to_owned()))?)?,
             'Y' | 'M' | 'W' => return Err(DurationError::CalendarUnits(text.to_owned())),
             _ => return Err(unparsable()),
         }
@@ -96,8 +92,7 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
                 return Err(unparsable());
             }
             last_rank = rank;
-            add(scaled(number, seconds_per_unit)
-                .ok_or_else(|| DurationError::TooLong(text.to_owned()))?)?;
+            add(scaled(number, seconds_per_unit).ok_or_else(|| DurationError::TooLong(text.to_owned()))?)?;
             rest = tail;
         }
     }
@@ -141,12 +136,7 @@ fn scaled(number: &str, seconds_per_unit: u64) -> Option<Duration> {
 /// Formats a duration the way Graph writes one (`PT5M`, `P1DT2H`, `PT0.5S`).
 pub fn format(duration: Duration) -> String {
     let total = duration.as_secs();
-    let (days, hours, minutes, seconds) = (
-        total / 86_400,
-        total / 3600 % 24,
-        total / 60 % 60,
-        total % 60,
-    );
+    let (days, hours, minutes, seconds) = (total / 86_400, total / 3600 % 24, total / 60 % 60, total % 60);
     let nanos = duration.subsec_nanos();
     let mut out = String::from("P");
     if days > 0 {
@@ -177,14 +167,12 @@ mod tests {
     use super::*;
 
     fn check(input: &str, expected: Result<u64, &str>) {
-        let got = parse(input)
-            .map(|d| d.as_millis() as u64)
-            .map_err(|e| match e {
-                DurationError::Unparsable(_) => "unparsable",
-                DurationError::CalendarUnits(_) => "calendar",
-                DurationError::NotPositive(_) => "not positive",
-                DurationError::TooLong(_) => "too long",
-            });
+        let got = parse(input).map(|d| d.as_millis() as u64).map_err(|e| match e {
+            DurationError::Unparsable(_) => "unparsable",
+            DurationError::CalendarUnits(_) => "calendar",
+            DurationError::NotPositive(_) => "not positive",
+            DurationError::TooLong(_) => "too long",
+        });
         assert_eq!(got, expected, "{input}");
     }
 
@@ -231,9 +219,7 @@ mod tests {
 
     #[test]
     fn format_round_trips() {
-        for text in [
-            "PT5M", "PT4H", "P1D", "P7D", "P1DT2H", "PT1H30M", "PT0.5S", "PT1S",
-        ] {
+        for text in ["PT5M", "PT4H", "P1D", "P7D", "P1DT2H", "PT1H30M", "PT0.5S", "PT1S"] {
             assert_eq!(format(parse(text).unwrap()), text);
         }
     }

@@ -15,8 +15,7 @@ use std::time::Duration;
 use crate::facts::{Session, StatusExpiry, UserFacts};
 use crate::time::Timestamp;
 use crate::values::{
-    session_rank, Activity, Availability, WorkLocationSource, WorkLocationType, FADED_ONCE,
-    FADED_TWICE,
+    session_rank, Activity, Availability, WorkLocationSource, WorkLocationType, FADED_ONCE, FADED_TWICE,
 };
 
 /// Time without a refresh after which an Available session shows [`FADED_ONCE`].
@@ -62,12 +61,7 @@ pub struct WorkLocationView {
 }
 
 /// The visible part of a presence: everything but the sequence number.
-type Visible = (
-    Availability,
-    Activity,
-    Option<StatusMessageView>,
-    WorkLocationView,
-);
+type Visible = (Availability, Activity, Option<StatusMessageView>, WorkLocationView);
 
 /// What one session shows at `at`, or `None` once it has expired.
 pub fn session_state(session: &Session, at: Timestamp) -> Option<(Availability, Activity)> {
@@ -87,23 +81,20 @@ pub fn session_state(session: &Session, at: Timestamp) -> Option<(Availability, 
 
 /// The availability and activity at `at`.
 fn aggregate(facts: &UserFacts, at: Timestamp) -> (Availability, Activity) {
-    let winner = facts
-        .sessions
-        .iter()
-        .filter_map(|session| session_state(session, at).map(|state| (state, session)))
-        .max_by(|(left_state, left), (right_state, right)| {
-            session_rank(left_state.0)
-                .cmp(&session_rank(right_state.0))
-                .then(left.refreshed_at.cmp(&right.refreshed_at))
-                .then(right.app_id.cmp(&left.app_id))
-        });
+    let winner =
+        facts.sessions.iter().filter_map(|session| session_state(session, at).map(|state| (state, session))).max_by(
+            |(left_state, left), (right_state, right)| {
+                session_rank(left_state.0)
+                    .cmp(&session_rank(right_state.0))
+                    .then(left.refreshed_at.cmp(&right.refreshed_at))
+                    .then(right.app_id.cmp(&left.app_id))
+            },
+        );
     let Some((state, _)) = winner else {
         return (Availability::Offline, Activity::Offline);
     };
     match &facts.preferred {
-        Some(preferred) if at < preferred.expires_at => {
-            (preferred.availability, preferred.activity)
-        }
+        Some(preferred) if at < preferred.expires_at => (preferred.availability, preferred.activity),
         _ => state,
     }
 }
@@ -119,13 +110,8 @@ fn visible(facts: &UserFacts, at: Timestamp) -> Visible {
             published_at: message.published_at,
             expiry: message.expiry.clone(),
         });
-    let live = |entry: &Option<crate::facts::LocationEntry>| {
-        entry.as_ref().filter(|entry| at < entry.until).cloned()
-    };
-    let work_location = match (
-        live(&facts.manual_location),
-        live(&facts.automatic_location),
-    ) {
+    let live = |entry: &Option<crate::facts::LocationEntry>| entry.as_ref().filter(|entry| at < entry.until).cloned();
+    let work_location = match (live(&facts.manual_location), live(&facts.automatic_location)) {
         (Some(entry), _) => WorkLocationView {
             location_type: entry.location_type,
             source: WorkLocationSource::Manual,
@@ -157,19 +143,8 @@ fn boundaries(facts: &UserFacts) -> Vec<Timestamp> {
             instants.push(session.refreshed_at.saturating_add(AWAY_AFTER));
         }
     }
-    instants.extend(
-        facts
-            .preferred
-            .as_ref()
-            .map(|preferred| preferred.expires_at),
-    );
-    instants.extend(
-        facts
-            .status_message
-            .as_ref()
-            .and_then(|message| message.expiry.as_ref())
-            .map(|expiry| expiry.at),
-    );
+    instants.extend(facts.preferred.as_ref().map(|preferred| preferred.expires_at));
+    instants.extend(facts.status_message.as_ref().and_then(|message| message.expiry.as_ref()).map(|expiry| expiry.at));
     instants.extend(facts.manual_location.as_ref().map(|entry| entry.until));
     instants.extend(facts.automatic_location.as_ref().map(|entry| entry.until));
     instants.sort_unstable();
@@ -181,10 +156,7 @@ fn boundaries(facts: &UserFacts) -> Vec<Timestamp> {
 fn changes_between(facts: &UserFacts, from: Timestamp, to: Timestamp) -> u64 {
     let mut previous = visible(facts, from);
     let mut count = 0;
-    for instant in boundaries(facts)
-        .into_iter()
-        .filter(|instant| *instant > from && *instant <= to)
-    {
+    for instant in boundaries(facts).into_iter().filter(|instant| *instant > from && *instant <= to) {
         let current = visible(facts, instant);
         if current != previous {
             count += 1;
@@ -206,11 +178,7 @@ pub fn evaluate(facts: &UserFacts, at: Timestamp) -> Presence {
         activity,
         status_message,
         work_location,
-        sequence_number: facts.sequence_base.saturating_add(changes_between(
-            facts,
-            facts.sequence_at,
-            at,
-        )),
+        sequence_number: facts.sequence_base.saturating_add(changes_between(facts, facts.sequence_at, at)),
     }
 }
 
@@ -218,10 +186,7 @@ pub fn evaluate(facts: &UserFacts, at: Timestamp) -> Presence {
 pub fn next_change(facts: &UserFacts, at: Timestamp) -> Option<Timestamp> {
     let at = at.max(facts.sequence_at);
     let now = visible(facts, at);
-    boundaries(facts)
-        .into_iter()
-        .filter(|instant| *instant > at)
-        .find(|instant| visible(facts, *instant) != now)
+    boundaries(facts).into_iter().filter(|instant| *instant > at).find(|instant| visible(facts, *instant) != now)
 }
 
 /// True when `left` and `right` show the same presence (the sequence number aside).

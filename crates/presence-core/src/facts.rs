@@ -87,8 +87,6 @@ pub struct LocationEntry {
 impl UserFacts {
     /// The session of `app_id`, if any.
     pub fn session(&self, app_id: &str) -> Option<&Session> {
-        self.sessions
-            .iter()
-            .find(|session| session.app_id == app_id)
+        self.sessions.iter().find(|session| session.app_id == app_id)
     }
 }

@@ -29,8 +29,6 @@ pub mod values;
 
 pub use command::{Change, Command, CommandError, LocationLayer, NewStatusMessage};
 pub use engine::{evaluate, next_change, Presence, StatusMessageView, WorkLocationView};
-pub use facts::{
-    LocationEntry, PreferredPresence, Session, StatusExpiry, StatusMessage, UserFacts,
-};
+pub use facts::{LocationEntry, PreferredPresence, Session, StatusExpiry, StatusMessage, UserFacts};
 pub use time::Timestamp;
 pub use values::{Activity, Availability, WorkLocationSource, WorkLocationType};

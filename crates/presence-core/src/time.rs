@@ -31,12 +31,7 @@ impl Timestamp {
 
     /// The first UTC midnight strictly after this instant.
     pub fn next_utc_midnight(self) -> Self {
-        Timestamp(
-            self.0
-                .div_euclid(DAY_MS)
-                .saturating_add(1)
-                .saturating_mul(DAY_MS),
-        )
+        Timestamp(self.0.div_euclid(DAY_MS).saturating_add(1).saturating_mul(DAY_MS))
     }
 }
 
@@ -54,13 +49,7 @@ mod tests {
 
     #[test]
     fn add_saturates() {
-        assert_eq!(
-            Timestamp(i64::MAX - 1).saturating_add(Duration::from_secs(10)),
-            Timestamp(i64::MAX)
-        );
-        assert_eq!(
-            Timestamp(1000).saturating_add(Duration::from_millis(500)),
-            Timestamp(1500)
-        );
+        assert_eq!(Timestamp(i64::MAX - 1).saturating_add(Duration::from_secs(10)), Timestamp(i64::MAX));
+        assert_eq!(Timestamp(1000).saturating_add(Duration::from_millis(500)), Timestamp(1500));
     }
 }

@@ -117,8 +117,7 @@ pub const PREFERRED_PRESENCE_PAIRS: &[(Availability, Activity)] = &[
 ///
 /// Graph's documentation prints `Available`/`AvailableInactive`; the enum lists also know `AvailableIdle` and
 /// `Inactive`. Kept in one place so that it can be switched if captures of the real service disagree.
-pub const FADED_ONCE: (Availability, Activity) =
-    (Availability::Available, Activity::AvailableInactive);
+pub const FADED_ONCE: (Availability, Activity) = (Availability::Available, Activity::AvailableInactive);
 
 /// What an Available session shows after ten minutes without a refresh.
 pub const FADED_TWICE: (Availability, Activity) = (Availability::Away, Activity::Away);
@@ -149,11 +148,7 @@ mod tests {
     #[test]
     fn parse_ignores_case_and_emits_graph_spelling() {
         let check = |input: &str, expected: Option<&str>| {
-            assert_eq!(
-                Availability::parse(input).map(Availability::as_str),
-                expected,
-                "{input}"
-            );
+            assert_eq!(Availability::parse(input).map(Availability::as_str), expected, "{input}");
         };
         check("Available", Some("Available"));
         check("available", Some("Available"));
@@ -163,18 +158,9 @@ mod tests {
         check("", None);
         check(" Available", None);
         assert_eq!(Activity::parse("inacall"), Some(Activity::InACall));
-        assert_eq!(
-            Activity::parse("availableinactive"),
-            Some(Activity::AvailableInactive)
-        );
-        assert_eq!(
-            WorkLocationType::parse("Office"),
-            Some(WorkLocationType::Office)
-        );
-        assert_eq!(
-            WorkLocationType::parse("timeoff").map(WorkLocationType::as_str),
-            Some("timeOff")
-        );
+        assert_eq!(Activity::parse("availableinactive"), Some(Activity::AvailableInactive));
+        assert_eq!(WorkLocationType::parse("Office"), Some(WorkLocationType::Office));
+        assert_eq!(WorkLocationType::parse("timeoff").map(WorkLocationType::as_str), Some("timeOff"));
     }
 
     #[test]

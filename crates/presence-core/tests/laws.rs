@@ -25,25 +25,12 @@ const DURATIONS: [&str; 5] = ["PT5M", "PT7M", "PT15M", "PT1H", "PT4H"];
 /// A write, and the gap (in seconds) since the previous write.
 #[derive(Debug, Clone)]
 enum Step {
-    Set {
-        app: usize,
-        pair: usize,
-        duration: usize,
-    },
-    Clear {
-        app: usize,
-    },
-    Prefer {
-        pair: usize,
-        minutes: i64,
-    },
+    Set { app: usize, pair: usize, duration: usize },
+    Clear { app: usize },
+    Prefer { pair: usize, minutes: i64 },
     ClearPreferred,
-    Status {
-        minutes: Option<i64>,
-    },
-    Location {
-        manual: bool,
-    },
+    Status { minutes: Option<i64> },
+    Location { manual: bool },
     ClearLocation,
 }
 
@@ -61,11 +48,7 @@ fn step() -> impl Strategy<Value = Step> {
 
 fn command(step: &Step, now: Timestamp) -> Command {
     match *step {
-        Step::Set {
-            app,
-            pair,
-            duration,
-        } => {
+        Step::Set { app, pair, duration } => {
             let (availability, activity) = SET_PAIRS[pair];
             Command::set_presence(
                 APPS[app],
@@ -79,12 +62,7 @@ fn command(step: &Step, now: Timestamp) -> Command {
         Step::Clear { app } => Command::clear_presence(APPS[app], Some(APPS[app])).unwrap(),
         Step::Prefer { pair, minutes } => {
             let (availability, activity) = PREFERRED_PAIRS[pair];
-            Command::set_preferred(
-                Some(availability),
-                Some(activity),
-                Some(&format!("PT{minutes}M")),
-            )
-            .unwrap()
+            Command::set_preferred(Some(availability), Some(activity), Some(&format!("PT{minutes}M"))).unwrap()
         }
         Step::ClearPreferred => Command::ClearPreferred,
         Step::Status { minutes } => Command::SetStatusMessage(Some(NewStatusMessage {
@@ -96,11 +74,7 @@ fn command(step: &Step, now: Timestamp) -> Command {
             }),
         })),
         Step::Location { manual } => {
-            let layer = if manual {
-                LocationLayer::Manual
-            } else {
-                LocationLayer::Automatic
-            };
+            let layer = if manual { LocationLayer::Manual } else { LocationLayer::Automatic };
             Command::set_location(layer, Some("office"), None).unwrap()
         }
         Step::ClearLocation => Command::ClearLocation,
@@ -112,10 +86,7 @@ fn history() -> impl Strategy<Value = Vec<(Step, i64)>> {
     proptest::collection::vec((step(), 0..900i64), 0..24)
 }
 
-fn run(
-    steps: &[(Step, i64)],
-    mut check: impl FnMut(&UserFacts, Timestamp),
-) -> (UserFacts, Timestamp) {
+fn run(steps: &[(Step, i64)], mut check: impl FnMut(&UserFacts, Timestamp)) -> (UserFacts, Timestamp) {
     let mut facts = UserFacts::default();
     let mut now = Timestamp(1_788_000_000_000);
     for (step, gap_seconds) in steps {
@@ -128,12 +99,7 @@ fn run(
 
 fn visible(facts: &UserFacts, at: Timestamp) -> impl PartialEq + std::fmt::Debug {
     let presence = evaluate(facts, at);
-    (
-        presence.availability,
-        presence.activity,
-        presence.status_message,
-        presence.work_location,
-    )
+    (presence.availability, presence.activity, presence.status_message, presence.work_location)
 }
 
 proptest! {

@@ -2,8 +2,8 @@
 
 use presence_core::command::{LocationLayer, NewStatusMessage};
 use presence_core::{
-    evaluate, next_change, Activity, Availability, Command, CommandError, StatusExpiry, Timestamp,
-    UserFacts, WorkLocationSource, WorkLocationType,
+    evaluate, next_change, Activity, Availability, Command, CommandError, StatusExpiry, Timestamp, UserFacts,
+    WorkLocationSource, WorkLocationType,
 };
 
 const APP_A: &str = "0a0f1e5c-8f62-4d3f-9d52-3b1c3b0d5e11";
@@ -15,14 +15,7 @@ fn at(minutes: i64) -> Timestamp {
     Timestamp(T0 + minutes * MINUTE)
 }
 
-fn set(
-    facts: &mut UserFacts,
-    app: &str,
-    availability: &str,
-    activity: &str,
-    duration: Option<&str>,
-    minute: i64,
-) {
+fn set(facts: &mut UserFacts, app: &str, availability: &str, activity: &str, duration: Option<&str>, minute: i64) {
     Command::set_presence(app, Some(app), Some(availability), Some(activity), duration)
         .unwrap()
         .apply(facts, at(minute))
@@ -37,8 +30,7 @@ fn shows(facts: &UserFacts, minute: i64) -> (&'static str, &'static str) {
 #[test]
 fn set_presence_accepts_exactly_the_five_documented_pairs() {
     let check = |availability: &str, activity: &str, ok: bool| {
-        let result =
-            Command::set_presence(APP_A, Some(APP_A), Some(availability), Some(activity), None);
+        let result = Command::set_presence(APP_A, Some(APP_A), Some(availability), Some(activity), None);
         assert_eq!(result.is_ok(), ok, "{availability}/{activity}: {result:?}");
     };
     check("Available", "Available", true);
@@ -76,30 +68,20 @@ fn preferred_presence_accepts_exactly_the_six_documented_pairs() {
 
 #[test]
 fn unknown_values_and_missing_parameters_are_named() {
-    let err = Command::set_presence(
-        APP_A,
-        Some(APP_A),
-        Some("Sleeping"),
-        Some("Available"),
-        None,
-    )
-    .unwrap_err();
+    let err = Command::set_presence(APP_A, Some(APP_A), Some("Sleeping"), Some("Available"), None).unwrap_err();
     assert_eq!(err, CommandError::UnknownAvailability("Sleeping".into()));
-    let err = Command::set_presence(APP_A, Some(APP_A), Some("Available"), Some("Napping"), None)
-        .unwrap_err();
+    let err = Command::set_presence(APP_A, Some(APP_A), Some("Available"), Some("Napping"), None).unwrap_err();
     assert_eq!(err, CommandError::UnknownActivity("Napping".into()));
     let err = Command::set_presence(APP_A, Some(APP_A), None, Some("Available"), None).unwrap_err();
     assert_eq!(err, CommandError::MissingParameter("availability"));
-    let err =
-        Command::set_presence(APP_A, None, Some("Available"), Some("Available"), None).unwrap_err();
+    let err = Command::set_presence(APP_A, None, Some("Available"), Some("Available"), None).unwrap_err();
     assert_eq!(err, CommandError::MissingParameter("sessionId"));
 }
 
 #[test]
 fn set_presence_duration_range_and_default() {
     let check = |duration: Option<&str>, expected_minutes: Option<i64>| {
-        let result =
-            Command::set_presence(APP_A, Some(APP_A), Some("Busy"), Some("InACall"), duration);
+        let result = Command::set_presence(APP_A, Some(APP_A), Some("Busy"), Some("InACall"), duration);
         match (result, expected_minutes) {
             (Ok(Command::SetPresence { expires_after, .. }), Some(minutes)) => {
                 assert_eq!(expires_after.as_secs() as i64, minutes * 60, "{duration:?}")
@@ -148,30 +130,11 @@ fn preferred_duration_defaults_depend_on_availability() {
 
 #[test]
 fn session_id_must_be_the_callers_app_id() {
-    let err = Command::set_presence(
-        APP_A,
-        Some(APP_B),
-        Some("Available"),
-        Some("Available"),
-        None,
-    )
-    .unwrap_err();
+    let err = Command::set_presence(APP_A, Some(APP_B), Some("Available"), Some("Available"), None).unwrap_err();
     assert!(matches!(err, CommandError::SessionIdMismatch { .. }));
-    assert!(err
-        .to_string()
-        .contains("must be the calling application's id"));
-    assert!(Command::set_presence(
-        APP_A,
-        Some(&APP_A.to_uppercase()),
-        Some("Away"),
-        Some("Away"),
-        None
-    )
-    .is_ok());
-    assert!(matches!(
-        Command::clear_presence(APP_A, Some(APP_B)),
-        Err(CommandError::SessionIdMismatch { .. })
-    ));
+    assert!(err.to_string().contains("must be the calling application's id"));
+    assert!(Command::set_presence(APP_A, Some(&APP_A.to_uppercase()), Some("Away"), Some("Away"), None).is_ok());
+    assert!(matches!(Command::clear_presence(APP_A, Some(APP_B)), Err(CommandError::SessionIdMismatch { .. })));
 }
 
 #[test]
@@ -186,10 +149,7 @@ fn available_fades_after_five_and_ten_minutes_even_with_a_long_expiry() {
     let mut facts = UserFacts::default();
     set(&mut facts, APP_A, "Available", "Available", Some("PT1H"), 0);
     assert_eq!(shows(&facts, 0), ("Available", "Available"));
-    assert_eq!(
-        evaluate(&facts, Timestamp(at(5).0 - 1)).activity,
-        Activity::Available
-    );
+    assert_eq!(evaluate(&facts, Timestamp(at(5).0 - 1)).activity, Activity::Available);
     assert_eq!(shows(&facts, 5), ("Available", "AvailableInactive"));
     assert_eq!(shows(&facts, 9), ("Available", "AvailableInactive"));
     assert_eq!(shows(&facts, 10), ("Away", "Away"));
@@ -207,20 +167,12 @@ fn refreshing_keeps_a_session_from_fading_and_expiring() {
     set(&mut facts, APP_A, "Available", "Available", None, 0);
     set(&mut facts, APP_A, "Available", "Available", None, 4);
     assert_eq!(shows(&facts, 8), ("Available", "Available"));
-    assert_eq!(
-        shows(&facts, 9),
-        ("Offline", "Offline"),
-        "default expiry is five minutes after the refresh"
-    );
+    assert_eq!(shows(&facts, 9), ("Offline", "Offline"), "default expiry is five minutes after the refresh");
 }
 
 #[test]
 fn only_available_fades() {
-    for (availability, activity) in [
-        ("Busy", "InACall"),
-        ("DoNotDisturb", "Presenting"),
-        ("Away", "Away"),
-    ] {
+    for (availability, activity) in [("Busy", "InACall"), ("DoNotDisturb", "Presenting"), ("Away", "Away")] {
         let mut facts = UserFacts::default();
         set(&mut facts, APP_A, availability, activity, Some("PT4H"), 0);
         assert_eq!(shows(&facts, 30), (availability, activity));
@@ -233,36 +185,14 @@ fn only_available_fades() {
 fn sessions_aggregate_dnd_over_busy_over_available_over_away() {
     let mut facts = UserFacts::default();
     set(&mut facts, APP_A, "Away", "Away", Some("PT1H"), 0);
-    set(
-        &mut facts,
-        APP_B,
-        "Available",
-        "Available",
-        Some("PT30M"),
-        0,
-    );
+    set(&mut facts, APP_B, "Available", "Available", Some("PT30M"), 0);
     assert_eq!(shows(&facts, 1), ("Available", "Available"));
     set(&mut facts, "app-c", "Busy", "InACall", Some("PT20M"), 1);
     assert_eq!(shows(&facts, 2), ("Busy", "InACall"));
-    set(
-        &mut facts,
-        "app-d",
-        "DoNotDisturb",
-        "Presenting",
-        Some("PT10M"),
-        2,
-    );
+    set(&mut facts, "app-d", "DoNotDisturb", "Presenting", Some("PT10M"), 2);
     assert_eq!(shows(&facts, 3), ("DoNotDisturb", "Presenting"));
-    assert_eq!(
-        shows(&facts, 12),
-        ("Busy", "InACall"),
-        "DoNotDisturb expired"
-    );
-    assert_eq!(
-        shows(&facts, 21),
-        ("Away", "Away"),
-        "Busy expired, Available faded to Away; ties: latest refresh"
-    );
+    assert_eq!(shows(&facts, 12), ("Busy", "InACall"), "DoNotDisturb expired");
+    assert_eq!(shows(&facts, 21), ("Away", "Away"), "Busy expired, Available faded to Away; ties: latest refresh");
     assert_eq!(shows(&facts, 30), ("Away", "Away"));
     assert_eq!(shows(&facts, 60), ("Offline", "Offline"));
 }
@@ -271,14 +201,7 @@ fn sessions_aggregate_dnd_over_busy_over_available_over_away() {
 fn ties_go_to_the_most_recently_refreshed_session() {
     let mut facts = UserFacts::default();
     set(&mut facts, APP_A, "Busy", "InACall", Some("PT1H"), 0);
-    set(
-        &mut facts,
-        APP_B,
-        "Busy",
-        "InAConferenceCall",
-        Some("PT1H"),
-        1,
-    );
+    set(&mut facts, APP_B, "Busy", "InAConferenceCall", Some("PT1H"), 1);
     assert_eq!(shows(&facts, 2), ("Busy", "InAConferenceCall"));
     set(&mut facts, APP_A, "Busy", "InACall", Some("PT1H"), 3);
     assert_eq!(shows(&facts, 4), ("Busy", "InACall"));
@@ -287,33 +210,17 @@ fn ties_go_to_the_most_recently_refreshed_session() {
 #[test]
 fn clear_presence_removes_only_the_callers_session_and_404s_otherwise() {
     let mut facts = UserFacts::default();
-    let err = Command::clear_presence(APP_A, Some(APP_A))
-        .unwrap()
-        .apply(&mut facts, at(0))
-        .unwrap_err();
+    let err = Command::clear_presence(APP_A, Some(APP_A)).unwrap().apply(&mut facts, at(0)).unwrap_err();
     assert_eq!(err, CommandError::SessionNotFound(APP_A.into()));
     set(&mut facts, APP_A, "Busy", "InACall", Some("PT1H"), 0);
     set(&mut facts, APP_B, "Away", "Away", Some("PT1H"), 0);
-    Command::clear_presence(APP_A, Some(APP_A))
-        .unwrap()
-        .apply(&mut facts, at(1))
-        .unwrap();
+    Command::clear_presence(APP_A, Some(APP_A)).unwrap().apply(&mut facts, at(1)).unwrap();
     assert_eq!(shows(&facts, 1), ("Away", "Away"));
-    Command::clear_presence(APP_B, Some(APP_B))
-        .unwrap()
-        .apply(&mut facts, at(2))
-        .unwrap();
+    Command::clear_presence(APP_B, Some(APP_B)).unwrap().apply(&mut facts, at(2)).unwrap();
     assert_eq!(shows(&facts, 2), ("Offline", "Offline"));
     set(&mut facts, APP_A, "Busy", "InACall", None, 3);
-    let err = Command::clear_presence(APP_A, Some(APP_A))
-        .unwrap()
-        .apply(&mut facts, at(8))
-        .unwrap_err();
-    assert_eq!(
-        err,
-        CommandError::SessionNotFound(APP_A.into()),
-        "an expired session does not exist"
-    );
+    let err = Command::clear_presence(APP_A, Some(APP_A)).unwrap().apply(&mut facts, at(8)).unwrap_err();
+    assert_eq!(err, CommandError::SessionNotFound(APP_A.into()), "an expired session does not exist");
 }
 
 #[test]
@@ -323,32 +230,17 @@ fn preferred_presence_overrides_sessions_but_needs_one() {
         .unwrap()
         .apply(&mut facts, at(0))
         .unwrap();
-    assert_eq!(
-        shows(&facts, 0),
-        ("Offline", "Offline"),
-        "no session: preferred has no effect"
-    );
+    assert_eq!(shows(&facts, 0), ("Offline", "Offline"), "no session: preferred has no effect");
     set(&mut facts, APP_A, "Available", "Available", Some("PT1H"), 1);
     assert_eq!(shows(&facts, 1), ("DoNotDisturb", "DoNotDisturb"));
-    assert_eq!(
-        shows(&facts, 30),
-        ("DoNotDisturb", "DoNotDisturb"),
-        "preferred does not fade"
-    );
+    assert_eq!(shows(&facts, 30), ("DoNotDisturb", "DoNotDisturb"), "preferred does not fade");
     assert_eq!(shows(&facts, 61), ("Offline", "Offline"));
     set(&mut facts, APP_A, "Busy", "InACall", Some("PT4H"), 62);
     assert_eq!(shows(&facts, 62), ("DoNotDisturb", "DoNotDisturb"));
     set(&mut facts, APP_A, "Busy", "InACall", Some("PT4H"), 300);
     assert_eq!(shows(&facts, 479), ("DoNotDisturb", "DoNotDisturb"));
-    assert_eq!(
-        shows(&facts, 480),
-        ("Busy", "InACall"),
-        "the preference lapsed after eight hours"
-    );
-    Command::set_preferred(Some("Offline"), Some("OffWork"), None)
-        .unwrap()
-        .apply(&mut facts, at(481))
-        .unwrap();
+    assert_eq!(shows(&facts, 480), ("Busy", "InACall"), "the preference lapsed after eight hours");
+    Command::set_preferred(Some("Offline"), Some("OffWork"), None).unwrap().apply(&mut facts, at(481)).unwrap();
     assert_eq!(shows(&facts, 481), ("Offline", "OffWork"));
     Command::ClearPreferred.apply(&mut facts, at(482)).unwrap();
     assert_eq!(shows(&facts, 482), ("Busy", "InACall"));
@@ -357,17 +249,10 @@ fn preferred_presence_overrides_sessions_but_needs_one() {
 #[test]
 fn status_message_shows_until_its_expiry_and_empty_clears_it() {
     let mut facts = UserFacts::default();
-    let expiry = StatusExpiry {
-        at: at(30),
-        date_time: "2026-09-01T17:00:00.0000000".into(),
-        time_zone: "UTC".into(),
-    };
-    Command::SetStatusMessage(Some(NewStatusMessage {
-        content: "Back at 3".into(),
-        expiry: Some(expiry),
-    }))
-    .apply(&mut facts, at(0))
-    .unwrap();
+    let expiry = StatusExpiry { at: at(30), date_time: "2026-09-01T17:00:00.0000000".into(), time_zone: "UTC".into() };
+    Command::SetStatusMessage(Some(NewStatusMessage { content: "Back at 3".into(), expiry: Some(expiry) }))
+        .apply(&mut facts, at(0))
+        .unwrap();
     let presence = evaluate(&facts, at(10));
     let message = presence.status_message.expect("shown");
     assert_eq!(message.content, "Back at 3");
@@ -375,22 +260,13 @@ fn status_message_shows_until_its_expiry_and_empty_clears_it() {
     assert!(evaluate(&facts, at(30)).status_message.is_none());
     assert_eq!(next_change(&facts, at(0)), Some(at(30)));
 
-    Command::SetStatusMessage(Some(NewStatusMessage {
-        content: "Lab".into(),
-        expiry: None,
-    }))
-    .apply(&mut facts, at(40))
-    .unwrap();
-    assert!(
-        evaluate(&facts, at(100_000)).status_message.is_some(),
-        "no expiry: never expires"
-    );
-    Command::SetStatusMessage(Some(NewStatusMessage {
-        content: String::new(),
-        expiry: None,
-    }))
-    .apply(&mut facts, at(41))
-    .unwrap();
+    Command::SetStatusMessage(Some(NewStatusMessage { content: "Lab".into(), expiry: None }))
+        .apply(&mut facts, at(40))
+        .unwrap();
+    assert!(evaluate(&facts, at(100_000)).status_message.is_some(), "no expiry: never expires");
+    Command::SetStatusMessage(Some(NewStatusMessage { content: String::new(), expiry: None }))
+        .apply(&mut facts, at(41))
+        .unwrap();
     assert!(evaluate(&facts, at(41)).status_message.is_none());
 }
 
@@ -398,55 +274,21 @@ fn status_message_shows_until_its_expiry_and_empty_clears_it() {
 fn work_location_manual_beats_automatic_and_ends_at_midnight() {
     let mut facts = UserFacts::default();
     let location = evaluate(&facts, at(0)).work_location;
-    assert_eq!(
-        (location.location_type, location.source),
-        (WorkLocationType::Unspecified, WorkLocationSource::None)
-    );
-    Command::set_location(LocationLayer::Automatic, Some("remote"), None)
-        .unwrap()
-        .apply(&mut facts, at(0))
-        .unwrap();
-    Command::set_location(LocationLayer::Manual, Some("office"), Some("b1"))
-        .unwrap()
-        .apply(&mut facts, at(1))
-        .unwrap();
+    assert_eq!((location.location_type, location.source), (WorkLocationType::Unspecified, WorkLocationSource::None));
+    Command::set_location(LocationLayer::Automatic, Some("remote"), None).unwrap().apply(&mut facts, at(0)).unwrap();
+    Command::set_location(LocationLayer::Manual, Some("office"), Some("b1")).unwrap().apply(&mut facts, at(1)).unwrap();
     let location = evaluate(&facts, at(2)).work_location;
-    assert_eq!(
-        (location.location_type, location.source),
-        (WorkLocationType::Office, WorkLocationSource::Manual)
-    );
+    assert_eq!((location.location_type, location.source), (WorkLocationType::Office, WorkLocationSource::Manual));
     assert_eq!(location.place_id.as_deref(), Some("b1"));
-    Command::ClearAutomaticLocation
-        .apply(&mut facts, at(3))
-        .unwrap();
-    assert_eq!(
-        evaluate(&facts, at(3)).work_location.source,
-        WorkLocationSource::Manual
-    );
-    Command::set_location(LocationLayer::Automatic, Some("remote"), None)
-        .unwrap()
-        .apply(&mut facts, at(4))
-        .unwrap();
+    Command::ClearAutomaticLocation.apply(&mut facts, at(3)).unwrap();
+    assert_eq!(evaluate(&facts, at(3)).work_location.source, WorkLocationSource::Manual);
+    Command::set_location(LocationLayer::Automatic, Some("remote"), None).unwrap().apply(&mut facts, at(4)).unwrap();
     Command::ClearLocation.apply(&mut facts, at(5)).unwrap();
-    assert_eq!(
-        evaluate(&facts, at(5)).work_location.source,
-        WorkLocationSource::None
-    );
-    Command::set_location(LocationLayer::Automatic, Some("timeoff"), None)
-        .unwrap()
-        .apply(&mut facts, at(6))
-        .unwrap();
+    assert_eq!(evaluate(&facts, at(5)).work_location.source, WorkLocationSource::None);
+    Command::set_location(LocationLayer::Automatic, Some("timeoff"), None).unwrap().apply(&mut facts, at(6)).unwrap();
     let midnight = at(6).next_utc_midnight();
-    assert_eq!(
-        evaluate(&facts, Timestamp(midnight.0 - 1))
-            .work_location
-            .location_type,
-        WorkLocationType::TimeOff
-    );
-    assert_eq!(
-        evaluate(&facts, midnight).work_location.source,
-        WorkLocationSource::None
-    );
+    assert_eq!(evaluate(&facts, Timestamp(midnight.0 - 1)).work_location.location_type, WorkLocationType::TimeOff);
+    assert_eq!(evaluate(&facts, midnight).work_location.source, WorkLocationSource::None);
     assert!(Command::set_location(LocationLayer::Manual, Some("moon"), None).is_err());
     assert!(Command::set_location(LocationLayer::Manual, None, None).is_err());
 }
@@ -464,11 +306,7 @@ fn sequence_number_counts_writes_and_timer_changes_but_not_no_ops() {
     assert_eq!(seq(&facts, 60), 4, "expiry");
     let change = Command::ClearPreferred.apply(&mut facts, at(61)).unwrap();
     assert!(!change.is_visible());
-    assert_eq!(
-        seq(&facts, 61),
-        4,
-        "a write that changes nothing visible keeps the number"
-    );
+    assert_eq!(seq(&facts, 61), 4, "a write that changes nothing visible keeps the number");
     set(&mut facts, APP_A, "Busy", "InACall", None, 62);
     assert_eq!(seq(&facts, 62), 5);
     set(&mut facts, APP_A, "Busy", "InACall", None, 63);

@@ -4,8 +4,8 @@
 //! Enumerations are stored as their Graph spellings.
 
 use presence_core::{
-    Activity, Availability, LocationEntry, PreferredPresence, Session, StatusExpiry, StatusMessage,
-    Timestamp, UserFacts, WorkLocationType,
+    Activity, Availability, LocationEntry, PreferredPresence, Session, StatusExpiry, StatusMessage, Timestamp,
+    UserFacts, WorkLocationType,
 };
 use serde::{Deserialize, Serialize};
 
@@ -113,11 +113,8 @@ pub(crate) fn decode(text: &str) -> Result<UserFacts, String> {
     if stored.v != VERSION {
         return Err(format!("unknown record version {}", stored.v));
     }
-    let availability = |text: &str| {
-        Availability::parse(text).ok_or_else(|| format!("unknown availability {text}"))
-    };
-    let activity =
-        |text: &str| Activity::parse(text).ok_or_else(|| format!("unknown activity {text}"));
+    let availability = |text: &str| Availability::parse(text).ok_or_else(|| format!("unknown availability {text}"));
+    let activity = |text: &str| Activity::parse(text).ok_or_else(|| format!("unknown activity {text}"));
     let location = |entry: StoredLocation| -> Result<LocationEntry, String> {
         Ok(LocationEntry {
             location_type: WorkLocationType::parse(&entry.kind)
@@ -208,16 +205,16 @@ mod tests {
             sequence_at: Timestamp(9),
         };
         assert_eq!(decode(&encode(&facts)).unwrap(), facts);
-        assert_eq!(
-            decode(&encode(&UserFacts::default())).unwrap(),
-            UserFacts::default()
-        );
+        assert_eq!(decode(&encode(&UserFacts::default())).unwrap(), UserFacts::default());
     }
 
     #[test]
     fn corrupt_records_are_reported() {
         assert!(decode("{").is_err());
         assert!(decode(r#"{"v":2,"seq":0,"seq_at":0}"#).is_err());
-        assert!(decode(r#"{"v":1,"seq":0,"seq_at":0,"preferred":{"availability":"Sleepy","activity":"Away","expires":1}}"#).is_err());
+        assert!(decode(
+            r#"{"v":1,"seq":0,"seq_at":0,"preferred":{"availability":"Sleepy","activity":"Away","expires":1}}"#
+        )
+        .is_err());
     }
 }

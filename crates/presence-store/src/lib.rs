@@ -58,9 +58,5 @@ pub trait PresenceStore: Send + Sync + 'static {
 
     /// Atomically reads the user's facts (the default when none), lets `apply` change them, and stores the
     /// result durably if `apply` returns `true`. Returns whether anything was written.
-    fn update(
-        &self,
-        key: &UserKey,
-        apply: &mut dyn FnMut(&mut UserFacts) -> bool,
-    ) -> Result<bool, StoreError>;
+    fn update(&self, key: &UserKey, apply: &mut dyn FnMut(&mut UserFacts) -> bool) -> Result<bool, StoreError>;
 }

@@ -48,11 +48,7 @@ impl SqliteStore {
         )?;
         let reader = Connection::open(&path)?;
         configure(&reader)?;
-        Ok(SqliteStore {
-            writer: Mutex::new(writer),
-            reader: Mutex::new(reader),
-            path,
-        })
+        Ok(SqliteStore { writer: Mutex::new(writer), reader: Mutex::new(reader), path })
     }
 
     /// The database file.
@@ -63,11 +59,7 @@ impl SqliteStore {
     /// The number of users with a stored record.
     pub fn user_count(&self) -> Result<u64, StoreError> {
         let reader = lock(&self.reader)?;
-        Ok(
-            reader.query_row("SELECT COUNT(*) FROM presence", [], |row| {
-                row.get::<_, i64>(0)
-            })? as u64,
-        )
+        Ok(reader.query_row("SELECT COUNT(*) FROM presence", [], |row| row.get::<_, i64>(0))? as u64)
     }
 }
 
@@ -99,22 +91,14 @@ impl PresenceStore for SqliteStore {
     fn get_many(&self, keys: &[UserKey]) -> Result<Vec<Option<UserFacts>>, StoreError> {
         let reader = lock(&self.reader)?;
         let transaction = reader.unchecked_transaction()?;
-        let facts = keys
-            .iter()
-            .map(|key| read(&transaction, key))
-            .collect::<Result<Vec<_>, _>>()?;
+        let facts = keys.iter().map(|key| read(&transaction, key)).collect::<Result<Vec<_>, _>>()?;
         transaction.finish()?;
         Ok(facts)
     }
 
-    fn update(
-        &self,
-        key: &UserKey,
-        apply: &mut dyn FnMut(&mut UserFacts) -> bool,
-    ) -> Result<bool, StoreError> {
+    fn update(&self, key: &UserKey, apply: &mut dyn FnMut(&mut UserFacts) -> bool) -> Result<bool, StoreError> {
         let mut writer = lock(&self.writer)?;
-        let transaction =
-            writer.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let transaction = writer.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut facts = read(&transaction, key)?.unwrap_or_default();
         if !apply(&mut facts) {
             return Ok(false);

@@ -4,23 +4,14 @@ use presence_core::{Command, Timestamp, UserFacts};
 use presence_store::{PresenceStore, SqliteStore, UserKey};
 
 fn key(tenant: &str, user: &str) -> UserKey {
-    UserKey {
-        tenant_id: tenant.into(),
-        user_id: user.into(),
-    }
+    UserKey { tenant_id: tenant.into(), user_id: user.into() }
 }
 
 fn busy(facts: &mut UserFacts) -> bool {
-    Command::set_presence(
-        "app",
-        Some("app"),
-        Some("Busy"),
-        Some("InACall"),
-        Some("PT1H"),
-    )
-    .unwrap()
-    .apply(facts, Timestamp(1_000))
-    .is_ok()
+    Command::set_presence("app", Some("app"), Some("Busy"), Some("InACall"), Some("PT1H"))
+        .unwrap()
+        .apply(facts, Timestamp(1_000))
+        .is_ok()
 }
 
 #[test]
@@ -35,18 +26,9 @@ fn updates_survive_reopening_and_stay_in_their_tenant() {
     let facts = store.get(&key("t1", "u1")).unwrap().expect("stored");
     assert_eq!(facts.sessions.len(), 1);
     assert_eq!(facts.sequence_base, 1);
-    assert_eq!(
-        store.get(&key("t2", "u1")).unwrap(),
-        None,
-        "another tenant's user of the same id"
-    );
-    let many = store
-        .get_many(&[key("t1", "u2"), key("t1", "u1"), key("t2", "u1")])
-        .unwrap();
-    assert_eq!(
-        many.iter().map(Option::is_some).collect::<Vec<_>>(),
-        [false, true, false]
-    );
+    assert_eq!(store.get(&key("t2", "u1")).unwrap(), None, "another tenant's user of the same id");
+    let many = store.get_many(&[key("t1", "u2"), key("t1", "u1"), key("t2", "u1")]).unwrap();
+    assert_eq!(many.iter().map(Option::is_some).collect::<Vec<_>>(), [false, true, false]);
 }
 
 #[test]
@@ -84,8 +66,5 @@ fn concurrent_updates_of_one_user_do_not_lose_writes() {
     for thread in threads {
         thread.join().unwrap();
     }
-    assert_eq!(
-        store.get(&key("t", "u")).unwrap().unwrap().sequence_base,
-        100
-    );
+    assert_eq!(store.get(&key("t", "u")).unwrap().unwrap().sequence_base, 100);
 }

@@ -1,1 +1,195 @@
-fn main() {}
+//! presenced: a self-hostable presence server speaking the Microsoft Graph presence API.
+//!
+//! The binary only parses flags, loads the configuration, and wires the layers: the SQLite store, the
+//! directory and token verifier, and the HTTP router. `presenced token` mints tokens from the same key.
+
+mod config;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use presence_api::{ApiConfig, AppState, ManualClock};
+use presence_auth::{Issuer, SigningKey, TokenRequest};
+use presence_store::SqliteStore;
+
+use crate::config::Config;
+
+#[derive(Parser)]
+#[command(name = "presenced", version, about = "A Microsoft Graph presence server")]
+struct Cli {
+    /// Configuration file (TOML); the built-in demo configuration when absent.
+    #[arg(long, global = true, env = "PRESENCED_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory; overrides `data_dir` of the configuration.
+    #[arg(long, global = true, env = "PRESENCED_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve(ServeArgs),
+    /// Print a signed access token for a configured tenant, application and (optionally) user.
+    Token(TokenArgs),
+}
+
+#[derive(Args, Default)]
+struct ServeArgs {
+    /// Address to listen on; overrides `listen`.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Public URL; overrides `public_url`.
+    #[arg(long)]
+    public_url: Option<String>,
+    /// Enable the test clock (`/_test/clock`); overrides `test_clock`. Never in production.
+    #[arg(long)]
+    test_clock: bool,
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// Tenant id; default: the first configured tenant.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Application client id or display name; default: the tenant's first application.
+    #[arg(long)]
+    app: Option<String>,
+    /// User object id or userPrincipalName: mint a delegated token for this user. Without it, an
+    /// application token.
+    #[arg(long)]
+    user: Option<String>,
+    /// Delegated scopes, space-separated (with --user).
+    #[arg(long, default_value = "Presence.Read.All Presence.ReadWrite")]
+    scopes: String,
+    /// Application roles, space-separated (without --user).
+    #[arg(long, default_value = "Presence.ReadWrite.All")]
+    roles: String,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    lifetime: i64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(data_dir) = cli.data_dir {
+        config.data_dir = data_dir;
+    }
+    match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+        Command::Serve(args) => serve(config, args),
+        Command::Token(args) => token(&config, &args),
+    }
+}
+
+fn open_key(config: &Config) -> anyhow::Result<SigningKey> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    Ok(SigningKey::load_or_create(&config.data_dir)?)
+}
+
+fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,presenced=info".into()),
+        )
+        .init();
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if args.public_url.is_some() {
+        config.public_url = args.public_url;
+    }
+    config.test_clock |= args.test_clock;
+    let directory = Arc::new(config.directory()?);
+    let key = open_key(&config)?;
+    let store = SqliteStore::open(&config.data_dir)
+        .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+    let test_clock = config.test_clock.then(|| {
+        tracing::warn!("TEST CLOCK ENABLED: presence time stands still and /_test/clock can move it. Never use this in production.");
+        Arc::new(ManualClock::new(presence_api::clock::system_now()))
+    });
+    let api_config = ApiConfig {
+        public_url: config.public_url(),
+        issuer_base: config.issuer_base(),
+        max_body_bytes: config.max_body_bytes,
+    };
+    let state = AppState::new(Arc::new(store), directory, key, test_clock, api_config);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let listener =
+            tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+        let address = listener.local_addr()?;
+        println!("presenced listening on http://{address} (data in {})", config.data_dir.display());
+        println!("Graph API: http://{address}/v1.0 and http://{address}/beta");
+        println!("Get a token:  cargo run --release -- token            (application, Presence.ReadWrite.All)");
+        println!("              cargo run --release -- token --user adele@contoso.example   (delegated)");
+        tracing::info!(%address, "listening");
+        axum::serve(listener, presence_api::router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+        tracing::info!("stopped");
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate => {},
+    }
+}
+
+fn token(config: &Config, args: &TokenArgs) -> anyhow::Result<()> {
+    let directory = config.directory()?;
+    let tenant = match &args.tenant {
+        Some(id) => directory.tenant(id).with_context(|| format!("tenant '{id}' is not configured"))?,
+        None => {
+            config.tenants.first().and_then(|tenant| directory.tenant(&tenant.id)).context("no tenant is configured")?
+        }
+    };
+    let app = match &args.app {
+        Some(wanted) => tenant
+            .apps
+            .iter()
+            .find(|app| app.id.eq_ignore_ascii_case(wanted) || app.display_name.eq_ignore_ascii_case(wanted))
+            .with_context(|| format!("application '{wanted}' is not registered in tenant {}", tenant.id))?,
+        None => tenant.apps.first().with_context(|| format!("tenant {} has no application", tenant.id))?,
+    };
+    let user = match &args.user {
+        Some(wanted) => Some(
+            directory
+                .user_by_id_or_upn(&tenant.id, wanted)
+                .with_context(|| format!("user '{wanted}' is not in tenant {}", tenant.id))?,
+        ),
+        None => None,
+    };
+    let permissions = if user.is_some() { &args.scopes } else { &args.roles };
+    let issued_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+    let issuer = Issuer::new(open_key(config)?, &config.issuer_base());
+    let token = issuer.mint(&TokenRequest {
+        tenant_id: tenant.id.clone(),
+        app_id: app.id.clone(),
+        user_id: user.map(|user| user.id.clone()),
+        permissions: permissions.split_whitespace().map(str::to_owned).collect(),
+        issued_at,
+        lifetime_seconds: args.lifetime,
+    });
+    println!("{token}");
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! Request ids on every response, and the Graph error envelope on every error.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::error::ErrorInfo;
+
+/// The ids of one request: ours, and the client's (or ours again when the client sent none).
+#[derive(Debug, Clone)]
+pub(crate) struct RequestIds {
+    pub(crate) request_id: String,
+    pub(crate) client_request_id: String,
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
+const CLIENT_REQUEST_ID: HeaderName = HeaderName::from_static("client-request-id");
+
+/// Longest `client-request-id` echoed; a longer one is replaced by the request id.
+const MAX_CLIENT_REQUEST_ID: usize = 128;
+
+pub(crate) async fn envelope(mut request: Request, next: Next) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let client_request_id = request
+        .headers()
+        .get(&CLIENT_REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| !value.is_empty() && value.len() <= MAX_CLIENT_REQUEST_ID)
+        .map(str::to_owned)
+        .unwrap_or_else(|| request_id.clone());
+    let ids = RequestIds { request_id, client_request_id };
+    request.extensions_mut().insert(ids.clone());
+    let mut response = next.run(request).await;
+    if let Some(info) = response.extensions_mut().remove::<ErrorInfo>() {
+        let date = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S").to_string();
+        let body = serde_json::json!({
+            "error": {
+                "code": info.code,
+                "message": info.message,
+                "innerError": {
+                    "date": date,
+                    "request-id": ids.request_id,
+                    "client-request-id": ids.client_request_id,
+                }
+            }
+        });
+        *response.body_mut() = Body::from(body.to_string());
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response.headers_mut().remove(header::CONTENT_LENGTH);
+    }
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&ids.request_id) {
+        headers.insert(REQUEST_ID, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&ids.client_request_id) {
+        headers.insert(CLIENT_REQUEST_ID, value);
+    }
+    headers.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-cache"));
+    response
+}

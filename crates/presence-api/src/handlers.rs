@@ -1,0 +1,544 @@
+//! The request handlers: from a resolved endpoint and a verified caller to a Graph response.
+
+use std::collections::HashSet;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::{Json, Router};
+use presence_auth::{authorize, AuthError, Caller, Operation, Target};
+use presence_core::command::{LocationLayer, NewStatusMessage};
+use presence_core::{evaluate, Command, StatusExpiry, Timestamp, UserFacts};
+use presence_store::UserKey;
+use serde_json::{Map, Value};
+
+use crate::envelope::envelope;
+use crate::error::ApiError;
+use crate::route::{resolve, Action, Endpoint, PresencePath, UserPath};
+use crate::wire::{
+    format_instant, object_member, string_member, CollectionJson, PresenceJson, UserJson, ODATA_JSON,
+    PRESENCE_PROPERTIES,
+};
+use crate::AppState;
+
+/// Most ids one getPresencesByUserId call (or one `$filter=id in (...)`) may name.
+pub const MAX_IDS_PER_REQUEST: usize = 650;
+
+/// Longest test-clock step accepted: ten years.
+const MAX_CLOCK_STEP_SECONDS: f64 = 10.0 * 366.0 * 86_400.0;
+
+pub(crate) fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1.0/{*rest}", any(graph_v1))
+        .route("/beta/{*rest}", any(graph_beta))
+        .route("/.well-known/openid-configuration", get(openid_common).fallback(method_not_allowed))
+        .route("/{tenant}/v2.0/.well-known/openid-configuration", get(openid_tenant).fallback(method_not_allowed))
+        .route("/discovery/v2.0/keys", get(jwks).fallback(method_not_allowed))
+        .route("/_test/clock", get(clock_read).fallback(method_not_allowed))
+        .route("/_test/clock/advance", post(clock_advance).fallback(method_not_allowed))
+        .fallback(not_found)
+        .layer(middleware::from_fn(envelope))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+async fn graph_v1(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+    graph(state, "v1.0", method, uri, headers, body).await
+}
+
+async fn graph_beta(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    graph(state, "beta", method, uri, headers, body).await
+}
+
+async fn graph(
+    state: AppState,
+    version: &'static str,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match serve(&state, version, method, &uri, &headers, body).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+/// One Graph request, start to end.
+async fn serve(
+    state: &AppState,
+    version: &'static str,
+    method: Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let raw_path = uri.path().strip_prefix('/').unwrap_or(uri.path());
+    let raw_path = &raw_path[version.len()..];
+    let segments = raw_path
+        .split('/')
+        .filter(|segment| !segment.is_empty())
+        .map(|segment| {
+            percent_encoding::percent_decode_str(segment)
+                .decode_utf8()
+                .map_err(|_| ApiError::BadRequest(format!("The path segment '{segment}' is not valid UTF-8.")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let segments: Vec<&str> = segments.iter().map(|segment| segment.as_ref()).collect();
+    let endpoint = resolve(&method, &segments)?;
+    let caller = authenticate(state, headers)?;
+    let query = Query::<Vec<(String, String)>>::try_from_uri(uri)
+        .map_err(|_| ApiError::BadRequest("The query string is malformed.".into()))?
+        .0;
+    let body = read_body(state, body).await?;
+    let context = Context { state, version, caller: &caller, query: &query };
+    match endpoint {
+        Endpoint::GetPresence(path) => context.get_presence(&path).await,
+        Endpoint::PresenceAction(path, action) => context.presence_action(&path, action, headers, &body).await,
+        Endpoint::GetPresencesByUserId => {
+            let object = json_object(headers, &body, true)?;
+            let ids = match object.get("ids") {
+                None | Some(Value::Null) => {
+                    return Err(ApiError::BadRequest("The parameter 'ids' is required.".into()))
+                }
+                Some(Value::Array(ids)) => ids
+                    .iter()
+                    .map(|id| match id {
+                        Value::String(id) => Ok(id.as_str()),
+                        _ => Err(ApiError::BadRequest("Every member of 'ids' must be a string.".into())),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+                Some(_) => return Err(ApiError::BadRequest("The parameter 'ids' must be an array of strings.".into())),
+            };
+            let context_url =
+                format!("{}/{version}/$metadata#Collection(microsoft.graph.presence)", state.public_url());
+            context.many_presences(&ids, context_url).await
+        }
+        Endpoint::ListPresences => {
+            let filter = query_option(&query, "$filter").ok_or_else(|| {
+                ApiError::BadRequest(
+                    "Listing every presence is not supported; use $filter=id in ('id1','id2') or getPresencesByUserId."
+                        .into(),
+                )
+            })?;
+            let ids = parse_id_filter(filter)?;
+            let context_url = format!("{}/{version}/$metadata#communications/presences", state.public_url());
+            context.many_presences(&ids, context_url).await
+        }
+        Endpoint::GetUser(path) => context.get_user(&path),
+    }
+}
+
+impl AppState {
+    fn public_url(&self) -> &str {
+        self.inner.config.public_url.trim_end_matches('/')
+    }
+}
+
+fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(AuthError::MissingToken.into());
+    };
+    let value = value.to_str().map_err(|_| AuthError::InvalidToken("IDX14100: JWT is not well formed.".into()))?;
+    let token = match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+        None if value.trim().is_empty() => "",
+        _ => return Err(AuthError::InvalidToken("The Authorization header must use the Bearer scheme.".into()).into()),
+    };
+    Ok(state.inner.verifier.verify(token)?)
+}
+
+async fn read_body(state: &AppState, body: Body) -> Result<Bytes, ApiError> {
+    let limit = state.inner.config.max_body_bytes;
+    axum::body::to_bytes(body, limit).await.map_err(|error| {
+        let too_large =
+            std::error::Error::source(&error).is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            ApiError::PayloadTooLarge(limit)
+        } else {
+            ApiError::BadRequest("The request body could not be read.".into())
+        }
+    })
+}
+
+/// The body as a JSON object. An empty body is `{}` unless the action needs parameters.
+fn json_object(headers: &HeaderMap, body: &Bytes, needs_parameters: bool) -> Result<Map<String, Value>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return if needs_parameters { Err(ApiError::EmptyPayload) } else { Ok(Map::new()) };
+    }
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|media_type| media_type.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::InvalidJson);
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(object)) => Ok(object),
+        Ok(_) => Err(ApiError::BadRequest("The request body must be a JSON object.".into())),
+        Err(_) => Err(ApiError::InvalidJson),
+    }
+}
+
+fn query_option<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    query.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_str())
+}
+
+/// `id in ('a','b')` → `["a", "b"]`.
+fn parse_id_filter(filter: &str) -> Result<Vec<&str>, ApiError> {
+    let invalid = || {
+        ApiError::BadRequest(format!("Invalid filter clause '{filter}': only id in ('id1','id2',...) is supported."))
+    };
+    let rest = filter.trim();
+    let rest = rest
+        .get(..2)
+        .filter(|word| word.eq_ignore_ascii_case("id"))
+        .map(|_| rest[2..].trim_start())
+        .ok_or_else(invalid)?;
+    let rest = rest
+        .get(..2)
+        .filter(|word| word.eq_ignore_ascii_case("in"))
+        .map(|_| rest[2..].trim_start())
+        .ok_or_else(invalid)?;
+    let list = rest.strip_prefix('(').and_then(|rest| rest.trim_end().strip_suffix(')')).ok_or_else(invalid)?;
+    list.split(',')
+        .map(|item| {
+            let item = item.trim();
+            item.strip_prefix('\'').and_then(|item| item.strip_suffix('\'')).ok_or_else(invalid)
+        })
+        .collect()
+}
+
+fn odata_json(body: &impl serde::Serialize) -> Result<Response, ApiError> {
+    let bytes = serde_json::to_vec(body).map_err(|error| ApiError::Internal(error.to_string()))?;
+    let mut response = (StatusCode::OK, bytes).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ODATA_JSON));
+    response.headers_mut().insert("odata-version", HeaderValue::from_static("4.0"));
+    Ok(response)
+}
+
+/// The store key of a user of the caller's tenant.
+fn key(caller: &Caller, user_id: &str) -> UserKey {
+    UserKey { tenant_id: caller.tenant_id.clone(), user_id: user_id.to_owned() }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| ApiError::Internal(format!("storage task failed: {error}")))?
+}
+
+struct Context<'a> {
+    state: &'a AppState,
+    version: &'static str,
+    caller: &'a Caller,
+    query: &'a [(String, String)],
+}
+
+impl Context<'_> {
+    /// The user id a presence path names, after checking the caller may perform `operation` on it.
+    fn presence_user(&self, path: &PresencePath, operation: Operation) -> Result<String, ApiError> {
+        let user_id = match path {
+            PresencePath::Me => self.caller.user_id().ok_or(AuthError::MeRequiresDelegated)?.to_owned(),
+            PresencePath::User(id) | PresencePath::Communications(id) => {
+                if !presence_auth::is_guid(id) {
+                    return Err(ApiError::UserIdRequired(id.clone()));
+                }
+                id.to_ascii_lowercase()
+            }
+        };
+        authorize(self.caller, operation, Target::User(&user_id))?;
+        if self.state.inner.directory.user_by_id(&self.caller.tenant_id, &user_id).is_none() {
+            return Err(ApiError::UserNotFound(user_id));
+        }
+        Ok(user_id)
+    }
+
+    fn owner_view(&self, user_id: &str) -> bool {
+        self.caller.user_id() == Some(user_id)
+    }
+
+    async fn get_presence(&self, path: &PresencePath) -> Result<Response, ApiError> {
+        let user_id = self.presence_user(path, Operation::ReadPresence)?;
+        let selected = self.selection()?;
+        let store = self.state.inner.store.clone();
+        let store_key = key(self.caller, &user_id);
+        let facts = blocking(move || Ok(store.get(&store_key)?)).await?.unwrap_or_default();
+        let presence = evaluate(&facts, self.state.inner.clock.now());
+        let context = match path {
+            PresencePath::Communications(_) => {
+                format!("{}/{}/$metadata#communications/presences/$entity", self.state.public_url(), self.version)
+            }
+            _ => format!("{}/{}/$metadata#users('{user_id}')/presence/$entity", self.state.public_url(), self.version),
+        };
+        let json = PresenceJson::known(&user_id, presence, self.owner_view(&user_id), Some(context));
+        match selected {
+            None => odata_json(&json),
+            Some(selected) => {
+                let Ok(Value::Object(mut object)) = serde_json::to_value(&json) else {
+                    return Err(ApiError::Internal("presence did not serialise to an object".into()));
+                };
+                object.retain(|name, _| name == "@odata.context" || name == "id" || selected.contains(name.as_str()));
+                odata_json(&object)
+            }
+        }
+    }
+
+    /// The properties named by `$select`, if given.
+    fn selection(&self) -> Result<Option<HashSet<&'static str>>, ApiError> {
+        let Some(select) = query_option(self.query, "$select") else {
+            return Ok(None);
+        };
+        select
+            .split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .map(|name| {
+                PRESENCE_PROPERTIES.iter().copied().find(|known| known.eq_ignore_ascii_case(name)).ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "Could not find a property named '{name}' on type 'microsoft.graph.presence'."
+                    ))
+                })
+            })
+            .collect::<Result<HashSet<_>, _>>()
+            .map(Some)
+    }
+
+    async fn presence_action(
+        &self,
+        path: &PresencePath,
+        action: Action,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<Response, ApiError> {
+        let operation = if action.is_location() { Operation::WriteLocation } else { Operation::WritePresence };
+        let user_id = self.presence_user(path, operation)?;
+        let needs_parameters = !matches!(
+            action,
+            Action::ClearUserPreferredPresence | Action::ClearLocation | Action::ClearAutomaticLocation
+        );
+        let object = json_object(headers, body, needs_parameters)?;
+        let command = self.command(action, &object)?;
+        let store = self.state.inner.store.clone();
+        let store_key = key(self.caller, &user_id);
+        let now = self.state.inner.clock.now();
+        blocking(move || {
+            let mut outcome = None;
+            store.update(&store_key, &mut |facts: &mut UserFacts| {
+                let result = command.apply(facts, now);
+                let applied = result.is_ok();
+                outcome = Some(result);
+                applied
+            })?;
+            match outcome {
+                Some(result) => result.map(drop).map_err(ApiError::from),
+                None => Err(ApiError::Internal("the store did not run the update".into())),
+            }
+        })
+        .await?;
+        Ok(if action.is_location() { StatusCode::NO_CONTENT } else { StatusCode::OK }.into_response())
+    }
+
+    fn command(&self, action: Action, object: &Map<String, Value>) -> Result<Command, ApiError> {
+        let app_id = &self.caller.app_id;
+        let text = |name| string_member(object, name);
+        Ok(match action {
+            Action::SetPresence => Command::set_presence(
+                app_id,
+                text("sessionId")?,
+                text("availability")?,
+                text("activity")?,
+                text("expirationDuration")?,
+            )?,
+            Action::ClearPresence => Command::clear_presence(app_id, text("sessionId")?)?,
+            Action::SetUserPreferredPresence => {
+                Command::set_preferred(text("availability")?, text("activity")?, text("expirationDuration")?)?
+            }
+            Action::ClearUserPreferredPresence => Command::ClearPreferred,
+            Action::SetStatusMessage => Command::SetStatusMessage(status_message(object)?),
+            Action::SetManualLocation => {
+                Command::set_location(LocationLayer::Manual, text("workLocationType")?, text("placeId")?)?
+            }
+            Action::SetAutomaticLocation => {
+                Command::set_location(LocationLayer::Automatic, text("workLocationType")?, text("placeId")?)?
+            }
+            Action::ClearLocation => Command::ClearLocation,
+            Action::ClearAutomaticLocation => Command::ClearAutomaticLocation,
+        })
+    }
+
+    async fn many_presences(&self, ids: &[&str], context_url: String) -> Result<Response, ApiError> {
+        if ids.is_empty() {
+            return Err(ApiError::BadRequest("At least one user id is required.".into()));
+        }
+        if ids.len() > MAX_IDS_PER_REQUEST {
+            return Err(ApiError::BadRequest(format!(
+                "Too many user ids: {} were given, at most {MAX_IDS_PER_REQUEST} are allowed.",
+                ids.len()
+            )));
+        }
+        let mut unique = Vec::with_capacity(ids.len());
+        let mut seen = HashSet::with_capacity(ids.len());
+        for id in ids {
+            if !presence_auth::is_guid(id) {
+                return Err(ApiError::UserIdRequired((*id).to_owned()));
+            }
+            let id = id.to_ascii_lowercase();
+            if seen.insert(id.clone()) {
+                unique.push(id);
+            }
+        }
+        authorize(self.caller, Operation::ReadManyPresences, Target::Many)?;
+        let directory = &self.state.inner.directory;
+        let known: Vec<&String> =
+            unique.iter().filter(|id| directory.user_by_id(&self.caller.tenant_id, id).is_some()).collect();
+        let keys: Vec<UserKey> = known.iter().map(|id| key(self.caller, id)).collect();
+        let store = self.state.inner.store.clone();
+        let stored = blocking(move || Ok(store.get_many(&keys)?)).await?;
+        let now = self.state.inner.clock.now();
+        let mut stored = known.into_iter().zip(stored).peekable();
+        let mut value = Vec::with_capacity(unique.len());
+        for id in &unique {
+            match stored.next_if(|(known_id, _)| *known_id == id) {
+                Some((_, facts)) => {
+                    let presence = evaluate(&facts.unwrap_or_default(), now);
+                    value.push(PresenceJson::known(id, presence, self.owner_view(id), None));
+                }
+                None => value.push(PresenceJson::unknown(id)),
+            }
+        }
+        odata_json(&CollectionJson { context: context_url, value })
+    }
+
+    fn get_user(&self, path: &UserPath) -> Result<Response, ApiError> {
+        let directory = &self.state.inner.directory;
+        let user = match path {
+            UserPath::Me => {
+                let user_id = self.caller.user_id().ok_or(AuthError::MeRequiresDelegated)?;
+                directory.user_by_id(&self.caller.tenant_id, user_id)
+            }
+            UserPath::IdOrUpn(id) => directory.user_by_id_or_upn(&self.caller.tenant_id, id),
+        };
+        let user = user.ok_or_else(|| {
+            ApiError::ResourceNotFound(match path {
+                UserPath::Me => "me".to_owned(),
+                UserPath::IdOrUpn(id) => id.clone(),
+            })
+        })?;
+        authorize(self.caller, Operation::ReadUser, Target::User(&user.id))?;
+        odata_json(&UserJson {
+            context: format!("{}/{}/$metadata#users/$entity", self.state.public_url(), self.version),
+            id: &user.id,
+            display_name: &user.display_name,
+            user_principal_name: &user.user_principal_name,
+        })
+    }
+}
+
+/// The `statusMessage` parameter of setStatusMessage; `None` clears the message.
+fn status_message(object: &Map<String, Value>) -> Result<Option<NewStatusMessage>, ApiError> {
+    if !object.contains_key("statusMessage") {
+        return Err(ApiError::BadRequest("The parameter 'statusMessage' is required.".into()));
+    }
+    let Some(status) = object_member(object, "statusMessage")? else {
+        return Ok(None);
+    };
+    let Some(message) = object_member(status, "message")? else {
+        return Ok(None);
+    };
+    match string_member(message, "contentType")? {
+        None => {}
+        Some(kind) if kind.eq_ignore_ascii_case("text") => {}
+        Some(kind) if kind.eq_ignore_ascii_case("html") => {
+            return Err(ApiError::BadRequest(
+                "Only text status messages are supported: contentType must be 'text'.".into(),
+            ))
+        }
+        Some(kind) => return Err(ApiError::BadRequest(format!("'{kind}' is not a valid contentType value."))),
+    }
+    let content = string_member(message, "content")?.unwrap_or_default().to_owned();
+    let expiry = match object_member(status, "expiryDateTime")? {
+        None => None,
+        Some(expiry) => {
+            let date_time = string_member(expiry, "dateTime")?
+                .ok_or_else(|| ApiError::BadRequest("The parameter 'expiryDateTime.dateTime' is required.".into()))?;
+            let time_zone = string_member(expiry, "timeZone")?.unwrap_or("UTC");
+            let at = crate::timezone::resolve(date_time, time_zone).map_err(ApiError::BadRequest)?;
+            Some(StatusExpiry { at, date_time: date_time.to_owned(), time_zone: time_zone.to_owned() })
+        }
+    };
+    Ok(Some(NewStatusMessage { content, expiry }))
+}
+
+fn openid_document(state: &AppState, tenant: &str) -> Value {
+    let public = state.public_url();
+    serde_json::json!({
+        "issuer": presence_auth::issuer::issuer_for(&state.inner.config.issuer_base, tenant),
+        "jwks_uri": format!("{public}/discovery/v2.0/keys"),
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "token_endpoint_auth_signing_alg_values_supported": ["RS256"],
+        "response_types_supported": ["token"],
+        "subject_types_supported": ["pairwise"],
+        "tenant_region_scope": null,
+    })
+}
+
+async fn openid_common(State(state): State<AppState>) -> Json<Value> {
+    Json(openid_document(&state, "{tenantid}"))
+}
+
+async fn openid_tenant(State(state): State<AppState>, Path(tenant): Path<String>) -> Result<Json<Value>, ApiError> {
+    let tenant = state.inner.directory.tenant(&tenant).ok_or(ApiError::NotFound)?;
+    Ok(Json(openid_document(&state, &tenant.id)))
+}
+
+async fn jwks(State(state): State<AppState>) -> Json<Value> {
+    Json(state.inner.signing_key.jwks())
+}
+
+fn clock_json(now: Timestamp) -> Json<Value> {
+    Json(serde_json::json!({ "now": format_instant(now), "epochMilliseconds": now.as_millis() }))
+}
+
+async fn clock_read(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let clock = state.inner.test_clock.as_ref().ok_or(ApiError::NotFound)?;
+    Ok(clock_json(crate::Clock::now(clock.as_ref())))
+}
+
+async fn clock_advance(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let clock = state.inner.test_clock.as_ref().ok_or(ApiError::NotFound)?;
+    let object = json_object(&headers, &body, true)?;
+    let seconds = match object.get("seconds") {
+        Some(Value::Number(number)) => number.as_f64().unwrap_or(-1.0),
+        _ => return Err(ApiError::BadRequest("The parameter 'seconds' is required and must be a number.".into())),
+    };
+    if !(0.0..=MAX_CLOCK_STEP_SECONDS).contains(&seconds) {
+        return Err(ApiError::BadRequest(format!("'seconds' must be between 0 and {MAX_CLOCK_STEP_SECONDS}.")));
+    }
+    let now = clock.advance((seconds * 1000.0).round() as i64);
+    tracing::warn!(seconds, now = %format_instant(now), "test clock advanced");
+    Ok(clock_json(now))
+}

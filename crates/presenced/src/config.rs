@@ -1,0 +1,99 @@
+//! The configuration file: one documented struct, read from TOML, overridden by command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use presence_auth::{Directory, Tenant};
+use serde::Deserialize;
+
+/// The built-in default configuration (a demo tenant), also shipped as `presenced.example.toml`.
+pub(crate) const DEFAULT_CONFIG: &str = include_str!("../../../presenced.example.toml");
+
+/// Everything presenced reads from its configuration file. See `presenced.example.toml` for each key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Config {
+    /// Address and port to listen on.
+    pub(crate) listen: SocketAddr,
+    /// Directory holding the database and the signing key.
+    pub(crate) data_dir: PathBuf,
+    /// URL clients reach the server at; default `http://{listen}`.
+    pub(crate) public_url: Option<String>,
+    /// Base of the token issuer.
+    pub(crate) issuer: String,
+    /// Largest request body accepted, in bytes.
+    #[serde(default = "default_max_body_bytes")]
+    pub(crate) max_body_bytes: usize,
+    /// Serve the test clock.
+    #[serde(default)]
+    pub(crate) test_clock: bool,
+    /// Tenants with their users and apps.
+    #[serde(default)]
+    pub(crate) tenants: Vec<Tenant>,
+}
+
+fn default_max_body_bytes() -> usize {
+    256 * 1024
+}
+
+impl Config {
+    /// Reads `path`, or the built-in default when `None`.
+    pub(crate) fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let (text, origin) = match path {
+            Some(path) => (
+                std::fs::read_to_string(path).with_context(|| format!("reading configuration {}", path.display()))?,
+                path.display().to_string(),
+            ),
+            None => (DEFAULT_CONFIG.to_owned(), "the built-in default configuration".to_owned()),
+        };
+        let config: Config = toml::from_str(&text).with_context(|| format!("invalid configuration in {origin}"))?;
+        if !(1024..=64 * 1024 * 1024).contains(&config.max_body_bytes) {
+            anyhow::bail!(
+                "invalid configuration in {origin}: max_body_bytes = {} must be between 1024 and 67108864",
+                config.max_body_bytes
+            );
+        }
+        Ok(config)
+    }
+
+    /// The public URL, defaulting to `http://{listen}`.
+    pub(crate) fn public_url(&self) -> String {
+        self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen)).trim_end_matches('/').to_owned()
+    }
+
+    /// The issuer base, without a trailing slash.
+    pub(crate) fn issuer_base(&self) -> String {
+        self.issuer.trim_end_matches('/').to_owned()
+    }
+
+    /// The directory, validated.
+    pub(crate) fn directory(&self) -> anyhow::Result<Directory> {
+        Directory::new(self.tenants.clone()).context("invalid configuration: tenants")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_configuration_is_valid() {
+        let config = Config::load(None).unwrap();
+        assert_eq!(config.public_url(), "http://127.0.0.1:8080");
+        assert_eq!(config.issuer_base(), "https://login.presenced.local");
+        assert!(!config.test_clock);
+        let directory = config.directory().unwrap();
+        assert_eq!(directory.tenants().count(), 1);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:1\"\ndata_dir = \"d\"\nissuer = \"https://i\"\nlisen = 3\n")
+            .unwrap();
+        let error = format!("{:#}", Config::load(Some(&path)).unwrap_err());
+        assert!(error.contains("lisen"), "{error}");
+    }
+}
