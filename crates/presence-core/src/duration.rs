@@ -88,7 +88,7 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
                 'S' => (3, 1),
                 _ => return Err(unparsable()),
             };
-            if rank <= last_rank || (number.contains('.') && unit.to_ascii_uppercase() != 'S') {
+            if rank <= last_rank || (number.contains('.') && rank != 3) {
                 return Err(unparsable());
             }
             last_rank = rank;

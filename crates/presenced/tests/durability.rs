@@ -1,0 +1,151 @@
+//! The real binary: what it acknowledged survives SIGKILL, and its token command mints tokens it accepts.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_presenced");
+const ADELE: &str = "7d3b5e0a-2c61-4f3e-9d1a-5a2b8c9e0f11";
+const ALEX: &str = "5e9a1c7b-8d44-4b0e-a3f2-6c1d2e3f4a5b";
+const APP: &str = "0a0f1e5c-8f62-4d3f-9d52-3b1c3b0d5e11";
+
+struct Running {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts the binary and waits (bounded) until it accepts connections.
+fn start(data_dir: &Path) -> Running {
+    let port = free_port();
+    let child = Command::new(BINARY)
+        .args(["--data-dir", data_dir.to_str().unwrap(), "serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "presenced did not start listening within 30 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Running { child, base: format!("http://127.0.0.1:{port}") }
+}
+
+fn token(data_dir: &Path, extra: &[&str]) -> String {
+    let output =
+        Command::new(BINARY).args(["--data-dir", data_dir.to_str().unwrap(), "token"]).args(extra).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+async fn call(base: &str, method: Method, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut request = Request::builder()
+        .method(method)
+        .uri(format!("{base}{path}"))
+        .header("authorization", format!("Bearer {token}"));
+    let body = match body {
+        Some(body) => {
+            request = request.header("content-type", "application/json");
+            Full::new(Bytes::from(body.to_string()))
+        }
+        None => Full::new(Bytes::new()),
+    };
+    let response = client.request(request.body(body).unwrap()).await.unwrap();
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+    (status, value)
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let writer = token(dir.path(), &[]);
+    let set = |availability: &str, activity: &str| json!({ "sessionId": APP, "availability": availability, "activity": activity, "expirationDuration": "PT4H" });
+    let base = server.base.clone();
+    let (status, _) = call(
+        &base,
+        Method::POST,
+        &format!("/v1.0/users/{ADELE}/presence/setPresence"),
+        &writer,
+        Some(set("Busy", "InACall")),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = call(
+        &base,
+        Method::POST,
+        &format!("/v1.0/users/{ALEX}/presence/setPresence"),
+        &writer,
+        Some(set("DoNotDisturb", "Presenting")),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let prefer = json!({ "availability": "BeRightBack", "activity": "BeRightBack" });
+    let (status, _) = call(
+        &base,
+        Method::POST,
+        &format!("/v1.0/users/{ALEX}/presence/setUserPreferredPresence"),
+        &writer,
+        Some(prefer),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let note = json!({ "statusMessage": { "message": { "content": "Survives SIGKILL", "contentType": "text" } } });
+    let (status, _) =
+        call(&base, Method::POST, &format!("/v1.0/users/{ADELE}/presence/setStatusMessage"), &writer, Some(note)).await;
+    assert_eq!(status, 200);
+    let (_, before) = call(&base, Method::GET, &format!("/v1.0/users/{ADELE}/presence"), &writer, None).await;
+
+    drop(server); // SIGKILL: no shutdown handler runs.
+
+    let server = start(dir.path());
+    let reader = token(dir.path(), &["--roles", "Presence.Read.All"]);
+    let (status, adele) =
+        call(&server.base, Method::GET, &format!("/v1.0/users/{ADELE}/presence"), &reader, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(adele["availability"], "Busy");
+    assert_eq!(adele["activity"], "InACall");
+    assert_eq!(adele["statusMessage"]["message"]["content"], "Survives SIGKILL");
+    assert_eq!(adele["sequenceNumber"], before["sequenceNumber"]);
+    let (_, alex) = call(&server.base, Method::GET, &format!("/v1.0/users/{ALEX}/presence"), &reader, None).await;
+    assert_eq!((alex["availability"].as_str(), alex["activity"].as_str()), (Some("BeRightBack"), Some("BeRightBack")));
+}
+
+#[tokio::test]
+async fn delegated_tokens_from_the_command_line_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let adele = token(dir.path(), &["--user", "adele@contoso.example"]);
+    let body = json!({ "sessionId": APP, "availability": "Away", "activity": "Away" });
+    let (status, _) = call(&server.base, Method::POST, "/v1.0/me/presence/setPresence", &adele, Some(body)).await;
+    assert_eq!(status, 200);
+    let (status, me) = call(&server.base, Method::GET, "/beta/me/presence", &adele, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(me["id"], ADELE);
+    assert_eq!(me["availability"], "Away");
+    let (status, error) = call(&server.base, Method::GET, "/v1.0/me/presence", "not-a-token", None).await;
+    assert_eq!(status, 401);
+    assert_eq!(error["error"]["code"], "InvalidAuthenticationToken");
+}
