@@ -189,6 +189,22 @@ pub fn next_change(facts: &UserFacts, at: Timestamp) -> Option<Timestamp> {
     boundaries(facts).into_iter().filter(|instant| *instant > at).find(|instant| visible(facts, *instant) != now)
 }
 
+/// What a reader sees at an instant, and until when it stays so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observation {
+    /// The presence at the instant.
+    pub presence: Presence,
+    /// The first later instant at which the presence differs; `None` when it never changes by itself.
+    pub next_change: Option<Timestamp>,
+}
+
+/// The presence at `at` and the next instant it changes: [`evaluate`] and [`next_change`] in one call.
+///
+/// This is what a timer needs: show `presence` now, wake at `next_change`.
+pub fn observe(facts: &UserFacts, at: Timestamp) -> Observation {
+    Observation { presence: evaluate(facts, at), next_change: next_change(facts, at) }
+}
+
 /// True when `left` and `right` show the same presence (the sequence number aside).
 pub fn same_visible(left: &Presence, right: &Presence) -> bool {
     left.availability == right.availability

@@ -4,7 +4,7 @@
 //! action allows ([`values`]), ISO 8601 durations and their per-action ranges ([`duration`]), the stored
 //! facts about one user ([`facts`]), the write commands that change them ([`command`]), and the one function
 //! that turns facts and an instant into a visible presence plus the next instant at which it changes
-//! ([`engine`]).
+//! ([`engine::observe`]).
 //!
 //! What it must never do: read the clock (every function that depends on time takes a [`Timestamp`]),
 //! perform I/O, know about JSON, HTTP, tokens or storage. Callers at the edge convert wire types into the
@@ -28,7 +28,7 @@ pub mod time;
 pub mod values;
 
 pub use command::{Change, Command, CommandError, LocationLayer, NewStatusMessage};
-pub use engine::{evaluate, next_change, Presence, StatusMessageView, WorkLocationView};
+pub use engine::{evaluate, next_change, observe, Observation, Presence, StatusMessageView, WorkLocationView};
 pub use facts::{LocationEntry, PreferredPresence, Session, StatusExpiry, StatusMessage, UserFacts};
 pub use time::Timestamp;
 pub use values::{Activity, Availability, WorkLocationSource, WorkLocationType};

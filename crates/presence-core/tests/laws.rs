@@ -1,7 +1,7 @@
 //! Property tests of the aggregation laws stated in the crate documentation.
 
 use presence_core::command::{LocationLayer, NewStatusMessage};
-use presence_core::{evaluate, next_change, Command, Session, StatusExpiry, Timestamp, UserFacts};
+use presence_core::{evaluate, next_change, observe, Command, Session, StatusExpiry, Timestamp, UserFacts};
 use proptest::prelude::*;
 
 const APPS: [&str; 4] = ["app-1", "app-2", "app-3", "app-4"];
@@ -143,7 +143,9 @@ proptest! {
         let (facts, last) = run(&steps, |_, _| {});
         let t = Timestamp(last.0 + offset * 1000);
         let here = visible(&facts, t);
-        match next_change(&facts, t) {
+        let observation = observe(&facts, t);
+        prop_assert_eq!(&observation.presence, &evaluate(&facts, t));
+        match observation.next_change {
             Some(next) => {
                 prop_assert!(next > t);
                 for fraction in probes {
