@@ -54,6 +54,9 @@ pub enum ApiError {
     /// Nothing is served at this path.
     #[error("The requested resource was not found.")]
     NotFound,
+    /// Over the throttling limit; retry after this many seconds.
+    #[error("Too many requests. Retry after {0} seconds.")]
+    Throttled(u64),
     /// The server failed.
     #[error("{0}")]
     Internal(String),
@@ -91,6 +94,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "Request_BadRequest"),
             ApiError::UserNotFound(_) | ApiError::NotFound => (StatusCode::NOT_FOUND, "NotFound"),
             ApiError::ResourceNotFound(_) => (StatusCode::NOT_FOUND, "Request_ResourceNotFound"),
+            ApiError::Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests"),
         }
     }
 }
@@ -111,6 +115,9 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"presenced\", error=\"invalid_token\""),
             );
+        }
+        if let ApiError::Throttled(seconds) = self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response.extensions_mut().insert(ErrorInfo { code, message });
         response

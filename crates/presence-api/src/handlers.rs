@@ -10,18 +10,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use presence_auth::{authorize, AuthError, Caller, Operation, Target};
-use presence_core::command::{LocationLayer, NewStatusMessage};
-use presence_core::{evaluate, Command, StatusExpiry, Timestamp, UserFacts};
+use presence_core::{evaluate, Timestamp, UserFacts};
 use presence_store::UserKey;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use crate::action::{decode_action, json_object};
 use crate::envelope::envelope;
 use crate::error::ApiError;
 use crate::route::{resolve, Action, Endpoint, PresencePath, UserPath};
-use crate::wire::{
-    format_instant, object_member, string_member, CollectionJson, PresenceJson, UserJson, ODATA_JSON,
-    PRESENCE_PROPERTIES,
-};
+use crate::wire::{format_instant, CollectionJson, PresenceJson, UserJson, ODATA_JSON, PRESENCE_PROPERTIES};
 use crate::AppState;
 
 /// Most ids one getPresencesByUserId call (or one `$filter=id in (...)`) may name.
@@ -107,12 +104,16 @@ async fn serve(
         .map_err(|_| ApiError::BadRequest("The query string is malformed.".into()))?
         .0;
     let body = read_body(state, body).await?;
+    if !matches!(endpoint, Endpoint::GetUser(_) | Endpoint::Batch) {
+        state.inner.throttle.admit(&caller.tenant_id, &caller.app_id).map_err(ApiError::Throttled)?;
+    }
     let context = Context { state, version, caller: &caller, query: &query };
     match endpoint {
+        Endpoint::Batch => crate::batch::run(state, version, headers, &body).await,
         Endpoint::GetPresence(path) => context.get_presence(&path).await,
         Endpoint::PresenceAction(path, action) => context.presence_action(&path, action, headers, &body).await,
         Endpoint::GetPresencesByUserId => {
-            let object = json_object(headers, &body, true)?;
+            let object = json_object(content_type(headers), &body, true)?;
             let ids = match object.get("ids") {
                 None | Some(Value::Null) => {
                     return Err(ApiError::BadRequest("The parameter 'ids' is required.".into()))
@@ -146,7 +147,7 @@ async fn serve(
 }
 
 impl AppState {
-    fn public_url(&self) -> &str {
+    pub(crate) fn public_url(&self) -> &str {
         self.inner.config.public_url.trim_end_matches('/')
     }
 }
@@ -177,24 +178,8 @@ async fn read_body(state: &AppState, body: Body) -> Result<Bytes, ApiError> {
     })
 }
 
-/// The body as a JSON object. An empty body is `{}` unless the action needs parameters.
-fn json_object(headers: &HeaderMap, body: &Bytes, needs_parameters: bool) -> Result<Map<String, Value>, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return if needs_parameters { Err(ApiError::EmptyPayload) } else { Ok(Map::new()) };
-    }
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(';').next())
-        .is_some_and(|media_type| media_type.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
-        return Err(ApiError::InvalidJson);
-    }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(object)) => Ok(object),
-        Ok(_) => Err(ApiError::BadRequest("The request body must be a JSON object.".into())),
-        Err(_) => Err(ApiError::InvalidJson),
-    }
+fn content_type(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok())
 }
 
 fn query_option<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -332,12 +317,7 @@ impl Context<'_> {
     ) -> Result<Response, ApiError> {
         let operation = if action.is_location() { Operation::WriteLocation } else { Operation::WritePresence };
         let user_id = self.presence_user(path, operation)?;
-        let needs_parameters = !matches!(
-            action,
-            Action::ClearUserPreferredPresence | Action::ClearLocation | Action::ClearAutomaticLocation
-        );
-        let object = json_object(headers, body, needs_parameters)?;
-        let command = self.command(action, &object)?;
+        let command = decode_action(action, &self.caller.app_id, content_type(headers), body)?;
         let store = self.state.inner.store.clone();
         let store_key = key(self.caller, &user_id);
         let now = self.state.inner.clock.now();
@@ -356,34 +336,6 @@ impl Context<'_> {
         })
         .await?;
         Ok(if action.is_location() { StatusCode::NO_CONTENT } else { StatusCode::OK }.into_response())
-    }
-
-    fn command(&self, action: Action, object: &Map<String, Value>) -> Result<Command, ApiError> {
-        let app_id = &self.caller.app_id;
-        let text = |name| string_member(object, name);
-        Ok(match action {
-            Action::SetPresence => Command::set_presence(
-                app_id,
-                text("sessionId")?,
-                text("availability")?,
-                text("activity")?,
-                text("expirationDuration")?,
-            )?,
-            Action::ClearPresence => Command::clear_presence(app_id, text("sessionId")?)?,
-            Action::SetUserPreferredPresence => {
-                Command::set_preferred(text("availability")?, text("activity")?, text("expirationDuration")?)?
-            }
-            Action::ClearUserPreferredPresence => Command::ClearPreferred,
-            Action::SetStatusMessage => Command::SetStatusMessage(status_message(object)?),
-            Action::SetManualLocation => {
-                Command::set_location(LocationLayer::Manual, text("workLocationType")?, text("placeId")?)?
-            }
-            Action::SetAutomaticLocation => {
-                Command::set_location(LocationLayer::Automatic, text("workLocationType")?, text("placeId")?)?
-            }
-            Action::ClearLocation => Command::ClearLocation,
-            Action::ClearAutomaticLocation => Command::ClearAutomaticLocation,
-        })
     }
 
     async fn many_presences(&self, ids: &[&str], context_url: String) -> Result<Response, ApiError> {
@@ -454,41 +406,6 @@ impl Context<'_> {
     }
 }
 
-/// The `statusMessage` parameter of setStatusMessage; `None` clears the message.
-fn status_message(object: &Map<String, Value>) -> Result<Option<NewStatusMessage>, ApiError> {
-    if !object.contains_key("statusMessage") {
-        return Err(ApiError::BadRequest("The parameter 'statusMessage' is required.".into()));
-    }
-    let Some(status) = object_member(object, "statusMessage")? else {
-        return Ok(None);
-    };
-    let Some(message) = object_member(status, "message")? else {
-        return Ok(None);
-    };
-    match string_member(message, "contentType")? {
-        None => {}
-        Some(kind) if kind.eq_ignore_ascii_case("text") => {}
-        Some(kind) if kind.eq_ignore_ascii_case("html") => {
-            return Err(ApiError::BadRequest(
-                "Only text status messages are supported: contentType must be 'text'.".into(),
-            ))
-        }
-        Some(kind) => return Err(ApiError::BadRequest(format!("'{kind}' is not a valid contentType value."))),
-    }
-    let content = string_member(message, "content")?.unwrap_or_default().to_owned();
-    let expiry = match object_member(status, "expiryDateTime")? {
-        None => None,
-        Some(expiry) => {
-            let date_time = string_member(expiry, "dateTime")?
-                .ok_or_else(|| ApiError::BadRequest("The parameter 'expiryDateTime.dateTime' is required.".into()))?;
-            let time_zone = string_member(expiry, "timeZone")?.unwrap_or("UTC");
-            let at = crate::timezone::resolve(date_time, time_zone).map_err(ApiError::BadRequest)?;
-            Some(StatusExpiry { at, date_time: date_time.to_owned(), time_zone: time_zone.to_owned() })
-        }
-    };
-    Ok(Some(NewStatusMessage { content, expiry }))
-}
-
 fn openid_document(state: &AppState, tenant: &str) -> Value {
     let public = state.public_url();
     serde_json::json!({
@@ -530,7 +447,7 @@ async fn clock_advance(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let clock = state.inner.test_clock.as_ref().ok_or(ApiError::NotFound)?;
-    let object = json_object(&headers, &body, true)?;
+    let object = json_object(content_type(&headers), &body, true)?;
     let seconds = match object.get("seconds") {
         Some(Value::Number(number)) => number.as_f64().unwrap_or(-1.0),
         _ => return Err(ApiError::BadRequest("The parameter 'seconds' is required and must be a number.".into())),

@@ -9,11 +9,14 @@
 //!
 //! This crate holds no presence rule (that is `presence-core`) and no durable state of its own.
 
+mod action;
+pub mod batch;
 pub mod clock;
 mod envelope;
 pub mod error;
 mod handlers;
 pub mod route;
+pub mod throttle;
 mod timezone;
 mod wire;
 
@@ -23,8 +26,10 @@ use axum::Router;
 use presence_auth::{Directory, SigningKey, Verifier};
 use presence_store::PresenceStore;
 
+pub use action::decode_action;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use handlers::MAX_IDS_PER_REQUEST;
+pub use throttle::ThrottleConfig;
 
 /// Settings of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -35,6 +40,8 @@ pub struct ApiConfig {
     pub issuer_base: String,
     /// The largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Throttling of presence operations per application and tenant.
+    pub throttle: ThrottleConfig,
 }
 
 impl Default for ApiConfig {
@@ -43,6 +50,7 @@ impl Default for ApiConfig {
             public_url: "http://127.0.0.1:8080".into(),
             issuer_base: "http://127.0.0.1:8080".into(),
             max_body_bytes: 256 * 1024,
+            throttle: ThrottleConfig::default(),
         }
     }
 }
@@ -60,6 +68,7 @@ struct Inner {
     signing_key: SigningKey,
     clock: Arc<dyn Clock>,
     test_clock: Option<Arc<ManualClock>>,
+    throttle: throttle::Throttle,
     config: ApiConfig,
 }
 
@@ -77,7 +86,10 @@ impl AppState {
             Some(clock) => clock.clone(),
             None => Arc::new(SystemClock),
         };
-        AppState { inner: Arc::new(Inner { store, directory, verifier, signing_key, clock, test_clock, config }) }
+        let throttle = throttle::Throttle::new(config.throttle);
+        AppState {
+            inner: Arc::new(Inner { store, directory, verifier, signing_key, clock, test_clock, throttle, config }),
+        }
     }
 }
 

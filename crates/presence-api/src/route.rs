@@ -105,6 +105,8 @@ pub enum Endpoint {
     ListPresences,
     /// GET a user.
     GetUser(UserPath),
+    /// POST `/$batch`.
+    Batch,
 }
 
 /// `name` without the optional `microsoft.graph.` namespace, when it then equals `expected` (ignoring case).
@@ -169,6 +171,10 @@ pub fn resolve(method: &Method, segments: &[&str]) -> Result<Endpoint, ApiError>
             Some(segment) => Err(ApiError::UnknownSegment((*segment).to_owned())),
             None => Err(ApiError::UnknownSegment(segments[0].to_owned())),
         },
+        Some("$batch") => match segments.get(1) {
+            None => only(method, Method::POST, Endpoint::Batch),
+            Some(segment) => Err(ApiError::UnknownSegment((*segment).to_owned())),
+        },
         Some(_) => Err(ApiError::UnknownSegment(segments[0].to_owned())),
         None => Err(ApiError::UnknownSegment(String::new())),
     }
@@ -217,6 +223,8 @@ mod tests {
             Ok(GetUser(UserPath::IdOrUpn("adele@contoso.example".into()))),
         );
         check(Method::GET, "me", Ok(GetUser(UserPath::Me)));
+        check(Method::POST, "$batch", Ok(Batch));
+        check(Method::POST, "$BATCH", Ok(Batch));
     }
 
     #[test]
@@ -234,5 +242,6 @@ mod tests {
         check(Method::GET, "communications/calls", Err("segment"));
         check(Method::GET, "", Err("segment"));
         check(Method::POST, "users/u1/presence/setPresence/extra", Err("segment"));
+        check(Method::GET, "$batch", Err("method"));
     }
 }

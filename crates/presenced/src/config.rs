@@ -25,6 +25,12 @@ pub(crate) struct Config {
     /// Largest request body accepted, in bytes.
     #[serde(default = "default_max_body_bytes")]
     pub(crate) max_body_bytes: usize,
+    /// Presence requests allowed per window, application and tenant; 0 disables throttling.
+    #[serde(default = "default_throttle_limit")]
+    pub(crate) throttle_limit: u32,
+    /// The throttling window in seconds.
+    #[serde(default = "default_throttle_window_seconds")]
+    pub(crate) throttle_window_seconds: u64,
     /// Serve the test clock.
     #[serde(default)]
     pub(crate) test_clock: bool,
@@ -35,6 +41,14 @@ pub(crate) struct Config {
 
 fn default_max_body_bytes() -> usize {
     256 * 1024
+}
+
+fn default_throttle_limit() -> u32 {
+    10_000
+}
+
+fn default_throttle_window_seconds() -> u64 {
+    30
 }
 
 impl Config {
@@ -52,6 +66,12 @@ impl Config {
             anyhow::bail!(
                 "invalid configuration in {origin}: max_body_bytes = {} must be between 1024 and 67108864",
                 config.max_body_bytes
+            );
+        }
+        if !(1..=86_400).contains(&config.throttle_window_seconds) {
+            anyhow::bail!(
+                "invalid configuration in {origin}: throttle_window_seconds = {} must be between 1 and 86400",
+                config.throttle_window_seconds
             );
         }
         Ok(config)

@@ -116,6 +116,10 @@ fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         public_url: config.public_url(),
         issuer_base: config.issuer_base(),
         max_body_bytes: config.max_body_bytes,
+        throttle: presence_api::ThrottleConfig {
+            limit: config.throttle_limit,
+            window: std::time::Duration::from_secs(config.throttle_window_seconds),
+        },
     };
     let state = AppState::new(Arc::new(store), directory, key, test_clock, api_config);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -93,11 +93,25 @@ impl Server {
     }
 
     pub fn with(test_clock: bool, max_body_bytes: usize) -> Self {
+        Self::configured(test_clock, max_body_bytes, presence_api::ThrottleConfig::default())
+    }
+
+    /// A server allowing `limit` presence requests per `window_seconds` per app and tenant.
+    pub fn throttled(limit: u32, window_seconds: u64) -> Self {
+        let throttle = presence_api::ThrottleConfig { limit, window: std::time::Duration::from_secs(window_seconds) };
+        Self::configured(true, 64 * 1024, throttle)
+    }
+
+    fn configured(test_clock: bool, max_body_bytes: usize, throttle: presence_api::ThrottleConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
         let clock = Arc::new(ManualClock::new(Timestamp(START)));
-        let config =
-            ApiConfig { public_url: "http://presenced.test".into(), issuer_base: ISSUER.into(), max_body_bytes };
+        let config = ApiConfig {
+            public_url: "http://presenced.test".into(),
+            issuer_base: ISSUER.into(),
+            max_body_bytes,
+            throttle,
+        };
         let state =
             AppState::new(store.clone(), Arc::new(directory()), key(), test_clock.then(|| clock.clone()), config);
         Server { router: presence_api::router(state), clock, store, issuer: Issuer::new(key(), ISSUER), _dir: dir }
