@@ -82,6 +82,11 @@ fn status_message(object: &Map<String, Value>) -> Result<Option<NewStatusMessage
     let Some(status) = object_member(object, "statusMessage")? else {
         return Ok(None);
     };
+    if !status.contains_key("message") {
+        return Err(ApiError::BadRequest(
+            "The parameter 'statusMessage.message' is required; send null to clear.".into(),
+        ));
+    }
     let Some(message) = object_member(status, "message")? else {
         return Ok(None);
     };

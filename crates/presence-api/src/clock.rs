@@ -13,13 +13,18 @@ pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Timestamp;
 }
 
-/// The operating system's clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
+/// The operating system's clock, made monotonic: if the system time steps back, this clock stands still
+/// until the system time catches up, so presence never travels back in time (which would let two
+/// different presences share a sequence number).
+#[derive(Debug, Default)]
+pub struct SystemClock {
+    latest: AtomicI64,
+}
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
-        system_now()
+        let now = system_now().as_millis();
+        Timestamp(self.latest.fetch_max(now, Ordering::SeqCst).max(now))
     }
 }
 
@@ -59,6 +64,15 @@ impl Clock for ManualClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_system_clock_never_goes_back() {
+        let clock = SystemClock { latest: AtomicI64::new(i64::MAX - 1) };
+        assert_eq!(clock.now(), Timestamp(i64::MAX - 1), "a system time behind the latest reading is not used");
+        let clock = SystemClock::default();
+        let first = clock.now();
+        assert!(clock.now() >= first);
+    }
 
     #[test]
     fn manual_clock_moves_only_forward() {

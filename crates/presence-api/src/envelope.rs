@@ -44,8 +44,9 @@ pub(crate) fn error_json(code: &str, message: &str, ids: &RequestIds) -> serde_j
 const REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
 const CLIENT_REQUEST_ID: HeaderName = HeaderName::from_static("client-request-id");
 
-/// Longest `client-request-id` echoed; a longer one is replaced by the request id.
-const MAX_CLIENT_REQUEST_ID: usize = 128;
+/// Longest `client-request-id` echoed; a longer one (never a GUID, which Graph asks for) is replaced by the
+/// request id. The request head is bounded anyway; this keeps error bodies small.
+const MAX_CLIENT_REQUEST_ID: usize = 1024;
 
 pub(crate) async fn envelope(mut request: Request, next: Next) -> Response {
     let ids = RequestIds::new(request.headers().get(&CLIENT_REQUEST_ID).and_then(|value| value.to_str().ok()));

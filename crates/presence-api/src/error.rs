@@ -54,6 +54,9 @@ pub enum ApiError {
     /// Nothing is served at this path.
     #[error("The requested resource was not found.")]
     NotFound,
+    /// The body did not arrive in time.
+    #[error("The request body did not arrive within {0} seconds.")]
+    RequestTimeout(u64),
     /// Over the throttling limit; retry after this many seconds.
     #[error("Too many requests. Retry after {0} seconds.")]
     Throttled(u64),
@@ -95,6 +98,7 @@ impl ApiError {
             ApiError::UserNotFound(_) | ApiError::NotFound => (StatusCode::NOT_FOUND, "NotFound"),
             ApiError::ResourceNotFound(_) => (StatusCode::NOT_FOUND, "Request_ResourceNotFound"),
             ApiError::Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests"),
+            ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "RequestTimeout"),
         }
     }
 }
@@ -110,7 +114,7 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let mut response = status.into_response();
-        if status == StatusCode::UNAUTHORIZED {
+        if code == "InvalidAuthenticationToken" {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"presenced\", error=\"invalid_token\""),

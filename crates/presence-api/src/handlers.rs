@@ -7,10 +7,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use presence_auth::{authorize, AuthError, Caller, Operation, Target};
-use presence_core::{evaluate, Timestamp, UserFacts};
+use presence_core::command::Change;
+use presence_core::{evaluate, Command, Timestamp, UserFacts};
 use presence_store::UserKey;
 use serde_json::Value;
 
@@ -29,48 +30,31 @@ const MAX_CLOCK_STEP_SECONDS: f64 = 10.0 * 366.0 * 86_400.0;
 
 pub(crate) fn router(state: AppState) -> Router {
     Router::new()
-        .route("/v1.0/{*rest}", any(graph_v1))
-        .route("/beta/{*rest}", any(graph_beta))
         .route("/.well-known/openid-configuration", get(openid_common).fallback(method_not_allowed))
         .route("/{tenant}/v2.0/.well-known/openid-configuration", get(openid_tenant).fallback(method_not_allowed))
         .route("/discovery/v2.0/keys", get(jwks).fallback(method_not_allowed))
         .route("/_test/clock", get(clock_read).fallback(method_not_allowed))
         .route("/_test/clock/advance", post(clock_advance).fallback(method_not_allowed))
-        .fallback(not_found)
+        .fallback(graph)
         .layer(middleware::from_fn(envelope))
         .with_state(state)
-}
-
-async fn not_found() -> ApiError {
-    ApiError::NotFound
 }
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-async fn graph_v1(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
-    graph(state, "v1.0", method, uri, headers, body).await
-}
-
-async fn graph_beta(
-    State(state): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    graph(state, "beta", method, uri, headers, body).await
-}
-
-async fn graph(
-    state: AppState,
-    version: &'static str,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+/// Everything that is not the issuer's metadata or the test clock: the Graph API under `/v1.0` and `/beta`
+/// (the version segment matched case-insensitively), else `404`.
+async fn graph(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+    let first = uri.path().trim_start_matches('/').split('/').next().unwrap_or_default();
+    let version = if first.eq_ignore_ascii_case("v1.0") {
+        "v1.0"
+    } else if first.eq_ignore_ascii_case("beta") {
+        "beta"
+    } else {
+        return ApiError::NotFound.into_response();
+    };
     match serve(&state, version, method, &uri, &headers, body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
@@ -86,8 +70,8 @@ async fn serve(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let raw_path = uri.path().strip_prefix('/').unwrap_or(uri.path());
-    let raw_path = &raw_path[version.len()..];
+    let raw_path = uri.path().trim_start_matches('/');
+    let raw_path = raw_path.get(version.len()..).unwrap_or_default();
     let segments = raw_path
         .split('/')
         .filter(|segment| !segment.is_empty())
@@ -113,6 +97,7 @@ async fn serve(
         Endpoint::GetPresence(path) => context.get_presence(&path).await,
         Endpoint::PresenceAction(path, action) => context.presence_action(&path, action, headers, &body).await,
         Endpoint::GetPresencesByUserId => {
+            authorize(&caller, Operation::ReadManyPresences, Target::Many)?;
             let object = json_object(content_type(headers), &body, true)?;
             let ids = match object.get("ids") {
                 None | Some(Value::Null) => {
@@ -132,6 +117,7 @@ async fn serve(
             context.many_presences(&ids, context_url).await
         }
         Endpoint::ListPresences => {
+            authorize(&caller, Operation::ReadManyPresences, Target::Many)?;
             let filter = query_option(&query, "$filter").ok_or_else(|| {
                 ApiError::BadRequest(
                     "Listing every presence is not supported; use $filter=id in ('id1','id2') or getPresencesByUserId."
@@ -150,6 +136,44 @@ impl AppState {
     pub(crate) fn public_url(&self) -> &str {
         self.inner.config.public_url.trim_end_matches('/')
     }
+
+    /// The stored facts of `keys` and the instant to evaluate them at, read with no write of those users in
+    /// between (see `consistency`).
+    async fn read_facts(&self, keys: Vec<UserKey>) -> Result<(Vec<Option<UserFacts>>, Timestamp), ApiError> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            inner.locks.read(&keys, || {
+                let now = inner.clock.now();
+                let facts = match keys.as_slice() {
+                    [one] => vec![inner.store.get(one)?],
+                    many => inner.store.get_many(many)?,
+                };
+                Ok((facts, now))
+            })
+        })
+        .await
+    }
+
+    /// Applies `command` to the user's facts at the current instant, taken under the user's lock.
+    async fn apply(&self, key: UserKey, command: Command) -> Result<Change, ApiError> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            inner.locks.write(&key, || {
+                let mut outcome = None;
+                inner.store.update(&key, &mut |facts: &mut UserFacts| {
+                    let result = command.apply(facts, inner.clock.now());
+                    let applied = result.is_ok();
+                    outcome = Some(result);
+                    applied
+                })?;
+                match outcome {
+                    Some(result) => result.map_err(ApiError::from),
+                    None => Err(ApiError::Internal("the store did not run the update".into())),
+                }
+            })
+        })
+        .await
+    }
 }
 
 fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
@@ -157,9 +181,10 @@ fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiErro
         return Err(AuthError::MissingToken.into());
     };
     let value = value.to_str().map_err(|_| AuthError::InvalidToken("IDX14100: JWT is not well formed.".into()))?;
+    let value = value.trim();
     let token = match value.split_once(' ') {
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-        None if value.trim().is_empty() => "",
+        None if value.is_empty() || value.eq_ignore_ascii_case("bearer") => "",
         _ => return Err(AuthError::InvalidToken("The Authorization header must use the Bearer scheme.".into()).into()),
     };
     Ok(state.inner.verifier.verify(token)?)
@@ -167,7 +192,11 @@ fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiErro
 
 async fn read_body(state: &AppState, body: Body) -> Result<Bytes, ApiError> {
     let limit = state.inner.config.max_body_bytes;
-    axum::body::to_bytes(body, limit).await.map_err(|error| {
+    let timeout = state.inner.config.body_read_timeout;
+    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| ApiError::RequestTimeout(timeout.as_secs()))?;
+    read.map_err(|error| {
         let too_large =
             std::error::Error::source(&error).is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
         if too_large {
@@ -265,10 +294,8 @@ impl Context<'_> {
     async fn get_presence(&self, path: &PresencePath) -> Result<Response, ApiError> {
         let user_id = self.presence_user(path, Operation::ReadPresence)?;
         let selected = self.selection()?;
-        let store = self.state.inner.store.clone();
-        let store_key = key(self.caller, &user_id);
-        let facts = blocking(move || Ok(store.get(&store_key)?)).await?.unwrap_or_default();
-        let presence = evaluate(&facts, self.state.inner.clock.now());
+        let (mut facts, now) = self.state.read_facts(vec![key(self.caller, &user_id)]).await?;
+        let presence = evaluate(&facts.pop().flatten().unwrap_or_default(), now);
         let context = match path {
             PresencePath::Communications(_) => {
                 format!("{}/{}/$metadata#communications/presences/$entity", self.state.public_url(), self.version)
@@ -318,23 +345,7 @@ impl Context<'_> {
         let operation = if action.is_location() { Operation::WriteLocation } else { Operation::WritePresence };
         let user_id = self.presence_user(path, operation)?;
         let command = decode_action(action, &self.caller.app_id, content_type(headers), body)?;
-        let store = self.state.inner.store.clone();
-        let store_key = key(self.caller, &user_id);
-        let now = self.state.inner.clock.now();
-        blocking(move || {
-            let mut outcome = None;
-            store.update(&store_key, &mut |facts: &mut UserFacts| {
-                let result = command.apply(facts, now);
-                let applied = result.is_ok();
-                outcome = Some(result);
-                applied
-            })?;
-            match outcome {
-                Some(result) => result.map(drop).map_err(ApiError::from),
-                None => Err(ApiError::Internal("the store did not run the update".into())),
-            }
-        })
-        .await?;
+        self.state.apply(key(self.caller, &user_id), command).await?;
         Ok(if action.is_location() { StatusCode::NO_CONTENT } else { StatusCode::OK }.into_response())
     }
 
@@ -359,14 +370,11 @@ impl Context<'_> {
                 unique.push(id);
             }
         }
-        authorize(self.caller, Operation::ReadManyPresences, Target::Many)?;
         let directory = &self.state.inner.directory;
         let known: Vec<&String> =
             unique.iter().filter(|id| directory.user_by_id(&self.caller.tenant_id, id).is_some()).collect();
         let keys: Vec<UserKey> = known.iter().map(|id| key(self.caller, id)).collect();
-        let store = self.state.inner.store.clone();
-        let stored = blocking(move || Ok(store.get_many(&keys)?)).await?;
-        let now = self.state.inner.clock.now();
+        let (stored, now) = self.state.read_facts(keys).await?;
         let mut stored = known.into_iter().zip(stored).peekable();
         let mut value = Vec::with_capacity(unique.len());
         for id in &unique {
@@ -441,12 +449,9 @@ async fn clock_read(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     Ok(clock_json(crate::Clock::now(clock.as_ref())))
 }
 
-async fn clock_advance(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+async fn clock_advance(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
     let clock = state.inner.test_clock.as_ref().ok_or(ApiError::NotFound)?;
+    let body = read_body(&state, body).await?;
     let object = json_object(content_type(&headers), &body, true)?;
     let seconds = match object.get("seconds") {
         Some(Value::Number(number)) => number.as_f64().unwrap_or(-1.0),

@@ -12,10 +12,12 @@
 mod action;
 pub mod batch;
 pub mod clock;
+mod consistency;
 mod envelope;
 pub mod error;
 mod handlers;
 pub mod route;
+pub mod server;
 pub mod throttle;
 mod timezone;
 mod wire;
@@ -29,6 +31,7 @@ use presence_store::PresenceStore;
 pub use action::decode_action;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use handlers::MAX_IDS_PER_REQUEST;
+pub use server::{serve, ConnectionLimits};
 pub use throttle::ThrottleConfig;
 
 /// Settings of the HTTP layer.
@@ -42,6 +45,8 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Throttling of presence operations per application and tenant.
     pub throttle: ThrottleConfig,
+    /// Time a client has to send a request body once its head arrived; a slower one gets `408`.
+    pub body_read_timeout: std::time::Duration,
 }
 
 impl Default for ApiConfig {
@@ -51,6 +56,7 @@ impl Default for ApiConfig {
             issuer_base: "http://127.0.0.1:8080".into(),
             max_body_bytes: 256 * 1024,
             throttle: ThrottleConfig::default(),
+            body_read_timeout: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -69,6 +75,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     test_clock: Option<Arc<ManualClock>>,
     throttle: throttle::Throttle,
+    locks: consistency::UserLocks,
     config: ApiConfig,
 }
 
@@ -84,11 +91,21 @@ impl AppState {
         let verifier = Verifier::new(&signing_key, &config.issuer_base, directory.clone());
         let clock: Arc<dyn Clock> = match &test_clock {
             Some(clock) => clock.clone(),
-            None => Arc::new(SystemClock),
+            None => Arc::new(SystemClock::default()),
         };
         let throttle = throttle::Throttle::new(config.throttle);
         AppState {
-            inner: Arc::new(Inner { store, directory, verifier, signing_key, clock, test_clock, throttle, config }),
+            inner: Arc::new(Inner {
+                store,
+                directory,
+                verifier,
+                signing_key,
+                clock,
+                test_clock,
+                throttle,
+                locks: consistency::UserLocks::new(),
+                config,
+            }),
         }
     }
 }

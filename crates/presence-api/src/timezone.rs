@@ -121,8 +121,8 @@ fn zone(name: &str) -> Option<jiff::tz::TimeZone> {
 /// `date_time` is ISO 8601 without an offset (`2026-09-01T17:00:00.0000000`); an ambiguous wall-clock time
 /// (a clock going back) takes the earlier instant, a skipped one the later, as Graph's calendar does.
 pub(crate) fn resolve(date_time: &str, time_zone: &str) -> Result<Timestamp, String> {
-    let time_part = date_time.split_once(['T', 't']).map_or("", |(_, time)| time);
-    if time_part.contains(['Z', 'z', '+', '-']) {
+    let after_date = date_time.get(10..).unwrap_or_default();
+    if after_date.contains(['Z', 'z', '+', '-', '[']) {
         return Err(format!(
             "expiryDateTime.dateTime '{date_time}' must not carry an offset; give the zone in expiryDateTime.timeZone."
         ));
@@ -168,6 +168,8 @@ mod tests {
     fn refuses_offsets_bad_dates_and_unknown_zones() {
         assert!(resolve("2026-09-01T17:00:00Z", "UTC").unwrap_err().contains("offset"));
         assert!(resolve("2026-09-01T17:00:00+02:00", "UTC").unwrap_err().contains("offset"));
+        assert!(resolve("2026-09-01 17:00:00+02:00", "UTC").unwrap_err().contains("offset"));
+        assert!(resolve("2026-09-01T17:00:00-07:00", "UTC").unwrap_err().contains("offset"));
         assert!(resolve("tomorrow", "UTC").unwrap_err().contains("not a date"));
         assert!(resolve("2026-13-01T17:00:00", "UTC").unwrap_err().contains("not a date"));
         assert!(resolve("2026-09-01T17:00:00", "Mars Standard Time").unwrap_err().contains("time zone"));

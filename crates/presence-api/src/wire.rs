@@ -129,7 +129,8 @@ impl<'a> PresenceJson<'a> {
         }
     }
 
-    /// An id that is not a user of the caller's tenant: `PresenceUnknown`.
+    /// An id that is not a user of the caller's tenant: `PresenceUnknown`, with the properties every presence
+    /// carries at their empty values.
     pub(crate) fn unknown(id: &'a str) -> Self {
         PresenceJson {
             context: None,
@@ -137,9 +138,9 @@ impl<'a> PresenceJson<'a> {
             availability: "PresenceUnknown",
             activity: "PresenceUnknown",
             status_message: None,
-            out_of_office_settings: None,
-            sequence_number: None,
-            work_location: None,
+            out_of_office_settings: Some(OutOfOfficeJson { message: None, is_out_of_office: false }),
+            sequence_number: Some(sequence_text(0)),
+            work_location: Some(WorkLocationJson { work_location_type: "unspecified", source: "none", place_id: None }),
         }
     }
 }

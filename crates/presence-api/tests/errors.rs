@@ -8,10 +8,13 @@ use common::*;
 use serde_json::{json, Value};
 
 /// Sends `request` and checks the error; then checks Adele's presence is exactly what it was.
+/// Also checks that no record was created for anybody.
 async fn refused(server: &Server, request: Request<Body>, status: u16, code: &str) -> String {
     let before: Value = server.presence(ADELE).await;
+    let records = server.store.user_count().unwrap();
     let message = server.send(request).await.error(status, code);
     assert_eq!(server.presence(ADELE).await, before, "a refused request changed state");
+    assert_eq!(server.store.user_count().unwrap(), records, "a refused request created a record");
     message
 }
 
@@ -170,6 +173,8 @@ async fn tokens_are_required_and_checked() {
     let path = format!("/v1.0/users/{ADELE}/presence");
     let message = server.get(&path, "").await.error(401, "InvalidAuthenticationToken");
     assert_eq!(message, "Access token is empty.");
+    let bare = Request::get(&path).header("authorization", "Bearer ").body(Body::empty()).unwrap();
+    assert_eq!(server.send(bare).await.error(401, "InvalidAuthenticationToken"), "Access token is empty.");
     server.get(&path, "garbage").await.error(401, "InvalidAuthenticationToken");
     let basic = Request::get(&path).header("authorization", "Basic dXNlcjpwYXNz").body(Body::empty()).unwrap();
     server.send(basic).await.error(401, "InvalidAuthenticationToken");
@@ -253,6 +258,7 @@ async fn another_tenant_can_neither_read_nor_write_nor_learn_existence() {
     let reply = server.post("/v1.0/communications/getPresencesByUserId", &foreign, json!({ "ids": [ADELE] })).await;
     assert_eq!(reply.json()["value"][0]["availability"], "PresenceUnknown");
     assert_eq!(server.shows(ADELE).await, ("Busy".into(), "InACall".into()));
+    assert_eq!(server.store.user_count().unwrap(), 1, "nothing was written for the foreign tenant");
 
     // The same object id in the other tenant is a different record.
     let stranger_writer = server.app_of(OTHER_TENANT, OTHER_APP, &["Presence.ReadWrite.All"]);

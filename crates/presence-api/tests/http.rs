@@ -31,6 +31,8 @@ async fn set_presence_then_read_it_on_every_route_and_version() {
         format!("/v1.0/communications/presences/{ADELE}"),
         format!("/v1.0/users/{}/presence", ADELE.to_uppercase()),
         format!("/v1.0/USERS/{ADELE}/Presence"),
+        format!("/V1.0/users/{ADELE}/presence"),
+        format!("/Beta/users/{ADELE}/presence"),
     ] {
         let reply = server.get(&path, &reader).await;
         assert_eq!(reply.status, 200, "{path}: {}", reply.text);
@@ -224,6 +226,8 @@ async fn status_message_expiry_in_a_windows_time_zone_and_clearing() {
     check(json!({ "statusMessage": { "message": { "content": "x" }, "expiryDateTime": { "dateTime": "soon", "timeZone": "UTC" } } }), "not a date").await;
     check(json!({ "statusMessage": { "message": { "content": "x" }, "expiryDateTime": { "dateTime": "2026-09-01T04:00:00", "timeZone": "Mars" } } }), "time zone").await;
     check(json!({ "statusMessage": { "message": "x" } }), "must be an object").await;
+    check(json!({ "statusMessage": {} }), "statusMessage.message").await;
+    check(json!({ "statusMessage": { "message": { "content": "x" }, "expiryDateTime": { "dateTime": "2026-09-01 04:00:00+02:00", "timeZone": "UTC" } } }), "offset").await;
     check(json!({}), "statusMessage").await;
 }
 
@@ -290,7 +294,13 @@ async fn get_presences_by_user_id_keeps_order_collapses_duplicates_and_marks_unk
     let ids: Vec<&str> = value.iter().map(|p| p["id"].as_str().unwrap()).collect();
     assert_eq!(ids, [ALEX, unknown, ADELE, STRANGER]);
     assert_eq!(value[0]["availability"], "Offline");
-    assert_eq!(value[1], json!({ "id": unknown, "availability": "PresenceUnknown", "activity": "PresenceUnknown" }));
+    assert_eq!(
+        value[1],
+        json!({ "id": unknown, "availability": "PresenceUnknown", "activity": "PresenceUnknown",
+                "outOfOfficeSettings": { "message": null, "isOutOfOffice": false },
+                "sequenceNumber": "00000000000000000000",
+                "workLocation": { "workLocationType": "unspecified", "source": "none", "placeId": null } })
+    );
     assert_eq!(value[2]["activity"], "InACall");
     assert_eq!(value[3]["availability"], "PresenceUnknown", "another tenant's user is unknown here");
 

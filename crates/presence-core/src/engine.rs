@@ -169,7 +169,9 @@ fn changes_between(facts: &UserFacts, from: Timestamp, to: Timestamp) -> u64 {
 /// The presence at `at`.
 ///
 /// Instants before the last write are read as the instant of the last write, so a clock that steps back
-/// never shows an older version.
+/// never shows an older version. The sequence number is a version only if callers never write facts at an
+/// instant earlier than one they evaluated them at (a monotonic clock, and reads and writes of one user
+/// ordered with it): the engine cannot know about reads.
 pub fn evaluate(facts: &UserFacts, at: Timestamp) -> Presence {
     let at = at.max(facts.sequence_at);
     let (availability, activity, status_message, work_location) = visible(facts, at);

@@ -56,6 +56,14 @@ impl SqliteStore {
         &self.path
     }
 
+    /// The writer's `journal_mode` and `synchronous` settings, which make commits durable.
+    pub fn durability_settings(&self) -> Result<(String, i64), StoreError> {
+        let writer = lock(&self.writer)?;
+        let journal: String = writer.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
+        let synchronous: i64 = writer.query_row("PRAGMA synchronous", [], |row| row.get(0))?;
+        Ok((journal, synchronous))
+    }
+
     /// The number of users with a stored record.
     pub fn user_count(&self) -> Result<u64, StoreError> {
         let reader = lock(&self.reader)?;

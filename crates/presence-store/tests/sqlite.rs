@@ -68,3 +68,12 @@ fn concurrent_updates_of_one_user_do_not_lose_writes() {
     }
     assert_eq!(store.get(&key("t", "u")).unwrap().unwrap().sequence_base, 100);
 }
+
+#[test]
+fn the_database_commits_durably() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let (journal, synchronous) = store.durability_settings().unwrap();
+    assert_eq!(journal, "wal");
+    assert_eq!(synchronous, 2, "synchronous = FULL: COMMIT returns after fsync");
+}

@@ -25,6 +25,21 @@ pub(crate) struct Config {
     /// Largest request body accepted, in bytes.
     #[serde(default = "default_max_body_bytes")]
     pub(crate) max_body_bytes: usize,
+    /// Most connections served at once.
+    #[serde(default = "default_max_connections")]
+    pub(crate) max_connections: usize,
+    /// Seconds a client has to send a request head; also the keep-alive idle limit.
+    #[serde(default = "default_thirty")]
+    pub(crate) header_read_timeout_seconds: u64,
+    /// Largest request head in bytes.
+    #[serde(default = "default_max_header_bytes")]
+    pub(crate) max_header_bytes: usize,
+    /// Seconds a client has to send a request body.
+    #[serde(default = "default_thirty")]
+    pub(crate) body_read_timeout_seconds: u64,
+    /// Seconds in-flight requests get at shutdown.
+    #[serde(default = "default_drain_timeout_seconds")]
+    pub(crate) drain_timeout_seconds: u64,
     /// Presence requests allowed per window, application and tenant; 0 disables throttling.
     #[serde(default = "default_throttle_limit")]
     pub(crate) throttle_limit: u32,
@@ -41,6 +56,22 @@ pub(crate) struct Config {
 
 fn default_max_body_bytes() -> usize {
     256 * 1024
+}
+
+fn default_max_connections() -> usize {
+    4096
+}
+
+fn default_thirty() -> u64 {
+    30
+}
+
+fn default_max_header_bytes() -> usize {
+    64 * 1024
+}
+
+fn default_drain_timeout_seconds() -> u64 {
+    10
 }
 
 fn default_throttle_limit() -> u32 {
@@ -68,11 +99,18 @@ impl Config {
                 config.max_body_bytes
             );
         }
-        if !(1..=86_400).contains(&config.throttle_window_seconds) {
-            anyhow::bail!(
-                "invalid configuration in {origin}: throttle_window_seconds = {} must be between 1 and 86400",
-                config.throttle_window_seconds
-            );
+        let ranges: [(&str, u64, u64, u64); 6] = [
+            ("max_connections", config.max_connections as u64, 1, 1_000_000),
+            ("header_read_timeout_seconds", config.header_read_timeout_seconds, 1, 3600),
+            ("max_header_bytes", config.max_header_bytes as u64, 8192, 1024 * 1024),
+            ("body_read_timeout_seconds", config.body_read_timeout_seconds, 1, 3600),
+            ("drain_timeout_seconds", config.drain_timeout_seconds, 0, 3600),
+            ("throttle_window_seconds", config.throttle_window_seconds, 1, 86_400),
+        ];
+        for (key, value, min, max) in ranges {
+            if !(min..=max).contains(&value) {
+                anyhow::bail!("invalid configuration in {origin}: {key} = {value} must be between {min} and {max}");
+            }
         }
         Ok(config)
     }
@@ -115,5 +153,15 @@ mod tests {
             .unwrap();
         let error = format!("{:#}", Config::load(Some(&path)).unwrap_err());
         assert!(error.contains("lisen"), "{error}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        let text = "listen = \"127.0.0.1:1\"\ndata_dir = \"d\"\nissuer = \"https://i\"\nmax_header_bytes = 10\n";
+        std::fs::write(&path, text).unwrap();
+        let error = format!("{:#}", Config::load(Some(&path)).unwrap_err());
+        assert!(error.contains("max_header_bytes = 10"), "{error}");
     }
 }

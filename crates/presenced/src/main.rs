@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use presence_api::{ApiConfig, AppState, ManualClock};
+use std::time::Duration;
+
+use presence_api::{ApiConfig, AppState, ConnectionLimits, ManualClock};
 use presence_auth::{Issuer, SigningKey, TokenRequest};
 use presence_store::SqliteStore;
 
@@ -120,6 +122,13 @@ fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
             limit: config.throttle_limit,
             window: std::time::Duration::from_secs(config.throttle_window_seconds),
         },
+        body_read_timeout: Duration::from_secs(config.body_read_timeout_seconds),
+    };
+    let limits = ConnectionLimits {
+        max_connections: config.max_connections,
+        header_read_timeout: Duration::from_secs(config.header_read_timeout_seconds),
+        max_header_bytes: config.max_header_bytes,
+        drain_timeout: Duration::from_secs(config.drain_timeout_seconds),
     };
     let state = AppState::new(Arc::new(store), directory, key, test_clock, api_config);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -132,7 +141,7 @@ fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         println!("Get a token:  cargo run --release -- token            (application, Presence.ReadWrite.All)");
         println!("              cargo run --release -- token --user adele@contoso.example   (delegated)");
         tracing::info!(%address, "listening");
-        axum::serve(listener, presence_api::router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+        presence_api::serve(listener, presence_api::router(state), limits, shutdown_signal()).await;
         tracing::info!("stopped");
         anyhow::Ok(())
     })

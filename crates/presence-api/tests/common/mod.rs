@@ -111,6 +111,7 @@ impl Server {
             issuer_base: ISSUER.into(),
             max_body_bytes,
             throttle,
+            ..ApiConfig::default()
         };
         let state =
             AppState::new(store.clone(), Arc::new(directory()), key(), test_clock.then(|| clock.clone()), config);

@@ -1,0 +1,53 @@
+//! Per-user exclusion between reads and writes, so that versions are never reused.
+//!
+//! Why: a read evaluates stored facts at "now". If it read the facts just before a concurrent write
+//! committed, but its "now" were later than the instant the write was stamped with, it could show a
+//! timer-driven change (say a fade, version N+1) that the write then also stamps N+1 for a different
+//! presence. So a write takes its instant while holding its user's lock exclusively, and a read takes its
+//! instant and its facts while holding the lock shared: every read is wholly before or wholly after each
+//! write of the same user. Users are spread over a fixed number of stripes (bounded memory); several
+//! stripes are always locked in ascending order, and a writer holds one stripe only, so there is no
+//! deadlock. These locks are taken on blocking threads, never across an `.await`.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::RwLock;
+
+use presence_store::UserKey;
+
+const STRIPES: usize = 1024;
+
+/// The stripes.
+#[derive(Debug)]
+pub(crate) struct UserLocks {
+    stripes: Box<[RwLock<()>]>,
+}
+
+impl UserLocks {
+    pub(crate) fn new() -> Self {
+        UserLocks { stripes: (0..STRIPES).map(|_| RwLock::new(())).collect() }
+    }
+
+    fn stripe(key: &UserKey) -> usize {
+        let mut hasher = DefaultHasher::new();
+        key.hash(&mut hasher);
+        (hasher.finish() % STRIPES as u64) as usize
+    }
+
+    /// Runs `work` with `key`'s stripe held exclusively.
+    pub(crate) fn write<R>(&self, key: &UserKey, work: impl FnOnce() -> R) -> R {
+        let _guard = self.stripes[Self::stripe(key)].write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        work()
+    }
+
+    /// Runs `work` with the stripes of all `keys` held shared.
+    pub(crate) fn read<R>(&self, keys: &[UserKey], work: impl FnOnce() -> R) -> R {
+        let mut stripes: Vec<usize> = keys.iter().map(Self::stripe).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let _guards: Vec<_> = stripes
+            .into_iter()
+            .map(|stripe| self.stripes[stripe].read().unwrap_or_else(|poisoned| poisoned.into_inner()))
+            .collect();
+        work()
+    }
+}

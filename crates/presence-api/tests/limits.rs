@@ -1,0 +1,91 @@
+//! Connection-level limits on a real socket, with Tokio's clock paused (timeouts fire without waiting).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use presence_api::ConnectionLimits;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+async fn start(limits: ConnectionLimits) -> (std::net::SocketAddr, Server) {
+    let server = Server::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let router = server.router.clone();
+    tokio::spawn(presence_api::serve(listener, router, limits, std::future::pending()));
+    (address, server)
+}
+
+async fn read_all(stream: &mut TcpStream) -> String {
+    let mut buffer = Vec::new();
+    let _ = stream.read_to_end(&mut buffer).await;
+    String::from_utf8_lossy(&buffer).into_owned()
+}
+
+fn request(path: &str, token: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_head_larger_than_the_limit_is_refused() {
+    let (address, server) = start(ConnectionLimits { max_header_bytes: 8192, ..ConnectionLimits::default() }).await;
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    let padding = "x".repeat(16 * 1024);
+    let head = format!("GET /v1.0/me/presence HTTP/1.1\r\nHost: x\r\nX-Padding: {padding}\r\n\r\n");
+    let _ = stream.write_all(head.as_bytes()).await;
+    let answer = read_all(&mut stream).await;
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 431"), "{answer}");
+
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream.write_all(request(&format!("/v1.0/users/{ADELE}/presence"), &server.writer()).as_bytes()).await.unwrap();
+    assert!(read_all(&mut stream).await.starts_with("HTTP/1.1 200"), "a normal request still works");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_never_finishes_its_head_is_disconnected() {
+    let limits = ConnectionLimits { header_read_timeout: Duration::from_secs(5), ..ConnectionLimits::default() };
+    let (address, _server) = start(limits).await;
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream.write_all(b"GET /v1.0/me/presence HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(60), read_all(&mut stream)).await;
+    let answer = answer.expect("the server closes the connection after its header timeout");
+    assert!(!answer.contains("200 OK"), "{answer}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_that_stalls_gets_408() {
+    let (address, server) = start(ConnectionLimits::default()).await;
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST /v1.0/users/{ADELE}/presence/setPresence HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 200\r\nConnection: close\r\n\r\n{{\"sessionId\":",
+        server.writer()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(120), read_all(&mut stream)).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"code\":\"RequestTimeout\""), "{answer}");
+    assert_eq!(server.shows(ADELE).await.0, "Offline");
+}
+
+#[tokio::test(start_paused = true)]
+async fn connections_over_the_limit_wait_for_a_free_slot() {
+    let limits = ConnectionLimits {
+        max_connections: 1,
+        header_read_timeout: Duration::from_secs(3600),
+        ..ConnectionLimits::default()
+    };
+    let (address, server) = start(limits).await;
+    let first = TcpStream::connect(address).await.unwrap();
+    tokio::task::yield_now().await;
+    let mut second = TcpStream::connect(address).await.unwrap();
+    second.write_all(request(&format!("/v1.0/users/{ADELE}/presence"), &server.writer()).as_bytes()).await.unwrap();
+    let mut byte = [0u8; 1];
+    let waited = tokio::time::timeout(Duration::from_secs(60), second.read(&mut byte)).await;
+    assert!(waited.is_err(), "the second connection is not served while the first holds the only slot");
+    drop(first);
+    let answer = tokio::time::timeout(Duration::from_secs(60), read_all(&mut second)).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
