@@ -115,7 +115,8 @@ fn parse_request(request: &Map<String, Value>, index_of: &HashMap<String, usize>
     if body.is_some() && !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-type")) {
         return Err(malformed(format!("Request '{id}' has a body but no Content-Type header.")));
     }
-    let depends_on = match request.get("dependsOn") {
+    // The official Python SDK (msgraph-core) writes `depends_on`; Graph documents `dependsOn`.
+    let depends_on = match request.get("dependsOn").or_else(|| request.get("depends_on")) {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(ids)) => ids
             .iter()
@@ -397,5 +398,13 @@ mod tests {
         assert_eq!(batch[0].method, Method::GET);
         assert_eq!(batch[1].depends_on, vec![0]);
         assert_eq!(batch[1].body, Some(serde_json::json!({"a": 1})));
+    }
+
+    #[test]
+    fn the_python_sdk_spelling_of_depends_on_is_understood() {
+        let body = r#"{"requests":[
+            {"id":"set","method":"GET","url":"/me/presence","depends_on":[]},
+            {"id":"get","method":"GET","url":"/me/presence","depends_on":["set"]}]}"#;
+        assert_eq!(parse_batch(body.as_bytes()).unwrap()[1].depends_on, vec![0]);
     }
 }

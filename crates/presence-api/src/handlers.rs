@@ -33,6 +33,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/.well-known/openid-configuration", get(openid_common).fallback(method_not_allowed))
         .route("/{tenant}/v2.0/.well-known/openid-configuration", get(openid_tenant).fallback(method_not_allowed))
         .route("/discovery/v2.0/keys", get(jwks).fallback(method_not_allowed))
+        .route("/openapi/{document}", get(openapi_document).fallback(method_not_allowed))
         .route("/_test/clock", get(clock_read).fallback(method_not_allowed))
         .route("/_test/clock/advance", post(clock_advance).fallback(method_not_allowed))
         .fallback(graph)
@@ -434,6 +435,14 @@ async fn openid_common(State(state): State<AppState>) -> Json<Value> {
 async fn openid_tenant(State(state): State<AppState>, Path(tenant): Path<String>) -> Result<Json<Value>, ApiError> {
     let tenant = state.inner.directory.tenant(&tenant).ok_or(ApiError::NotFound)?;
     Ok(Json(openid_document(&state, &tenant.id)))
+}
+
+async fn openapi_document(Path(document): Path<String>) -> Result<Json<Value>, ApiError> {
+    match document.as_str() {
+        "v1.0.json" => Ok(Json(crate::openapi::document("v1.0"))),
+        "beta.json" => Ok(Json(crate::openapi::document("beta"))),
+        _ => Err(ApiError::NotFound),
+    }
 }
 
 async fn jwks(State(state): State<AppState>) -> Json<Value> {

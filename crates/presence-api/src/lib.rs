@@ -16,6 +16,7 @@ mod consistency;
 mod envelope;
 pub mod error;
 mod handlers;
+pub mod openapi;
 pub mod route;
 pub mod server;
 pub mod throttle;

@@ -38,8 +38,13 @@ pub enum DurationError {
 
 /// Parses an ISO 8601 day-time duration such as `PT5M`, `PT1H30M`, `P1D` or `PT0.5S`.
 ///
+/// Also accepted, because the official Python SDK (msgraph-sdk) sends it for every `Edm.Duration`: the
+/// text of a Python `timedelta`, `[D day[s], ]H:MM:SS[.ffffff]` (`1:00:00`, `2 days, 0:30:00`).
 /// Zero and negative durations are refused; callers check their own ranges.
 pub fn parse(text: &str) -> Result<Duration, DurationError> {
+    if text.contains(':') {
+        return parse_clock_form(text);
+    }
     let unparsable = || DurationError::Unparsable(text.to_owned());
     if text.starts_with('-') {
         return Err(DurationError::NotPositive(text.to_owned()));
@@ -99,6 +104,62 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
 
     if !any_component {
         return Err(unparsable());
+    }
+    if total.is_zero() {
+        return Err(DurationError::NotPositive(text.to_owned()));
+    }
+    Ok(total)
+}
+
+/// `[D day[s], ]H:MM:SS[.ffffff]`, as Python's `str(timedelta)` writes a duration.
+fn parse_clock_form(text: &str) -> Result<Duration, DurationError> {
+    let unparsable = || DurationError::Unparsable(text.to_owned());
+    if text.starts_with('-') {
+        return Err(DurationError::NotPositive(text.to_owned()));
+    }
+    let (days, clock) = match text.split_once(", ") {
+        Some((days, clock)) => {
+            let days = days.strip_suffix(" days").or_else(|| days.strip_suffix(" day")).ok_or_else(unparsable)?;
+            if days.is_empty() || days.len() > 9 || !days.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(unparsable());
+            }
+            (days.parse::<u64>().map_err(|_| unparsable())?, clock)
+        }
+        None => (0, text),
+    };
+    let mut parts = clock.split(':');
+    let (Some(hours), Some(minutes), Some(seconds), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(unparsable());
+    };
+    let digits = |part: &str, max_len: usize| {
+        !part.is_empty() && part.len() <= max_len && part.bytes().all(|b| b.is_ascii_digit())
+    };
+    let (whole_seconds, fraction) = seconds.split_once('.').unwrap_or((seconds, ""));
+    if !digits(hours, 9)
+        || !digits(minutes, 2)
+        || !digits(whole_seconds, 2)
+        || (seconds.contains('.') && !digits(fraction, 9))
+    {
+        return Err(unparsable());
+    }
+    let (hours, minutes, whole_seconds): (u64, u64, u64) = (
+        hours.parse().map_err(|_| unparsable())?,
+        minutes.parse().map_err(|_| unparsable())?,
+        whole_seconds.parse().map_err(|_| unparsable())?,
+    );
+    if minutes > 59 || whole_seconds > 59 {
+        return Err(unparsable());
+    }
+    let total_seconds = days
+        .checked_mul(86_400)
+        .and_then(|total| total.checked_add(hours.checked_mul(3600)?))
+        .and_then(|total| total.checked_add(minutes * 60 + whole_seconds))
+        .ok_or_else(|| DurationError::TooLong(text.to_owned()))?;
+    let nanos: u32 = format!("{fraction:0<9}").parse().map_err(|_| unparsable())?;
+    let total = Duration::new(total_seconds, nanos);
+    if total > MAX_REPRESENTABLE {
+        return Err(DurationError::TooLong(text.to_owned()));
     }
     if total.is_zero() {
         return Err(DurationError::NotPositive(text.to_owned()));
@@ -215,6 +276,25 @@ mod tests {
         check("PT999999999999999999999H", Err("too long"));
         check("P40000D", Err("too long"));
         check("PT5M\u{e9}", Err("unparsable"));
+    }
+
+    #[test]
+    fn accepts_the_python_sdk_timedelta_form() {
+        check("1:00:00", Ok(3_600_000));
+        check("0:05:00", Ok(300_000));
+        check("4:00:00", Ok(14_400_000));
+        check("1 day, 0:00:00", Ok(86_400_000));
+        check("7 days, 12:30:00", Ok(649_800_000));
+        check("0:00:00.500000", Ok(500));
+        check("0:00:00", Err("not positive"));
+        check("-1 day, 23:55:00", Err("not positive"));
+        check("1:60:00", Err("unparsable"));
+        check("1:00", Err("unparsable"));
+        check("1:00:00:00", Err("unparsable"));
+        check("x:00:00", Err("unparsable"));
+        check("1 week, 0:00:00", Err("unparsable"));
+        check("99999999999 days, 0:00:00", Err("unparsable"));
+        check("40000 days, 0:00:00", Err("too long"));
     }
 
     #[test]

@@ -1,0 +1,75 @@
+//! The served OpenAPI documents match the routes the server serves, both ways.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::Request;
+use common::*;
+use serde_json::{json, Value};
+
+fn example_body(operation_id: &str) -> Option<Value> {
+    let action = operation_id.rsplit('.').next().unwrap();
+    Some(match action {
+        "setPresence" => json!({ "sessionId": APP, "availability": "Busy", "activity": "InACall" }),
+        "clearPresence" => json!({ "sessionId": APP }),
+        "setUserPreferredPresence" => json!({ "availability": "Away", "activity": "Away" }),
+        "setStatusMessage" => json!({ "statusMessage": { "message": { "content": "hi", "contentType": "text" } } }),
+        "setManualLocation" | "setAutomaticLocation" => json!({ "workLocationType": "office" }),
+        "getPresencesByUserId" => json!({ "ids": [ADELE] }),
+        "batch" => json!({ "requests": [{ "id": "1", "method": "GET", "url": "/me/presence" }] }),
+        _ => return None,
+    })
+}
+
+#[tokio::test]
+async fn every_documented_operation_is_served_and_nothing_else() {
+    let server = Server::new();
+    let token = server.user(ADELE, &["Presence.ReadWrite", "Presence.Read.All"]);
+    for version in ["v1.0", "beta"] {
+        let reply = server.get(&format!("/openapi/{version}.json"), "").await;
+        assert_eq!(reply.status, 200);
+        let document = reply.json();
+        assert_eq!(document["servers"][0]["url"], format!("/{version}"));
+        let paths = document["paths"].as_object().unwrap();
+        assert_eq!(paths.len(), 3 * (1 + 9) + 5, "3 presence routes with GET and 9 actions, 5 others");
+        for (template, item) in paths {
+            let path = format!("/{version}{}", template.replace("{user-id}", ADELE).replace("{presence-id}", ADELE));
+            for method in ["get", "post", "patch", "put", "delete"] {
+                let Some(operation) = item.get(method) else {
+                    let request = Request::builder()
+                        .method(method.to_uppercase().as_str())
+                        .uri(&path)
+                        .header("authorization", format!("Bearer {token}"))
+                        .body(Body::empty())
+                        .unwrap();
+                    server.send(request).await.error(405, "Request_BadRequest");
+                    continue;
+                };
+                let operation_id = operation["operationId"].as_str().unwrap();
+                if operation_id.ends_with("clearPresence") {
+                    server
+                        .post(
+                            &format!("/{version}/me/presence/setPresence"),
+                            &token,
+                            example_body("x.setPresence").unwrap(),
+                        )
+                        .await;
+                }
+                let uri = if operation_id == "communications.presences.list" {
+                    format!("{path}?$filter=id%20in%20('{ADELE}')")
+                } else {
+                    path.clone()
+                };
+                let reply = match example_body(operation_id) {
+                    Some(body) => server.call(method.to_uppercase().parse().unwrap(), &uri, &token, Some(body)).await,
+                    None => server.call(method.to_uppercase().parse().unwrap(), &uri, &token, None).await,
+                };
+                let documented: Vec<&String> = operation["responses"].as_object().unwrap().keys().collect();
+                let status = reply.status.as_u16().to_string();
+                assert!(reply.status.is_success(), "{method} {uri} ({operation_id}): {}", reply.text);
+                assert!(documented.contains(&&status), "{operation_id} answered {status}, documented {documented:?}");
+            }
+        }
+    }
+    server.get("/openapi/v2.json", "").await.error(404, "NotFound");
+}

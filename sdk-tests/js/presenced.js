@@ -1,0 +1,65 @@
+// A real presenced (release build, embedded store, its own token issuer) on a free loopback port.
+"use strict";
+
+const { spawn, execFileSync } = require("node:child_process");
+const fs = require("node:fs");
+const net = require("node:net");
+const os = require("node:os");
+const path = require("node:path");
+
+const REPO = path.resolve(__dirname, "..", "..");
+const BINARY = process.env.PRESENCED_BIN || path.join(REPO, "target", "release", "presenced");
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.once("error", reject);
+    probe.listen(0, "127.0.0.1", () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+function canConnect(port) {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, "127.0.0.1");
+    socket.once("connect", () => { socket.destroy(); resolve(true); });
+    socket.once("error", () => resolve(false));
+  });
+}
+
+async function start({ throttleLimit = 10000, throttleWindowSeconds = 30 } = {}) {
+  const port = await freePort();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "presenced-js-"));
+  let config = fs.readFileSync(path.join(REPO, "presenced.example.toml"), "utf8");
+  config = config
+    .replace('listen = "127.0.0.1:8080"', `listen = "127.0.0.1:${port}"`)
+    .replace('data_dir = "presenced-data"', `data_dir = "${dir}"`)
+    .replace("throttle_limit = 10000", `throttle_limit = ${throttleLimit}`)
+    .replace("throttle_window_seconds = 30", `throttle_window_seconds = ${throttleWindowSeconds}`);
+  const configPath = path.join(dir, "presenced.toml");
+  fs.writeFileSync(configPath, config);
+  const child = spawn(BINARY, ["--config", configPath, "serve", "--test-clock"], { stdio: "ignore" });
+  const deadline = Date.now() + 30000;
+  while (!(await canConnect(port))) {
+    if (Date.now() > deadline || child.exitCode !== null) throw new Error("presenced did not start");
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return {
+    base: `http://127.0.0.1:${port}`,
+    token: (...args) =>
+      execFileSync(BINARY, ["--config", configPath, "token", ...args], { encoding: "utf8" }).trim(),
+    stop: () => {
+      child.kill("SIGKILL");
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+module.exports = {
+  start,
+  ADELE: "7d3b5e0a-2c61-4f3e-9d1a-5a2b8c9e0f11",
+  ALEX: "5e9a1c7b-8d44-4b0e-a3f2-6c1d2e3f4a5b",
+  APP: "0a0f1e5c-8f62-4d3f-9d52-3b1c3b0d5e11",
+};

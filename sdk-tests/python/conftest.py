@@ -1,0 +1,90 @@
+"""A real presenced (release build, embedded store, its own token issuer) on a free loopback port."""
+
+import asyncio
+import inspect
+import os
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BINARY = Path(os.environ.get("PRESENCED_BIN", REPO / "target" / "release" / "presenced"))
+
+ADELE = "7d3b5e0a-2c61-4f3e-9d1a-5a2b8c9e0f11"
+ALEX = "5e9a1c7b-8d44-4b0e-a3f2-6c1d2e3f4a5b"
+APP = "0a0f1e5c-8f62-4d3f-9d52-3b1c3b0d5e11"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Presenced:
+    """One running server with its own data directory."""
+
+    def __init__(self, throttle_limit: int = 10000, throttle_window_seconds: int = 30):
+        self.dir = tempfile.TemporaryDirectory()
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        config = (REPO / "presenced.example.toml").read_text()
+        config = config.replace('listen = "127.0.0.1:8080"', f'listen = "127.0.0.1:{self.port}"')
+        config = config.replace('data_dir = "presenced-data"', f'data_dir = "{self.dir.name}"')
+        config = config.replace("throttle_limit = 10000", f"throttle_limit = {throttle_limit}")
+        config = config.replace("throttle_window_seconds = 30", f"throttle_window_seconds = {throttle_window_seconds}")
+        self.config = Path(self.dir.name) / "presenced.toml"
+        self.config.write_text(config)
+        self.process = subprocess.Popen(
+            [str(BINARY), "--config", str(self.config), "serve", "--test-clock"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise RuntimeError("presenced did not start")
+                time.sleep(0.02)
+
+    def token(self, *args: str) -> str:
+        output = subprocess.run(
+            [str(BINARY), "--config", str(self.config), "token", *args], check=True, capture_output=True, text=True
+        )
+        return output.stdout.strip()
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self.dir.cleanup()
+
+
+@pytest.fixture()
+def server():
+    running = Presenced()
+    yield running
+    running.stop()
+
+
+@pytest.fixture()
+def throttled_server():
+    running = Presenced(throttle_limit=2, throttle_window_seconds=2)
+    yield running
+    running.stop()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+    """Runs `async def` tests in one event loop each (the SDK's HTTP client lives in that loop)."""
+    if inspect.iscoroutinefunction(pyfuncitem.obj):
+        arguments = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+        asyncio.run(pyfuncitem.obj(**arguments))
+        return True
+    return None
