@@ -10,14 +10,13 @@ let server;
 before(async () => { server = await start(); });
 after(() => server.stop());
 
-// The client's AuthenticationHandler attaches the token only to https:// Graph or custom hosts, so over plain
-// HTTP the token travels in the client's documented fetchOptions headers instead.
+// The client attaches the token only to https:// URLs of Graph's hosts or of `customHosts`.
 function client(token, version = "v1.0", base = server.base) {
   return Client.init({
     baseUrl: base,
     defaultVersion: version,
+    customHosts: new Set(["localhost"]),
     authProvider: (done) => done(null, token),
-    fetchOptions: { headers: { Authorization: `Bearer ${token}` } },
   });
 }
 
@@ -131,7 +130,9 @@ test("batching through BatchRequestContent and BatchResponseContent", async () =
     body: JSON.stringify({ sessionId: APP, availability: "Busy", activity: "Busy" }),
   });
   const batch = new BatchRequestContent([{ id: "set", request: set }, { id: "get", request: get }, { id: "bad", request: bad }]);
+  // The client accepts only serial, parallel or same-dependency batches: make this one serial.
   batch.addDependency("get", "set");
+  batch.addDependency("bad", "get");
   const content = await batch.getContent();
   const response = new BatchResponseContent(await graph.api("/$batch").post(content));
   assert.equal(response.getResponseById("set").status, 200);

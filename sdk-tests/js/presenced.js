@@ -40,14 +40,17 @@ async function start({ throttleLimit = 10000, throttleWindowSeconds = 30 } = {})
     .replace("throttle_window_seconds = 30", `throttle_window_seconds = ${throttleWindowSeconds}`);
   const configPath = path.join(dir, "presenced.toml");
   fs.writeFileSync(configPath, config);
-  const child = spawn(BINARY, ["--config", configPath, "serve", "--test-clock"], { stdio: "ignore" });
+  const { PRESENCED_TLS_CERT: cert, PRESENCED_TLS_KEY: key } = process.env;
+  if (!cert || !key) throw new Error("run the suite with `npm test`: it sets up the TLS certificate");
+  const args = ["--config", configPath, "serve", "--test-clock", "--tls-cert", cert, "--tls-key", key];
+  const child = spawn(BINARY, args, { stdio: "ignore" });
   const deadline = Date.now() + 30000;
   while (!(await canConnect(port))) {
     if (Date.now() > deadline || child.exitCode !== null) throw new Error("presenced did not start");
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
   return {
-    base: `http://127.0.0.1:${port}`,
+    base: `https://localhost:${port}`,
     token: (...args) =>
       execFileSync(BINARY, ["--config", configPath, "token", ...args], { encoding: "utf8" }).trim(),
     stop: () => {

@@ -21,6 +21,7 @@ pub mod route;
 pub mod server;
 pub mod throttle;
 mod timezone;
+pub mod tls;
 mod wire;
 
 use std::sync::Arc;

@@ -14,7 +14,7 @@ async fn start(limits: ConnectionLimits) -> (std::net::SocketAddr, Server) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let router = server.router.clone();
-    tokio::spawn(presence_api::serve(listener, router, limits, std::future::pending()));
+    tokio::spawn(presence_api::serve(listener, router, limits, None, std::future::pending()));
     (address, server)
 }
 
@@ -88,4 +88,55 @@ async fn connections_over_the_limit_wait_for_a_free_slot() {
     drop(first);
     let answer = tokio::time::timeout(Duration::from_secs(60), read_all(&mut second)).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[tokio::test]
+async fn tls_serves_http1_and_offers_http2() {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, certified.cert.pem()).unwrap();
+    std::fs::write(&key_file, certified.signing_key.serialize_pem()).unwrap();
+    let tls = presence_api::tls::server_config(&cert_file, &key_file).unwrap();
+
+    let server = Server::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let router = server.router.clone();
+    tokio::spawn(presence_api::serve(listener, router, ConnectionLimits::default(), Some(tls), std::future::pending()));
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).unwrap();
+    let connect = |alpn: Vec<Vec<u8>>| {
+        let roots = roots.clone();
+        async move {
+            let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            config.alpn_protocols = alpn;
+            let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+            let tcp = TcpStream::connect(address).await.unwrap();
+            connector.connect("localhost".try_into().unwrap(), tcp).await.unwrap()
+        }
+    };
+
+    let mut stream = connect(vec![b"http/1.1".to_vec()]).await;
+    stream.write_all(request(&format!("/v1.0/users/{ADELE}/presence"), &server.writer()).as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"availability\":\"Offline\""), "{answer}");
+
+    let stream = connect(vec![b"h2".to_vec(), b"http/1.1".to_vec()]).await;
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+
+    let plain = TcpStream::connect(address).await.unwrap();
+    let mut plain = plain;
+    plain.write_all(request("/v1.0/me/presence", "x").as_bytes()).await.unwrap();
+    assert!(!read_all(&mut plain).await.starts_with("HTTP/1.1"), "plain HTTP is not served on a TLS port");
 }

@@ -20,6 +20,10 @@ pub(crate) struct Config {
     pub(crate) data_dir: PathBuf,
     /// URL clients reach the server at; default `http://{listen}`.
     pub(crate) public_url: Option<String>,
+    /// PEM certificate chain for TLS.
+    pub(crate) tls_cert_file: Option<PathBuf>,
+    /// PEM private key for TLS.
+    pub(crate) tls_key_file: Option<PathBuf>,
     /// Base of the token issuer.
     pub(crate) issuer: String,
     /// Largest request body accepted, in bytes.
@@ -115,9 +119,23 @@ impl Config {
         Ok(config)
     }
 
-    /// The public URL, defaulting to `http://{listen}`.
+    /// The public URL, defaulting to `http://{listen}` (`https://` with TLS).
     pub(crate) fn public_url(&self) -> String {
-        self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen)).trim_end_matches('/').to_owned()
+        let scheme = if self.tls_cert_file.is_some() { "https" } else { "http" };
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("{scheme}://{}", self.listen))
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
+    /// The TLS configuration, when both files are configured.
+    pub(crate) fn tls(&self) -> anyhow::Result<Option<std::sync::Arc<rustls::ServerConfig>>> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => Ok(Some(presence_api::tls::server_config(cert, key)?)),
+            _ => anyhow::bail!("invalid configuration: tls_cert_file and tls_key_file must be set together"),
+        }
     }
 
     /// The issuer base, without a trailing slash.

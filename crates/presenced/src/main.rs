@@ -47,6 +47,12 @@ struct ServeArgs {
     /// Public URL; overrides `public_url`.
     #[arg(long)]
     public_url: Option<String>,
+    /// PEM certificate chain: serve HTTPS; overrides `tls_cert_file`.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for `--tls-cert`; overrides `tls_key_file`.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Enable the test clock (`/_test/clock`); overrides `test_clock`. Never in production.
     #[arg(long)]
     test_clock: bool,
@@ -106,6 +112,11 @@ fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         config.public_url = args.public_url;
     }
     config.test_clock |= args.test_clock;
+    if args.tls_cert.is_some() {
+        config.tls_cert_file = args.tls_cert;
+        config.tls_key_file = args.tls_key;
+    }
+    let tls = config.tls()?;
     let directory = Arc::new(config.directory()?);
     let key = open_key(&config)?;
     let store = SqliteStore::open(&config.data_dir)
@@ -136,12 +147,13 @@ fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         let listener =
             tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let address = listener.local_addr()?;
-        println!("presenced listening on http://{address} (data in {})", config.data_dir.display());
-        println!("Graph API: http://{address}/v1.0 and http://{address}/beta");
+        let public = config.public_url();
+        println!("presenced listening on {address}, reachable as {public} (data in {})", config.data_dir.display());
+        println!("Graph API: {public}/v1.0 and {public}/beta");
         println!("Get a token:  cargo run --release -- token            (application, Presence.ReadWrite.All)");
         println!("              cargo run --release -- token --user adele@contoso.example   (delegated)");
         tracing::info!(%address, "listening");
-        presence_api::serve(listener, presence_api::router(state), limits, shutdown_signal()).await;
+        presence_api::serve(listener, presence_api::router(state), limits, tls, shutdown_signal()).await;
         tracing::info!("stopped");
         anyhow::Ok(())
     })
