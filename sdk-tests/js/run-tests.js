@@ -15,7 +15,7 @@ execFileSync("openssl", [
   "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "2",
   "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
 ], { stdio: "ignore" });
-const result = spawnSync(process.execPath, ["--test", ...process.argv.slice(2)], {
+const result = spawnSync(process.execPath, ["--test", "--test-timeout=60000", ...process.argv.slice(2)], {
   cwd: __dirname,
   stdio: "inherit",
   env: { ...process.env, NODE_EXTRA_CA_CERTS: cert, PRESENCED_TLS_CERT: cert, PRESENCED_TLS_KEY: key },

@@ -97,7 +97,7 @@ async def test_fading_is_visible_through_the_sdk(server):
     request = urllib.request.Request(
         f"{server.base}/_test/clock/advance", data=b'{"seconds": 300}', headers={"Content-Type": "application/json"}
     )
-    urllib.request.urlopen(request).read()
+    urllib.request.urlopen(request, timeout=30).read()
     got = await presence.get()
     assert (got.availability, got.activity) == ("Available", "AvailableInactive")
 
@@ -216,7 +216,7 @@ async def test_the_retry_handler_honours_429(throttled_server):
     statuses = []
     for _ in range(3):
         try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})) as reply:
+            with urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"}), timeout=30) as reply:
                 statuses.append(reply.status)
         except urllib.error.HTTPError as error:
             statuses.append(error.code)

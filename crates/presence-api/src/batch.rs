@@ -3,8 +3,8 @@
 //! A batch is parsed and checked whole first (at most 20 requests, ids unique ignoring case, known and
 //! acyclic `dependsOn`, a Content-Type for every body); any fault there is a `400` for the whole batch. Then
 //! each inner request is sent through the same router as any other request, with the batch's bearer token,
-//! so it is authenticated, authorised and throttled on its own. Requests run as soon as their dependencies
-//! are done, independent ones concurrently; a request whose dependency failed gets `424`.
+//! so it is authenticated, authorised and throttled on its own. Each request starts as soon as its own
+//! dependencies are done, independent ones concurrently; a request whose dependency failed gets `424`.
 
 use std::collections::HashMap;
 
@@ -175,8 +175,16 @@ fn inner_path(url: &str, version: &str, public_url: &str) -> Result<String, Stri
     } else {
         format!("/{version}/{relative}")
     };
-    let after_version = path.splitn(3, '/').nth(2).unwrap_or_default();
-    if after_version.split(['/', '?']).next().is_some_and(|segment| segment.eq_ignore_ascii_case("$batch")) {
+    // The router decodes %XX and skips empty segments; so must this check.
+    let first_resource = path
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .split('/')
+        .filter(|segment| !segment.is_empty())
+        .nth(1)
+        .map(|segment| percent_encoding::percent_decode_str(segment).decode_utf8_lossy().into_owned());
+    if first_resource.is_some_and(|segment| segment.eq_ignore_ascii_case("$batch")) {
         return Err("A batch cannot contain another batch.".into());
     }
     Ok(path)
@@ -281,39 +289,51 @@ pub(crate) async fn run(
     let requests = parse_batch(body)?;
     let authorization = headers.get(header::AUTHORIZATION).cloned();
     let mut outcomes: Vec<Option<Outcome>> = requests.iter().map(|_| None).collect();
-    while outcomes.iter().any(Option::is_none) {
-        let mut running = tokio::task::JoinSet::new();
-        for (index, request) in requests.iter().enumerate() {
-            if outcomes[index].is_some() || !request.depends_on.iter().all(|dependency| outcomes[*dependency].is_some())
-            {
-                continue;
-            }
-            let failed = request
-                .depends_on
-                .iter()
-                .find(|dependency| outcomes[**dependency].as_ref().is_some_and(|outcome| !outcome.succeeded()));
-            if let Some(failed) = failed {
-                let message = format!("The request depends on request '{}', which failed.", requests[*failed].id);
-                let ids = RequestIds::new(None);
-                outcomes[index] =
-                    Some(Outcome::error(StatusCode::FAILED_DEPENDENCY, "FailedDependency", message, &ids));
-                continue;
-            }
-            match inner_path(&request.url, version, state.public_url()) {
-                Ok(path) => {
-                    let (state, request, authorization) = (state.clone(), request.clone(), authorization.clone());
-                    running.spawn(async move { (index, run_one(state, request, path, authorization).await) });
+    let mut started = vec![false; requests.len()];
+    let mut running = tokio::task::JoinSet::new();
+    loop {
+        // Start (or settle) every request whose dependencies are all done; settling one with a 424 or 400 can
+        // make others ready, so repeat until nothing changes.
+        let mut progressed = true;
+        while progressed {
+            progressed = false;
+            for (index, request) in requests.iter().enumerate() {
+                if started[index] || !request.depends_on.iter().all(|dependency| outcomes[*dependency].is_some()) {
+                    continue;
                 }
-                Err(message) => {
+                started[index] = true;
+                progressed = true;
+                let failed = request
+                    .depends_on
+                    .iter()
+                    .find(|dependency| outcomes[**dependency].as_ref().is_some_and(|outcome| !outcome.succeeded()));
+                if let Some(failed) = failed {
+                    let message = format!("The request depends on request '{}', which failed.", requests[*failed].id);
                     let ids = RequestIds::new(None);
-                    outcomes[index] = Some(Outcome::error(StatusCode::BAD_REQUEST, "BadRequest", message, &ids));
+                    outcomes[index] =
+                        Some(Outcome::error(StatusCode::FAILED_DEPENDENCY, "FailedDependency", message, &ids));
+                    continue;
+                }
+                match inner_path(&request.url, version, state.public_url()) {
+                    Ok(path) => {
+                        let (state, request, authorization) = (state.clone(), request.clone(), authorization.clone());
+                        running.spawn(async move { (index, run_one(state, request, path, authorization).await) });
+                    }
+                    Err(message) => {
+                        let ids = RequestIds::new(None);
+                        outcomes[index] = Some(Outcome::error(StatusCode::BAD_REQUEST, "BadRequest", message, &ids));
+                    }
                 }
             }
         }
-        while let Some(joined) = running.join_next().await {
-            let (index, outcome) =
-                joined.map_err(|error| ApiError::Internal(format!("batch request failed: {error}")))?;
-            outcomes[index] = Some(outcome);
+        // Then wait for the next running request to finish (not for the whole wave).
+        match running.join_next().await {
+            Some(joined) => {
+                let (index, outcome) =
+                    joined.map_err(|error| ApiError::Internal(format!("batch request failed: {error}")))?;
+                outcomes[index] = Some(outcome);
+            }
+            None => break,
         }
     }
     let responses: Vec<Value> = requests
@@ -358,6 +378,9 @@ mod tests {
         check("https://graph.microsoft.com/v1.0/me/presence", Err("does not point to this server"));
         check("/$batch", Err("another batch"));
         check("/v1.0/$BATCH", Err("another batch"));
+        check("/%24batch", Err("another batch"));
+        check("/v1.0//$batch", Err("another batch"));
+        check("//beta/%24BATCH?x=1", Err("another batch"));
     }
 
     #[test]

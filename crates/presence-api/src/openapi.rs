@@ -15,8 +15,17 @@ const PRESENCE_BASES: [(&str, Option<&str>); 3] = [
     ("/communications/presences/{presence-id}", Some("presence-id")),
 ];
 
-fn error_response() -> Value {
-    json!({ "$ref": "#/components/responses/error" })
+/// Every status an operation can answer besides its success: Graph's error envelope for each.
+const ERROR_STATUSES: [&str; 9] = ["400", "401", "403", "404", "405", "408", "413", "429", "500"];
+
+/// The responses of an operation: its success, then each error status.
+fn responses(success: &str, body: Value) -> Value {
+    let mut responses = Map::new();
+    responses.insert(success.to_owned(), body);
+    for status in ERROR_STATUSES {
+        responses.insert(status.to_owned(), json!({ "$ref": "#/components/responses/error" }));
+    }
+    Value::Object(responses)
 }
 
 fn path_parameter(name: &str) -> Value {
@@ -56,7 +65,7 @@ fn action_operation(action: Action, base_id: &str) -> Value {
     let mut operation = json!({
         "operationId": format!("{base_id}.{}", action.name()),
         "summary": format!("Invoke action {}", action.name()),
-        "responses": { success: { "description": "Success" }, "default": error_response() },
+        "responses": responses(success, json!({ "description": "Success" })),
     });
     if let Some(body) = body {
         operation["requestBody"] = json_body(body, required);
@@ -90,7 +99,7 @@ pub fn document(version: &str) -> Value {
                         "id", "availability", "activity", "statusMessage", "outOfOfficeSettings", "sequenceNumber",
                         "workLocation"] } }
                 }],
-                "responses": { "200": ok_json("presence"), "default": error_response() }
+                "responses": responses("200", ok_json("presence"))
             }
         });
         paths.insert(base.to_owned(), with_parameter(get, parameter));
@@ -105,7 +114,7 @@ pub fn document(version: &str) -> Value {
             "operationId": "communications.getPresencesByUserId",
             "summary": "Get the presence of up to 650 users",
             "requestBody": json_body("getPresencesByUserIdRequest", true),
-            "responses": { "200": ok_json("presenceCollection"), "default": error_response() }
+            "responses": responses("200", ok_json("presenceCollection"))
         } }),
     );
     paths.insert(
@@ -115,7 +124,7 @@ pub fn document(version: &str) -> Value {
             "summary": "Get the presence of the users named by $filter=id in ('id1','id2')",
             "parameters": [{ "name": "$filter", "in": "query", "required": true, "schema": { "type": "string" },
                              "example": "id in ('7d3b5e0a-2c61-4f3e-9d1a-5a2b8c9e0f11')" }],
-            "responses": { "200": ok_json("presenceCollection"), "default": error_response() }
+            "responses": responses("200", ok_json("presenceCollection"))
         } }),
     );
     paths.insert(
@@ -123,19 +132,19 @@ pub fn document(version: &str) -> Value {
         json!({ "parameters": [{ "name": "user-id", "in": "path", "required": true,
                                  "description": "Object id or userPrincipalName.", "schema": { "type": "string" } }],
                 "get": { "operationId": "users.get", "summary": "Get a user",
-                         "responses": { "200": ok_json("user"), "default": error_response() } } }),
+                         "responses": responses("200", ok_json("user")) } }),
     );
     paths.insert(
         "/me".into(),
         json!({ "get": { "operationId": "me.get", "summary": "Get the signed-in user",
-                         "responses": { "200": ok_json("user"), "default": error_response() } } }),
+                         "responses": responses("200", ok_json("user")) } }),
     );
     paths.insert(
         "/$batch".into(),
         json!({ "post": {
             "operationId": "batch", "summary": "JSON batching (at most 20 requests)",
             "requestBody": json_body("batchRequest", true),
-            "responses": { "200": ok_json("batchResponse"), "default": error_response() }
+            "responses": responses("200", ok_json("batchResponse"))
         } }),
     );
 

@@ -75,6 +75,7 @@ async fn connections_over_the_limit_wait_for_a_free_slot() {
     let limits = ConnectionLimits {
         max_connections: 1,
         header_read_timeout: Duration::from_secs(3600),
+        idle_timeout: Duration::from_secs(3600),
         ..ConnectionLimits::default()
     };
     let (address, server) = start(limits).await;
@@ -139,4 +140,32 @@ async fn tls_serves_http1_and_offers_http2() {
     let mut plain = plain;
     plain.write_all(request("/v1.0/me/presence", "x").as_bytes()).await.unwrap();
     assert!(!read_all(&mut plain).await.starts_with("HTTP/1.1"), "plain HTTP is not served on a TLS port");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_that_sends_nothing_is_closed_after_the_idle_timeout() {
+    let limits = ConnectionLimits { idle_timeout: Duration::from_secs(20), ..ConnectionLimits::default() };
+    let (address, _server) = start(limits).await;
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(3600), read_all(&mut stream)).await;
+    assert_eq!(answer.expect("closed by the server").len(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_keep_alive_connection_is_closed_and_its_slot_freed() {
+    let limits =
+        ConnectionLimits { max_connections: 1, idle_timeout: Duration::from_secs(20), ..ConnectionLimits::default() };
+    let (address, server) = start(limits).await;
+    let mut first = TcpStream::connect(address).await.unwrap();
+    let keep_alive = format!(
+        "GET /v1.0/users/{ADELE}/presence HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+        server.writer()
+    );
+    first.write_all(keep_alive.as_bytes()).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(3600), read_all(&mut first)).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "answered, then closed when idle: {answer}");
+    let mut second = TcpStream::connect(address).await.unwrap();
+    second.write_all(request(&format!("/v1.0/users/{ADELE}/presence"), &server.writer()).as_bytes()).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(60), read_all(&mut second)).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "the slot was freed: {answer}");
 }

@@ -73,3 +73,32 @@ async fn every_documented_operation_is_served_and_nothing_else() {
     }
     server.get("/openapi/v2.json", "").await.error(404, "NotFound");
 }
+
+#[tokio::test]
+async fn paths_outside_the_documents_are_not_served() {
+    let server = Server::new();
+    let token = server.user(ADELE, &["Presence.ReadWrite", "Presence.Read.All"]);
+    let documented: Vec<String> =
+        server.get("/openapi/v1.0.json", "").await.json()["paths"].as_object().unwrap().keys().cloned().collect();
+    for probe in [
+        format!("/users/{ADELE}/presence/setPresenceNow"),
+        format!("/users/{ADELE}/presence/microsoft.graph.nothing"),
+        format!("/communications/presences/{ADELE}/extra"),
+        format!("/users/{ADELE}/calendar"),
+        "/users".to_owned(),
+        "/me/calendar".to_owned(),
+        "/communications".to_owned(),
+        "/communications/calls".to_owned(),
+        "/$batch/extra".to_owned(),
+        "/subscriptions".to_owned(),
+        "/groups".to_owned(),
+    ] {
+        assert!(!documented.contains(&probe), "{probe} is documented");
+        for method in ["GET", "POST"] {
+            let body = (method == "POST").then(|| json!({}));
+            let reply = server.call(method.parse().unwrap(), &format!("/v1.0{probe}"), &token, body).await;
+            let message = reply.error(400, "BadRequest");
+            assert!(message.starts_with("Resource not found for the segment"), "{method} {probe}: {message}");
+        }
+    }
+}

@@ -41,6 +41,9 @@ pub(crate) struct Config {
     /// Seconds a client has to send a request body.
     #[serde(default = "default_thirty")]
     pub(crate) body_read_timeout_seconds: u64,
+    /// Seconds without a byte read or written after which a connection is closed.
+    #[serde(default = "default_idle_timeout_seconds")]
+    pub(crate) idle_timeout_seconds: u64,
     /// Seconds in-flight requests get at shutdown.
     #[serde(default = "default_drain_timeout_seconds")]
     pub(crate) drain_timeout_seconds: u64,
@@ -74,6 +77,10 @@ fn default_max_header_bytes() -> usize {
     64 * 1024
 }
 
+fn default_idle_timeout_seconds() -> u64 {
+    60
+}
+
 fn default_drain_timeout_seconds() -> u64 {
     10
 }
@@ -103,7 +110,8 @@ impl Config {
                 config.max_body_bytes
             );
         }
-        let ranges: [(&str, u64, u64, u64); 6] = [
+        let ranges: [(&str, u64, u64, u64); 7] = [
+            ("idle_timeout_seconds", config.idle_timeout_seconds, 1, 86_400),
             ("max_connections", config.max_connections as u64, 1, 1_000_000),
             ("header_read_timeout_seconds", config.header_read_timeout_seconds, 1, 3600),
             ("max_header_bytes", config.max_header_bytes as u64, 8192, 1024 * 1024),

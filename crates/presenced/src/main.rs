@@ -139,6 +139,7 @@ fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         max_connections: config.max_connections,
         header_read_timeout: Duration::from_secs(config.header_read_timeout_seconds),
         max_header_bytes: config.max_header_bytes,
+        idle_timeout: Duration::from_secs(config.idle_timeout_seconds),
         drain_timeout: Duration::from_secs(config.drain_timeout_seconds),
     };
     let state = AppState::new(Arc::new(store), directory, key, test_clock, api_config);
