@@ -112,6 +112,25 @@ test("documented errors surface as GraphError with Graph's code", async () => {
   error = await graphError(client("not-a-token").api(`/users/${ADELE}/presence`).get());
   assert.equal(error.statusCode, 401);
   assert.equal(error.code, "InvalidAuthenticationToken");
+
+  const noRole = client(server.token("--roles", "User.Read.All"));
+  error = await graphError(noRole.api(`/users/${ADELE}/presence`).get());
+  assert.equal(error.statusCode, 403);
+  assert.equal(error.code, "Forbidden");
+
+  const tooMany = Array.from({ length: 651 }, (_, i) => `00000000-0000-4000-8000-${String(i).padStart(12, "0")}`);
+  error = await graphError(graph.api("/communications/getPresencesByUserId").post({ ids: tooMany }));
+  assert.equal(error.statusCode, 400);
+  assert.match(error.message, /650/);
+
+  const alex = client(server.token("--user", "alex@contoso.example", "--scopes", "Presence.ReadWrite"));
+  error = await graphError(alex.api(`/users/${ADELE}/presence/setStatusMessage`)
+    .post({ statusMessage: { message: { content: "hi", contentType: "text" } } }));
+  assert.equal(error.statusCode, 401);
+  assert.match(error.message, /^Cannot set the presence of another user\./);
+
+  error = await graphError(graph.api(`/users/${ADELE}/presence/setManualLocation`).post({ workLocationType: "office" }));
+  assert.equal(error.statusCode, 403, "location actions are delegated only");
 });
 
 test("batching through BatchRequestContent and BatchResponseContent", async () => {

@@ -189,6 +189,20 @@ async def test_documented_errors_surface_as_odata_errors(server):
     error = await odata_error(client(server, "not-a-token").users.by_user_id(ADELE).presence.get())
     assert (error.response_status_code, error.error.code) == (401, "InvalidAuthenticationToken")
 
+    no_role = client(server, server.token("--roles", "User.Read.All"))
+    error = await odata_error(no_role.users.by_user_id(ADELE).presence.get())
+    assert (error.response_status_code, error.error.code) == (403, "Forbidden")
+
+    too_many = [f"00000000-0000-4000-8000-{i:012}" for i in range(651)]
+    error = await odata_error(graph.communications.get_presences_by_user_id.post(
+        GetPresencesByUserIdPostRequestBody(ids=too_many)))
+    assert (error.response_status_code, error.error.code) == (400, "BadRequest")
+    assert "650" in error.error.message
+
+    error = await odata_error(graph.users.by_user_id(ADELE).presence.set_manual_location.post(
+        SetManualLocationPostRequestBody(work_location_type=WorkLocationType.Office)))
+    assert (error.response_status_code, error.error.code) == (403, "Forbidden"), "location actions are delegated only"
+
 
 async def test_batching_through_the_sdk_batch_helpers(server):
     graph = client(server, server.token())
