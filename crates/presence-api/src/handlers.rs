@@ -218,27 +218,9 @@ fn query_option<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str
 
 /// `id in ('a','b')` → `["a", "b"]`.
 fn parse_id_filter(filter: &str) -> Result<Vec<&str>, ApiError> {
-    let invalid = || {
+    presence_notify::subscription::parse_id_in(filter).ok_or_else(|| {
         ApiError::BadRequest(format!("Invalid filter clause '{filter}': only id in ('id1','id2',...) is supported."))
-    };
-    let rest = filter.trim();
-    let rest = rest
-        .get(..2)
-        .filter(|word| word.eq_ignore_ascii_case("id"))
-        .map(|_| rest[2..].trim_start())
-        .ok_or_else(invalid)?;
-    let rest = rest
-        .get(..2)
-        .filter(|word| word.eq_ignore_ascii_case("in"))
-        .map(|_| rest[2..].trim_start())
-        .ok_or_else(invalid)?;
-    let list = rest.strip_prefix('(').and_then(|rest| rest.trim_end().strip_suffix(')')).ok_or_else(invalid)?;
-    list.split(',')
-        .map(|item| {
-            let item = item.trim();
-            item.strip_prefix('\'').and_then(|item| item.strip_suffix('\'')).ok_or_else(invalid)
-        })
-        .collect()
+    })
 }
 
 fn odata_json(body: &impl serde::Serialize) -> Result<Response, ApiError> {

@@ -139,6 +139,15 @@ fn is_guid(text: &str) -> bool {
     text.len() == 36 && uuid::Uuid::try_parse(text).is_ok()
 }
 
+/// The quoted values of an OData `id in ('a','b',...)` filter, or `None` when the filter has another form.
+pub fn parse_id_in(filter: &str) -> Option<Vec<&str>> {
+    let rest = filter.trim();
+    let rest = rest.get(..2).filter(|word| word.eq_ignore_ascii_case("id")).map(|_| rest[2..].trim_start())?;
+    let rest = rest.get(..2).filter(|word| word.eq_ignore_ascii_case("in")).map(|_| rest[2..].trim_start())?;
+    let list = rest.strip_prefix('(')?.trim_end().strip_suffix(')')?;
+    list.split(',').map(|item| item.trim().strip_prefix('\'')?.strip_suffix('\'')).collect()
+}
+
 /// Parses a presence subscription resource.
 pub fn parse_resource(resource: &str) -> Result<WatchedUsers, SubscriptionError> {
     let refused = || SubscriptionError::Resource(resource.to_owned());
@@ -154,24 +163,12 @@ pub fn parse_resource(resource: &str) -> Result<WatchedUsers, SubscriptionError>
     }
     let filter = rest.strip_prefix("?$filter=").or_else(|| rest.strip_prefix("?$FILTER=")).ok_or_else(refused)?;
     let filter = filter.replace("%20", " ").replace("%27", "'");
-    let list = filter.trim();
-    let list = list
-        .get(..2)
-        .filter(|word| word.eq_ignore_ascii_case("id"))
-        .map(|_| list[2..].trim_start())
-        .ok_or_else(refused)?;
-    let list = list
-        .get(..2)
-        .filter(|word| word.eq_ignore_ascii_case("in"))
-        .map(|_| list[2..].trim_start())
-        .ok_or_else(refused)?;
-    let list = list.strip_prefix('(').and_then(|list| list.trim_end().strip_suffix(')')).ok_or_else(refused)?;
-    let mut ids: Vec<String> = Vec::new();
-    for item in list.split(',') {
-        if ids.len() >= MAX_IDS_PER_SUBSCRIPTION {
-            return Err(SubscriptionError::IdCount(list.split(',').count()));
-        }
-        let id = item.trim().strip_prefix('\'').and_then(|item| item.strip_suffix('\'')).ok_or_else(refused)?;
+    let items = parse_id_in(&filter).ok_or_else(refused)?;
+    if items.len() > MAX_IDS_PER_SUBSCRIPTION {
+        return Err(SubscriptionError::IdCount(items.len()));
+    }
+    let mut ids: Vec<String> = Vec::with_capacity(items.len());
+    for id in items {
         if !is_guid(id) {
             return Err(SubscriptionError::UserId(id.to_owned()));
         }
