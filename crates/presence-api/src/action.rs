@@ -11,6 +11,13 @@ use crate::error::ApiError;
 use crate::route::Action;
 use crate::wire::{object_member, string_member};
 
+/// True when the Content-Type's media type is `application/json` (parameters such as charset allowed).
+pub(crate) fn is_json(content_type: Option<&str>) -> bool {
+    content_type
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|media_type| media_type.trim().eq_ignore_ascii_case("application/json"))
+}
+
 /// The body as a JSON object. An empty body is `{}` unless `needs_parameters`.
 ///
 /// `content_type` is the request's Content-Type; a non-empty body must be `application/json`.
@@ -22,10 +29,7 @@ pub(crate) fn json_object(
     if body.iter().all(u8::is_ascii_whitespace) {
         return if needs_parameters { Err(ApiError::EmptyPayload) } else { Ok(Map::new()) };
     }
-    let is_json = content_type
-        .and_then(|value| value.split(';').next())
-        .is_some_and(|media_type| media_type.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
+    if !is_json(content_type) {
         return Err(ApiError::InvalidJson);
     }
     match serde_json::from_slice::<Value>(body) {

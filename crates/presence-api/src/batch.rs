@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Router;
 use serde_json::{Map, Value};
 use tower::ServiceExt;
 
@@ -208,7 +209,7 @@ impl Outcome {
     }
 }
 
-async fn run_one(state: AppState, request: BatchRequest, path: String, authorization: Option<HeaderValue>) -> Outcome {
+async fn run_one(router: Router, request: BatchRequest, path: String, authorization: Option<HeaderValue>) -> Outcome {
     let mut builder = Request::builder().method(request.method).uri(path.as_str());
     for (name, value) in &request.headers {
         if ["authorization", "host", "content-length"].iter().any(|skip| name.eq_ignore_ascii_case(skip)) {
@@ -231,7 +232,7 @@ async fn run_one(state: AppState, request: BatchRequest, path: String, authoriza
             return Outcome::error(StatusCode::BAD_REQUEST, "BadRequest", format!("Invalid request: {error}."), &ids)
         }
     };
-    let response = match crate::handlers::router(state).oneshot(inner).await {
+    let response = match router.oneshot(inner).await {
         Ok(response) => response,
         Err(never) => match never {},
     };
@@ -275,19 +276,15 @@ pub(crate) async fn run(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Response, ApiError> {
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(';').next())
-        .is_some_and(|media_type| media_type.trim().eq_ignore_ascii_case("application/json"));
     if body.is_empty() {
         return Err(ApiError::EmptyPayload);
     }
-    if !is_json {
+    if !crate::action::is_json(headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok())) {
         return Err(ApiError::InvalidJson);
     }
     let requests = parse_batch(body)?;
     let authorization = headers.get(header::AUTHORIZATION).cloned();
+    let router = crate::handlers::router(state.clone());
     let mut outcomes: Vec<Option<Outcome>> = requests.iter().map(|_| None).collect();
     let mut started = vec![false; requests.len()];
     let mut running = tokio::task::JoinSet::new();
@@ -316,8 +313,8 @@ pub(crate) async fn run(
                 }
                 match inner_path(&request.url, version, state.public_url()) {
                     Ok(path) => {
-                        let (state, request, authorization) = (state.clone(), request.clone(), authorization.clone());
-                        running.spawn(async move { (index, run_one(state, request, path, authorization).await) });
+                        let (router, request, authorization) = (router.clone(), request.clone(), authorization.clone());
+                        running.spawn(async move { (index, run_one(router, request, path, authorization).await) });
                     }
                     Err(message) => {
                         let ids = RequestIds::new(None);

@@ -68,16 +68,6 @@ impl Issuer {
         Issuer { key, encoding_key, issuer_base: issuer_base.trim_end_matches('/').to_owned() }
     }
 
-    /// The signing key.
-    pub fn key(&self) -> &SigningKey {
-        &self.key
-    }
-
-    /// The configured issuer base URL.
-    pub fn issuer_base(&self) -> &str {
-        &self.issuer_base
-    }
-
     /// A signed token for `request`.
     pub fn mint(&self, request: &TokenRequest) -> String {
         let (oid, idtyp) = match &request.user_id {

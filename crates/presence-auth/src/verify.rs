@@ -122,11 +122,6 @@ impl Verifier {
         Verifier { decoding_key, validation, issuer_base: issuer_base.trim_end_matches('/').to_owned(), directory }
     }
 
-    /// The directory callers are checked against.
-    pub fn directory(&self) -> &Directory {
-        &self.directory
-    }
-
     /// Verifies `token` (without the `Bearer ` prefix) against the real clock.
     pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
         if token.is_empty() {

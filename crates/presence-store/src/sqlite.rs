@@ -6,7 +6,7 @@
 //! all users at once) and matches SQLite's single-writer model. Reads use a second connection so that they
 //! run concurrently with a write in progress (WAL readers never block on the writer).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -22,7 +22,6 @@ pub const DATABASE_FILE: &str = "presence.sqlite3";
 pub struct SqliteStore {
     writer: Mutex<Connection>,
     reader: Mutex<Connection>,
-    path: PathBuf,
 }
 
 fn configure(connection: &Connection) -> Result<(), rusqlite::Error> {
@@ -48,12 +47,7 @@ impl SqliteStore {
         )?;
         let reader = Connection::open(&path)?;
         configure(&reader)?;
-        Ok(SqliteStore { writer: Mutex::new(writer), reader: Mutex::new(reader), path })
-    }
-
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(SqliteStore { writer: Mutex::new(writer), reader: Mutex::new(reader) })
     }
 
     /// The writer's `journal_mode` and `synchronous` settings, which make commits durable.
