@@ -214,3 +214,19 @@ pub fn same_visible(left: &Presence, right: &Presence) -> bool {
         && left.status_message == right.status_message
         && left.work_location == right.work_location
 }
+
+/// The time-driven changes owed by a timer, in order, and the next instant one is owed.
+///
+/// `due` is the first instant whose change has not been reported yet (the `next_change` computed when the
+/// facts were last written or last caught up). Every change at an instant up to and including `until` is
+/// returned with the presence from that instant on, so a timer that wakes late, or a server that was down,
+/// still reports each change once and in order. The returned instant is the first change after `until`.
+pub fn due_changes(facts: &UserFacts, due: Option<Timestamp>, until: Timestamp) -> (Vec<Presence>, Option<Timestamp>) {
+    let mut changes = Vec::new();
+    let mut next = due;
+    while let Some(at) = next.filter(|at| *at <= until) {
+        changes.push(evaluate(facts, at));
+        next = next_change(facts, at);
+    }
+    (changes, next)
+}

@@ -324,3 +324,23 @@ fn an_instant_before_the_last_write_reads_as_the_last_write() {
     assert_eq!(evaluate(&facts, at(10)).availability, Availability::Away);
     assert_eq!(evaluate(&facts, at(10)).sequence_number, 2);
 }
+
+#[test]
+fn a_late_timer_reports_every_owed_change_once_and_in_order() {
+    let mut facts = UserFacts::default();
+    set(&mut facts, APP_A, "Available", "Available", Some("PT15M"), 0);
+    let due = presence_core::next_change(&facts, at(0));
+    assert_eq!(due, Some(at(5)));
+    let (none, still_due) = presence_core::due_changes(&facts, due, at(4));
+    assert!(none.is_empty(), "nothing is owed before the first change");
+    assert_eq!(still_due, Some(at(5)));
+    // Woken only at minute 20: the fade (5), the second fade (10) and the expiry (15) are all owed.
+    let (owed, next) = presence_core::due_changes(&facts, due, at(20));
+    let shown: Vec<_> = owed.iter().map(|p| (p.availability.as_str(), p.activity.as_str(), p.sequence_number)).collect();
+    assert_eq!(
+        shown,
+        [("Available", "AvailableInactive", 2), ("Away", "Away", 3), ("Offline", "Offline", 4)],
+        "each change once, with the sequence number a reader at that instant saw"
+    );
+    assert_eq!(next, None, "nothing changes by itself any more");
+}

@@ -1,10 +1,14 @@
 //! Where presence facts live: the store interface and its embedded SQLite backend.
 //!
-//! The interface ([`PresenceStore`]) is deliberately small: read one user, read many users, and an atomic
-//! read-modify-write of one user. Everything presence means is decided by `presence-core`; a backend only
-//! keeps [`UserFacts`] per `(tenant, user)` and guarantees that
+//! The interface ([`PresenceStore`]) is deliberately small: read one user, read many users, an atomic
+//! read-modify-write of one user (or of several in one transaction), users' timers, subscriptions, and
+//! queues of notifications. Everything presence means is decided by `presence-core`; a backend keeps
+//! [`UserFacts`] and a timer per `(tenant, user)`, subscriptions and queued notifications as opaque text,
+//! and guarantees that
 //! - an update is atomic per user: no two updates of the same user interleave;
-//! - an update returns only once the new facts are durable (after SIGKILL or power loss they are there).
+//! - an update returns only once the new facts, the timer and the notifications it queued are durable
+//!   together (after SIGKILL or power loss they are all there, or none is);
+//! - queued notifications come back in the order they were queued.
 //!
 //! This crate must not interpret facts, read the clock, or know about HTTP or tokens.
 
@@ -44,11 +48,71 @@ pub enum StoreError {
     Poisoned,
 }
 
-/// A backend that keeps presence facts.
+/// A notification to queue, in the same transaction as the write that caused it.
 ///
-/// Methods block: async callers run them on a blocking thread. The closure given to
-/// [`PresenceStore::update`] may run more than once (a distributed backend retries on conflict), so it must
-/// compute its result from its argument alone.
+/// The store keeps queued notifications in the order they were queued, per `queue`; it does not look
+/// inside them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewNotification {
+    /// The delivery queue: a subscription's id, or its lifecycle queue.
+    pub queue: String,
+    /// Where it is to be delivered.
+    pub url: String,
+    /// When it was queued (milliseconds since the epoch).
+    pub created_at: i64,
+    /// The notification item, ready to send but for encryption.
+    pub item: String,
+    /// The resource data to encrypt into the item, for rich notifications.
+    pub resource_data: Option<String>,
+}
+
+/// A queued notification, as read back for delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedNotification {
+    /// Its position: increasing in the order notifications were queued.
+    pub id: i64,
+    /// Where it is to be delivered.
+    pub url: String,
+    /// When it was queued.
+    pub created_at: i64,
+    /// The notification item.
+    pub item: String,
+    /// The resource data, for rich notifications.
+    pub resource_data: Option<String>,
+}
+
+/// What an update writes besides the facts: the user's timer and the notifications the update caused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Effects {
+    /// The next instant at which the user's presence changes by itself (the user's timer), if any.
+    pub due_at: Option<i64>,
+    /// Notifications to queue, atomically with the facts.
+    pub notifications: Vec<NewNotification>,
+}
+
+/// A stored subscription: its id, its tenant, and a body the store does not interpret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSubscription {
+    /// The subscription id.
+    pub id: String,
+    /// The tenant it belongs to.
+    pub tenant_id: String,
+    /// The subscription's record, encoded by its owner.
+    pub body: String,
+}
+
+/// The closure of a single-user update: given the facts (the default when none) and the user's timer, it
+/// changes the facts and returns what to write with them, or `None` to write nothing.
+pub type UpdateFn<'a> = dyn FnMut(&mut UserFacts, Option<i64>) -> Option<Effects> + 'a;
+
+/// The closure of a many-user update: as [`UpdateFn`], with the user's key.
+pub type UpdateManyFn<'a> = dyn FnMut(&UserKey, &mut UserFacts, Option<i64>) -> Option<Effects> + 'a;
+
+/// A backend that keeps presence facts, users' timers, subscriptions and queued notifications.
+///
+/// Methods block: async callers run them on a blocking thread. The closures given to the update methods
+/// may run more than once (a distributed backend retries on conflict), so they must compute their result
+/// from their arguments alone.
 pub trait PresenceStore: Send + Sync + 'static {
     /// The facts of one user, or `None` when nothing was ever stored.
     fn get(&self, key: &UserKey) -> Result<Option<UserFacts>, StoreError>;
@@ -56,7 +120,44 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// The facts of several users, in the order of `keys`.
     fn get_many(&self, keys: &[UserKey]) -> Result<Vec<Option<UserFacts>>, StoreError>;
 
-    /// Atomically reads the user's facts (the default when none), lets `apply` change them, and stores the
-    /// result durably if `apply` returns `true`. Returns whether anything was written.
-    fn update(&self, key: &UserKey, apply: &mut dyn FnMut(&mut UserFacts) -> bool) -> Result<bool, StoreError>;
+    /// Atomically reads the user's facts and timer, lets `apply` change them, and stores the result, the
+    /// new timer and the notifications durably if `apply` returns effects. Returns whether anything was
+    /// written.
+    fn update(&self, key: &UserKey, apply: &mut UpdateFn<'_>) -> Result<bool, StoreError>;
+
+    /// [`PresenceStore::update`] for several users in one durable transaction.
+    fn update_many(&self, keys: &[UserKey], apply: &mut UpdateManyFn<'_>) -> Result<(), StoreError>;
+
+    /// Up to `limit` users whose timer is at or before `now`, earliest first.
+    fn due_users(&self, now: i64, limit: usize) -> Result<Vec<UserKey>, StoreError>;
+
+    /// The earliest timer of any user.
+    fn next_due(&self) -> Result<Option<i64>, StoreError>;
+
+    /// Every stored subscription.
+    fn subscriptions(&self) -> Result<Vec<StoredSubscription>, StoreError>;
+
+    /// Creates or replaces a subscription.
+    fn put_subscription(&self, subscription: &StoredSubscription) -> Result<(), StoreError>;
+
+    /// Deletes a subscription and the notifications queued in `queues`, and queues `farewell` (its last
+    /// lifecycle notifications) in the same transaction. Returns whether the subscription existed.
+    fn remove_subscription(
+        &self,
+        id: &str,
+        queues: &[&str],
+        farewell: &[NewNotification],
+    ) -> Result<bool, StoreError>;
+
+    /// Queues notifications that no user update caused (lifecycle events).
+    fn enqueue(&self, notifications: &[NewNotification]) -> Result<(), StoreError>;
+
+    /// The oldest `limit` notifications of `queue`, in order.
+    fn queue_head(&self, queue: &str, limit: usize) -> Result<Vec<QueuedNotification>, StoreError>;
+
+    /// Removes delivered (or dropped) notifications.
+    fn acknowledge(&self, ids: &[i64]) -> Result<(), StoreError>;
+
+    /// Every queue with notifications waiting, and how many.
+    fn queue_lengths(&self) -> Result<Vec<(String, u64)>, StoreError>;
 }

@@ -12,7 +12,10 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::codec::{decode, encode};
-use crate::{PresenceStore, StoreError, UserFacts, UserKey};
+use crate::{
+    Effects, NewNotification, PresenceStore, QueuedNotification, StoreError, StoredSubscription, UpdateFn,
+    UpdateManyFn, UserFacts, UserKey,
+};
 
 /// The database file's name inside the data directory.
 pub const DATABASE_FILE: &str = "presence.sqlite3";
@@ -45,6 +48,30 @@ impl SqliteStore {
                  PRIMARY KEY (tenant_id, user_id)
              ) WITHOUT ROWID;",
         )?;
+        // Added with change notifications: the user's timer. Older files gain the column (no timers).
+        let has_due: bool = writer
+            .prepare("SELECT 1 FROM pragma_table_info('presence') WHERE name = 'due_at'")?
+            .exists([])?;
+        if !has_due {
+            writer.execute_batch("ALTER TABLE presence ADD COLUMN due_at INTEGER;")?;
+        }
+        writer.execute_batch(
+            "CREATE INDEX IF NOT EXISTS presence_due ON presence (due_at) WHERE due_at IS NOT NULL;
+             CREATE TABLE IF NOT EXISTS subscriptions (
+                 id TEXT PRIMARY KEY,
+                 tenant_id TEXT NOT NULL,
+                 body TEXT NOT NULL
+             ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS outbox (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 queue TEXT NOT NULL,
+                 url TEXT NOT NULL,
+                 created_at INTEGER NOT NULL,
+                 item TEXT NOT NULL,
+                 resource_data TEXT
+             );
+             CREATE INDEX IF NOT EXISTS outbox_queue ON outbox (queue, id);",
+        )?;
         let reader = Connection::open(&path)?;
         configure(&reader)?;
         Ok(SqliteStore { writer: Mutex::new(writer), reader: Mutex::new(reader) })
@@ -70,18 +97,63 @@ fn lock(mutex: &Mutex<Connection>) -> Result<MutexGuard<'_, Connection>, StoreEr
 }
 
 fn read(connection: &Connection, key: &UserKey) -> Result<Option<UserFacts>, StoreError> {
-    let text: Option<String> = connection
-        .prepare_cached("SELECT facts FROM presence WHERE tenant_id = ?1 AND user_id = ?2")?
-        .query_row(params![key.tenant_id, key.user_id], |row| row.get(0))
+    Ok(read_record(connection, key)?.map(|(facts, _)| facts))
+}
+
+fn read_record(connection: &Connection, key: &UserKey) -> Result<Option<(UserFacts, Option<i64>)>, StoreError> {
+    let row: Option<(String, Option<i64>)> = connection
+        .prepare_cached("SELECT facts, due_at FROM presence WHERE tenant_id = ?1 AND user_id = ?2")?
+        .query_row(params![key.tenant_id, key.user_id], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
-    text.map(|text| {
-        decode(&text).map_err(|reason| StoreError::Corrupt {
-            tenant_id: key.tenant_id.clone(),
-            user_id: key.user_id.clone(),
-            reason,
-        })
+    row.map(|(text, due_at)| {
+        decode(&text)
+            .map(|facts| (facts, due_at))
+            .map_err(|reason| StoreError::Corrupt {
+                tenant_id: key.tenant_id.clone(),
+                user_id: key.user_id.clone(),
+                reason,
+            })
     })
     .transpose()
+}
+
+/// Reads, applies and writes one user inside `transaction`; true when something was written.
+fn update_in(
+    transaction: &Connection,
+    key: &UserKey,
+    apply: &mut dyn FnMut(&mut UserFacts, Option<i64>) -> Option<Effects>,
+) -> Result<bool, StoreError> {
+    let (mut facts, due_at) = read_record(transaction, key)?.unwrap_or_default();
+    let Some(effects) = apply(&mut facts, due_at) else {
+        return Ok(false);
+    };
+    transaction
+        .prepare_cached(
+            "INSERT INTO presence (tenant_id, user_id, facts, due_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (tenant_id, user_id) DO UPDATE SET facts = excluded.facts, due_at = excluded.due_at",
+        )?
+        .execute(params![key.tenant_id, key.user_id, encode(&facts), effects.due_at])?;
+    insert_notifications(transaction, &effects.notifications)?;
+    Ok(true)
+}
+
+fn insert_notifications(connection: &Connection, notifications: &[NewNotification]) -> Result<(), StoreError> {
+    if notifications.is_empty() {
+        return Ok(());
+    }
+    let mut insert = connection.prepare_cached(
+        "INSERT INTO outbox (queue, url, created_at, item, resource_data) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for notification in notifications {
+        insert.execute(params![
+            notification.queue,
+            notification.url,
+            notification.created_at,
+            notification.item,
+            notification.resource_data
+        ])?;
+    }
+    Ok(())
 }
 
 impl PresenceStore for SqliteStore {
@@ -98,20 +170,127 @@ impl PresenceStore for SqliteStore {
         Ok(facts)
     }
 
-    fn update(&self, key: &UserKey, apply: &mut dyn FnMut(&mut UserFacts) -> bool) -> Result<bool, StoreError> {
+    fn update(&self, key: &UserKey, apply: &mut UpdateFn<'_>) -> Result<bool, StoreError> {
         let mut writer = lock(&self.writer)?;
         let transaction = writer.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let mut facts = read(&transaction, key)?.unwrap_or_default();
-        if !apply(&mut facts) {
-            return Ok(false);
+        let written = update_in(&transaction, key, apply)?;
+        if written {
+            transaction.commit()?;
         }
-        transaction
+        Ok(written)
+    }
+
+    fn update_many(&self, keys: &[UserKey], apply: &mut UpdateManyFn<'_>) -> Result<(), StoreError> {
+        let mut writer = lock(&self.writer)?;
+        let transaction = writer.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut written = false;
+        for key in keys {
+            written |= update_in(&transaction, key, &mut |facts, due_at| apply(key, facts, due_at))?;
+        }
+        if written {
+            transaction.commit()?;
+        }
+        Ok(())
+    }
+
+    fn due_users(&self, now: i64, limit: usize) -> Result<Vec<UserKey>, StoreError> {
+        let reader = lock(&self.reader)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut statement = reader.prepare_cached(
+            "SELECT tenant_id, user_id FROM presence WHERE due_at IS NOT NULL AND due_at <= ?1
+             ORDER BY due_at LIMIT ?2",
+        )?;
+        let rows = statement.query_map(params![now, limit], |row| {
+            Ok(UserKey { tenant_id: row.get(0)?, user_id: row.get(1)? })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn next_due(&self) -> Result<Option<i64>, StoreError> {
+        let reader = lock(&self.reader)?;
+        Ok(reader.query_row("SELECT MIN(due_at) FROM presence WHERE due_at IS NOT NULL", [], |row| row.get(0))?)
+    }
+
+    fn subscriptions(&self) -> Result<Vec<StoredSubscription>, StoreError> {
+        let reader = lock(&self.reader)?;
+        let mut statement = reader.prepare_cached("SELECT id, tenant_id, body FROM subscriptions ORDER BY id")?;
+        let rows = statement.query_map([], |row| {
+            Ok(StoredSubscription { id: row.get(0)?, tenant_id: row.get(1)?, body: row.get(2)? })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn put_subscription(&self, subscription: &StoredSubscription) -> Result<(), StoreError> {
+        let writer = lock(&self.writer)?;
+        writer
             .prepare_cached(
-                "INSERT INTO presence (tenant_id, user_id, facts) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (tenant_id, user_id) DO UPDATE SET facts = excluded.facts",
+                "INSERT INTO subscriptions (id, tenant_id, body) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET tenant_id = excluded.tenant_id, body = excluded.body",
             )?
-            .execute(params![key.tenant_id, key.user_id, encode(&facts)])?;
+            .execute(params![subscription.id, subscription.tenant_id, subscription.body])?;
+        Ok(())
+    }
+
+    fn remove_subscription(
+        &self,
+        id: &str,
+        queues: &[&str],
+        farewell: &[NewNotification],
+    ) -> Result<bool, StoreError> {
+        let mut writer = lock(&self.writer)?;
+        let transaction = writer.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let existed = transaction.prepare_cached("DELETE FROM subscriptions WHERE id = ?1")?.execute([id])? > 0;
+        for queue in queues {
+            transaction.prepare_cached("DELETE FROM outbox WHERE queue = ?1")?.execute([queue])?;
+        }
+        insert_notifications(&transaction, farewell)?;
         transaction.commit()?;
-        Ok(true)
+        Ok(existed)
+    }
+
+    fn enqueue(&self, notifications: &[NewNotification]) -> Result<(), StoreError> {
+        let mut writer = lock(&self.writer)?;
+        let transaction = writer.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        insert_notifications(&transaction, notifications)?;
+        transaction.commit()?;
+        Ok(())
+    }
+
+    fn queue_head(&self, queue: &str, limit: usize) -> Result<Vec<QueuedNotification>, StoreError> {
+        let reader = lock(&self.reader)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut statement = reader.prepare_cached(
+            "SELECT id, url, created_at, item, resource_data FROM outbox WHERE queue = ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let rows = statement.query_map(params![queue, limit], |row| {
+            Ok(QueuedNotification {
+                id: row.get(0)?,
+                url: row.get(1)?,
+                created_at: row.get(2)?,
+                item: row.get(3)?,
+                resource_data: row.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn acknowledge(&self, ids: &[i64]) -> Result<(), StoreError> {
+        let mut writer = lock(&self.writer)?;
+        let transaction = writer.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            let mut delete = transaction.prepare_cached("DELETE FROM outbox WHERE id = ?1")?;
+            for id in ids {
+                delete.execute([id])?;
+            }
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+
+    fn queue_lengths(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let reader = lock(&self.reader)?;
+        let mut statement = reader.prepare_cached("SELECT queue, COUNT(*) FROM outbox GROUP BY queue ORDER BY queue")?;
+        let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 }

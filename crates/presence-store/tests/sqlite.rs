@@ -1,17 +1,22 @@
 //! The SQLite backend keeps what it acknowledged, across reopen, per tenant and user.
 
 use presence_core::{Command, Timestamp, UserFacts};
-use presence_store::{PresenceStore, SqliteStore, UserKey};
+use presence_store::{Effects, NewNotification, PresenceStore, SqliteStore, StoredSubscription, UserKey};
 
 fn key(tenant: &str, user: &str) -> UserKey {
     UserKey { tenant_id: tenant.into(), user_id: user.into() }
 }
 
-fn busy(facts: &mut UserFacts) -> bool {
+fn busy(facts: &mut UserFacts, _due: Option<i64>) -> Option<Effects> {
     Command::set_presence("app", Some("app"), Some("Busy"), Some("InACall"), Some("PT1H"))
         .unwrap()
         .apply(facts, Timestamp(1_000))
-        .is_ok()
+        .ok()
+        .map(|_| Effects::default())
+}
+
+fn note(queue: &str, item: &str) -> NewNotification {
+    NewNotification { queue: queue.into(), url: "https://example.org/hook".into(), created_at: 5, item: item.into(), resource_data: None }
 }
 
 #[test]
@@ -36,9 +41,9 @@ fn an_update_that_declines_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
     assert!(!store
-        .update(&key("t1", "u1"), &mut |facts| {
+        .update(&key("t1", "u1"), &mut |facts, _| {
             facts.sequence_base = 99;
-            false
+            None
         })
         .unwrap());
     assert_eq!(store.get(&key("t1", "u1")).unwrap(), None);
@@ -54,9 +59,9 @@ fn concurrent_updates_of_one_user_do_not_lose_writes() {
             std::thread::spawn(move || {
                 for _ in 0..25 {
                     store
-                        .update(&key("t", "u"), &mut |facts| {
+                        .update(&key("t", "u"), &mut |facts, _| {
                             facts.sequence_base += 1;
-                            true
+                            Some(Effects::default())
                         })
                         .unwrap();
                 }
@@ -76,4 +81,59 @@ fn the_database_commits_durably() {
     let (journal, synchronous) = store.durability_settings().unwrap();
     assert_eq!(journal, "wal");
     assert_eq!(synchronous, 2, "synchronous = FULL: COMMIT returns after fsync");
+}
+
+#[test]
+fn timers_and_queued_notifications_are_written_with_the_facts() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SqliteStore::open(dir.path()).unwrap();
+        for (user, due) in [("u1", Some(300)), ("u2", Some(100)), ("u3", None)] {
+            store
+                .update(&key("t", user), &mut |facts, _| {
+                    facts.sequence_base += 1;
+                    Some(Effects { due_at: due, notifications: vec![note("s1", user)] })
+                })
+                .unwrap();
+        }
+        let declined = store.update(&key("t", "u4"), &mut |_, _| None).unwrap();
+        assert!(!declined);
+    }
+    let store = SqliteStore::open(dir.path()).unwrap();
+    assert_eq!(store.next_due().unwrap(), Some(100));
+    assert_eq!(store.due_users(299, 10).unwrap(), [key("t", "u2")]);
+    assert_eq!(store.due_users(300, 10).unwrap(), [key("t", "u2"), key("t", "u1")], "earliest first");
+    assert_eq!(store.due_users(300, 1).unwrap(), [key("t", "u2")]);
+    let head = store.queue_head("s1", 10).unwrap();
+    assert_eq!(head.iter().map(|n| n.item.as_str()).collect::<Vec<_>>(), ["u1", "u2", "u3"], "queue order");
+    assert_eq!(store.queue_lengths().unwrap(), [("s1".to_owned(), 3)]);
+    store.acknowledge(&[head[0].id]).unwrap();
+    assert_eq!(store.queue_head("s1", 1).unwrap()[0].item, "u2");
+
+    // Several users in one transaction; the closure sees each user's timer.
+    let mut seen = Vec::new();
+    store
+        .update_many(&[key("t", "u1"), key("t", "u2")], &mut |key, _, due| {
+            seen.push((key.user_id.clone(), due));
+            Some(Effects { due_at: None, notifications: vec![] })
+        })
+        .unwrap();
+    assert_eq!(seen, [("u1".to_owned(), Some(300)), ("u2".to_owned(), Some(100))]);
+    assert_eq!(store.next_due().unwrap(), None);
+}
+
+#[test]
+fn removing_a_subscription_drops_its_queue_and_queues_its_farewell() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let subscription = StoredSubscription { id: "s1".into(), tenant_id: "t".into(), body: "{}".into() };
+    store.put_subscription(&subscription).unwrap();
+    store.enqueue(&[note("s1", "a"), note("s1/lifecycle", "b")]).unwrap();
+    assert_eq!(store.subscriptions().unwrap(), [subscription]);
+    assert!(store.remove_subscription("s1", &["s1"], &[note("s1/lifecycle", "bye")]).unwrap());
+    assert!(!store.remove_subscription("s1", &["s1"], &[]).unwrap());
+    assert!(store.subscriptions().unwrap().is_empty());
+    assert!(store.queue_head("s1", 10).unwrap().is_empty());
+    let lifecycle: Vec<_> = store.queue_head("s1/lifecycle", 10).unwrap().into_iter().map(|n| n.item).collect();
+    assert_eq!(lifecycle, ["b", "bye"]);
 }
