@@ -7,7 +7,8 @@
 //! instant and its facts while holding the lock shared: every read is wholly before or wholly after each
 //! write of the same user. Users are spread over a fixed number of stripes (bounded memory); several
 //! stripes are always locked in ascending order, and a writer holds one stripe only, so there is no
-//! deadlock. These locks are taken on blocking threads, never across an `.await`.
+//! deadlock (a timer that catches up many users at once takes their stripes in the same ascending order).
+//! These locks are taken on blocking threads, never across an `.await`.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::RwLock;
@@ -36,6 +37,18 @@ impl UserLocks {
     /// Runs `work` with `key`'s stripe held exclusively.
     pub(crate) fn write<R>(&self, key: &UserKey, work: impl FnOnce() -> R) -> R {
         let _guard = self.stripes[Self::stripe(key)].write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        work()
+    }
+
+    /// Runs `work` with the stripes of all `keys` held exclusively (taken in ascending order).
+    pub(crate) fn write_many<R>(&self, keys: &[UserKey], work: impl FnOnce() -> R) -> R {
+        let mut stripes: Vec<usize> = keys.iter().map(Self::stripe).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let _guards: Vec<_> = stripes
+            .into_iter()
+            .map(|stripe| self.stripes[stripe].write().unwrap_or_else(|poisoned| poisoned.into_inner()))
+            .collect();
         work()
     }
 

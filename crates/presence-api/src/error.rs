@@ -60,6 +60,18 @@ pub enum ApiError {
     /// Over the throttling limit; retry after this many seconds.
     #[error("Too many requests. Retry after {0} seconds.")]
     Throttled(u64),
+    /// A subscription request broke a rule.
+    #[error(transparent)]
+    Subscription(#[from] presence_notify::subscription::SubscriptionError),
+    /// A notification endpoint failed the validation handshake.
+    #[error("Subscription validation request failed. Notification endpoint must respond with 200 OK to validation request. {0}")]
+    SubscriptionValidation(String),
+    /// No subscription of this id is visible to the caller.
+    #[error("The subscription '{0}' was not found.")]
+    SubscriptionNotFound(String),
+    /// The caller has as many subscriptions as allowed.
+    #[error("The application already has {0} subscriptions in this tenant, the most allowed; delete or let some expire first.")]
+    SubscriptionLimit(usize),
     /// The server failed.
     #[error("{0}")]
     Internal(String),
@@ -98,6 +110,10 @@ impl ApiError {
             ApiError::UserNotFound(_) | ApiError::NotFound => (StatusCode::NOT_FOUND, "NotFound"),
             ApiError::ResourceNotFound(_) => (StatusCode::NOT_FOUND, "Request_ResourceNotFound"),
             ApiError::Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests"),
+            ApiError::Subscription(_) => (StatusCode::BAD_REQUEST, "ValidationError"),
+            ApiError::SubscriptionValidation(_) => (StatusCode::BAD_REQUEST, "InvalidRequest"),
+            ApiError::SubscriptionNotFound(_) => (StatusCode::NOT_FOUND, "ResourceNotFound"),
+            ApiError::SubscriptionLimit(_) => (StatusCode::FORBIDDEN, "Forbidden"),
             ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "RequestTimeout"),
         }
     }

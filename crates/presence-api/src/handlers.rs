@@ -130,6 +130,9 @@ async fn serve(
             context.many_presences(&ids, context_url).await
         }
         Endpoint::GetUser(path) => context.get_user(&path),
+        endpoint @ (Endpoint::Subscriptions | Endpoint::Subscription(_) | Endpoint::Reauthorize(_)) => {
+            crate::subscriptions::handle(state, version, &caller, endpoint, &method, content_type(headers), &body).await
+        }
     }
 }
 
@@ -155,22 +158,15 @@ impl AppState {
         .await
     }
 
-    /// Applies `command` to the user's facts at the current instant, taken under the user's lock.
+    /// Applies `command` to the user's facts at the current instant, taken under the user's lock, with the
+    /// notifications it causes.
     async fn apply(&self, key: UserKey, command: Command) -> Result<Change, ApiError> {
-        let inner = self.inner.clone();
+        let state = self.clone();
         blocking(move || {
-            inner.locks.write(&key, || {
-                let mut outcome = None;
-                inner.store.update(&key, &mut |facts: &mut UserFacts| {
-                    let result = command.apply(facts, inner.clock.now());
-                    let applied = result.is_ok();
-                    outcome = Some(result);
-                    applied
-                })?;
-                match outcome {
-                    Some(result) => result.map_err(ApiError::from),
-                    None => Err(ApiError::Internal("the store did not run the update".into())),
-                }
+            state.write_user(&key, |facts, now| {
+                let change = command.apply(facts, now)?;
+                let visible = change.is_visible().then(|| change.after.clone());
+                Ok((change, visible))
             })
         })
         .await
@@ -236,7 +232,7 @@ fn key(caller: &Caller, user_id: &str) -> UserKey {
     UserKey { tenant_id: caller.tenant_id.clone(), user_id: user_id.to_owned() }
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(work)
@@ -452,6 +448,7 @@ async fn clock_advance(State(state): State<AppState>, headers: HeaderMap, body: 
         return Err(ApiError::BadRequest(format!("'seconds' must be between 0 and {MAX_CLOCK_STEP_SECONDS}.")));
     }
     let now = clock.advance((seconds * 1000.0).round() as i64);
+    state.inner.notifier.wake();
     tracing::warn!(seconds, now = %format_instant(now), "test clock advanced");
     Ok(clock_json(now))
 }

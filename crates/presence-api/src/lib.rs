@@ -16,23 +16,27 @@ mod consistency;
 mod envelope;
 pub mod error;
 mod handlers;
+pub mod notify;
 pub mod openapi;
 pub mod route;
 pub mod server;
+mod subscriptions;
 pub mod throttle;
 mod timezone;
 pub mod tls;
+mod webhook;
 mod wire;
 
 use std::sync::Arc;
 
 use axum::Router;
-use presence_auth::{Directory, SigningKey, Verifier};
+use presence_auth::{Directory, Issuer, SigningKey, Verifier};
 use presence_store::PresenceStore;
 
 pub use action::decode_action;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use handlers::MAX_IDS_PER_REQUEST;
+pub use notify::NotifyConfig;
 pub use server::{serve, ConnectionLimits};
 pub use throttle::ThrottleConfig;
 
@@ -49,6 +53,8 @@ pub struct ApiConfig {
     pub throttle: ThrottleConfig,
     /// Time a client has to send a request body once its head arrived; a slower one gets `408`.
     pub body_read_timeout: std::time::Duration,
+    /// Change notifications: subscription limits, targets, delivery.
+    pub notifications: NotifyConfig,
 }
 
 impl Default for ApiConfig {
@@ -59,6 +65,7 @@ impl Default for ApiConfig {
             max_body_bytes: 256 * 1024,
             throttle: ThrottleConfig::default(),
             body_read_timeout: std::time::Duration::from_secs(30),
+            notifications: NotifyConfig::default(),
         }
     }
 }
@@ -74,6 +81,8 @@ struct Inner {
     directory: Arc<Directory>,
     verifier: Verifier,
     signing_key: SigningKey,
+    issuer: Issuer,
+    notifier: notify::Notifier,
     clock: Arc<dyn Clock>,
     test_clock: Option<Arc<ManualClock>>,
     throttle: throttle::Throttle,
@@ -83,32 +92,39 @@ struct Inner {
 
 impl AppState {
     /// Wires the parts. With `test_clock`, presence time is that clock and `/_test/clock` is served.
+    ///
+    /// Fails when the trusted root certificates for webhook delivery cannot be loaded. Call
+    /// [`AppState::start_notifications`] inside the runtime before serving.
     pub fn new(
         store: Arc<dyn PresenceStore>,
         directory: Arc<Directory>,
         signing_key: SigningKey,
         test_clock: Option<Arc<ManualClock>>,
         config: ApiConfig,
-    ) -> Self {
+    ) -> Result<Self, String> {
+        let notifier = notify::Notifier::new(config.notifications.clone())?;
+        let issuer = Issuer::new(signing_key.clone(), &config.issuer_base);
         let verifier = Verifier::new(&signing_key, &config.issuer_base, directory.clone());
         let clock: Arc<dyn Clock> = match &test_clock {
             Some(clock) => clock.clone(),
             None => Arc::new(SystemClock::default()),
         };
         let throttle = throttle::Throttle::new(config.throttle);
-        AppState {
+        Ok(AppState {
             inner: Arc::new(Inner {
                 store,
                 directory,
                 verifier,
                 signing_key,
+                issuer,
+                notifier,
                 clock,
                 test_clock,
                 throttle,
                 locks: consistency::UserLocks::new(),
                 config,
             }),
-        }
+        })
     }
 }
 

@@ -107,6 +107,12 @@ pub enum Endpoint {
     GetUser(UserPath),
     /// POST `/$batch`.
     Batch,
+    /// GET or POST `/subscriptions`.
+    Subscriptions,
+    /// GET, PATCH or DELETE `/subscriptions/{id}`.
+    Subscription(String),
+    /// POST `/subscriptions/{id}/reauthorize`.
+    Reauthorize(String),
 }
 
 /// `name` without the optional `microsoft.graph.` namespace, when it then equals `expected` (ignoring case).
@@ -171,6 +177,18 @@ pub fn resolve(method: &Method, segments: &[&str]) -> Result<Endpoint, ApiError>
             Some(segment) => Err(ApiError::UnknownSegment((*segment).to_owned())),
             None => Err(ApiError::UnknownSegment(segments[0].to_owned())),
         },
+        Some("subscriptions") => match (segments.get(1), segments.get(2), segments.get(3)) {
+            (None, _, _) if *method == Method::GET || *method == Method::POST => Ok(Endpoint::Subscriptions),
+            (None, _, _) => Err(ApiError::MethodNotAllowed),
+            (Some(id), None, _) if [Method::GET, Method::PATCH, Method::DELETE].contains(method) => {
+                Ok(Endpoint::Subscription((*id).to_owned()))
+            }
+            (Some(_), None, _) => Err(ApiError::MethodNotAllowed),
+            (Some(id), Some(segment), None) if is_operation(segment, "reauthorize") => {
+                only(method, Method::POST, Endpoint::Reauthorize((*id).to_owned()))
+            }
+            (Some(_), Some(segment), _) => Err(ApiError::UnknownSegment((*segment).to_owned())),
+        },
         Some("$batch") => match segments.get(1) {
             None => only(method, Method::POST, Endpoint::Batch),
             Some(segment) => Err(ApiError::UnknownSegment((*segment).to_owned())),
@@ -225,6 +243,11 @@ mod tests {
         check(Method::GET, "me", Ok(GetUser(UserPath::Me)));
         check(Method::POST, "$batch", Ok(Batch));
         check(Method::POST, "$BATCH", Ok(Batch));
+        check(Method::POST, "subscriptions", Ok(Subscriptions));
+        check(Method::GET, "Subscriptions", Ok(Subscriptions));
+        check(Method::PATCH, "subscriptions/s1", Ok(Subscription("s1".into())));
+        check(Method::DELETE, "subscriptions/s1", Ok(Subscription("s1".into())));
+        check(Method::POST, "subscriptions/s1/microsoft.graph.reauthorize", Ok(Reauthorize("s1".into())));
     }
 
     #[test]
@@ -243,5 +266,9 @@ mod tests {
         check(Method::GET, "", Err("segment"));
         check(Method::POST, "users/u1/presence/setPresence/extra", Err("segment"));
         check(Method::GET, "$batch", Err("method"));
+        check(Method::DELETE, "subscriptions", Err("method"));
+        check(Method::POST, "subscriptions/s1", Err("method"));
+        check(Method::GET, "subscriptions/s1/reauthorize", Err("method"));
+        check(Method::POST, "subscriptions/s1/renew", Err("segment"));
     }
 }

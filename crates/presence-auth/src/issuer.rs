@@ -42,6 +42,26 @@ struct Claims<'a> {
     roles: Option<&'a [String]>,
 }
 
+/// The application id Microsoft Graph's change-tracking service uses in the `validationTokens` of rich
+/// notifications (`appid` and `azp`); receivers check for it, so ours carry it too.
+pub const CHANGE_TRACKING_APP_ID: &str = "0bf30f3b-4a52-48df-9a82-234910c4a086";
+
+/// How long a notification's validation token is valid.
+pub const VALIDATION_TOKEN_LIFETIME_SECONDS: i64 = 3600;
+
+#[derive(Serialize)]
+struct ValidationClaims<'a> {
+    aud: &'a str,
+    iss: String,
+    iat: i64,
+    nbf: i64,
+    exp: i64,
+    tid: &'a str,
+    azp: &'static str,
+    appid: &'static str,
+    ver: &'static str,
+}
+
 /// Issues tokens signed with the server's key.
 #[derive(Clone)]
 pub struct Issuer {
@@ -89,6 +109,26 @@ impl Issuer {
             ver: "2.0",
             scp: request.user_id.as_ref().map(|_| request.permissions.join(" ")),
             roles: request.user_id.is_none().then_some(request.permissions.as_slice()),
+        };
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(self.key.kid().to_owned());
+        encode(&header, &claims, &self.encoding_key).expect("RS256 signing with a valid key")
+    }
+
+    /// A `validationTokens` entry for rich notifications of `tenant_id` delivered to the application
+    /// `audience`: issued by this server's issuer for the tenant, with Graph's change-tracking application
+    /// as `appid`/`azp`, valid for an hour from `issued_at` (seconds since the epoch).
+    pub fn validation_token(&self, tenant_id: &str, audience: &str, issued_at: i64) -> String {
+        let claims = ValidationClaims {
+            aud: audience,
+            iss: issuer_for(&self.issuer_base, tenant_id),
+            iat: issued_at,
+            nbf: issued_at,
+            exp: issued_at.saturating_add(VALIDATION_TOKEN_LIFETIME_SECONDS),
+            tid: tenant_id,
+            azp: CHANGE_TRACKING_APP_ID,
+            appid: CHANGE_TRACKING_APP_ID,
+            ver: "2.0",
         };
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some(self.key.kid().to_owned());

@@ -28,7 +28,9 @@ pub mod time;
 pub mod values;
 
 pub use command::{Change, Command, CommandError, LocationLayer, NewStatusMessage};
-pub use engine::{due_changes, evaluate, next_change, observe, Observation, Presence, StatusMessageView, WorkLocationView};
+pub use engine::{
+    due_changes, evaluate, next_change, observe, Observation, Presence, StatusMessageView, WorkLocationView,
+};
 pub use facts::{LocationEntry, PreferredPresence, Session, StatusExpiry, StatusMessage, UserFacts};
 pub use time::Timestamp;
 pub use values::{Activity, Availability, WorkLocationSource, WorkLocationType};

@@ -336,7 +336,8 @@ fn a_late_timer_reports_every_owed_change_once_and_in_order() {
     assert_eq!(still_due, Some(at(5)));
     // Woken only at minute 20: the fade (5), the second fade (10) and the expiry (15) are all owed.
     let (owed, next) = presence_core::due_changes(&facts, due, at(20));
-    let shown: Vec<_> = owed.iter().map(|p| (p.availability.as_str(), p.activity.as_str(), p.sequence_number)).collect();
+    let shown: Vec<_> =
+        owed.iter().map(|p| (p.availability.as_str(), p.activity.as_str(), p.sequence_number)).collect();
     assert_eq!(
         shown,
         [("Available", "AvailableInactive", 2), ("Away", "Away", 3), ("Offline", "Offline", 4)],

@@ -1,12 +1,14 @@
-//! Change notifications for presence: the parts that decide what a subscription may ask for, where a
-//! notification may go and how a rich notification is sealed. (The subscriptions API, the timers and the
-//! webhook delivery that use them are not built yet.)
+//! Change notifications for presence, without I/O: what a subscription may ask for, where a notification
+//! may go, how a rich notification is sealed, how a subscription is kept, and when deliveries are retried.
+//! The subscriptions API, the timers and the webhook delivery that use them live in `presence-api`.
 //!
 //! - [`subscription`]: what a presence subscription may ask for (resource, change type, lifetime, client
 //!   state, certificate, URLs);
 //! - [`target`]: which `notificationUrl`s are acceptable (HTTPS unless configured otherwise; no loopback,
 //!   private, link-local or other internal addresses unless configured otherwise), so that a subscriber
 //!   cannot make the server send requests into its own network;
+//! - [`record`]: a subscription as stored, and its delivery queues;
+//! - [`delivery`]: the retry schedule, Graph's slow-endpoint rule, and when to ask for reauthorization;
 //! - [`encryption`]: rich-notification content sealed as Graph seals it (a fresh AES-256 key per item,
 //!   AES-256-CBC with PKCS#7 and the key's first 16 bytes as IV, HMAC-SHA256 over the ciphertext, the key
 //!   wrapped with RSA-OAEP (SHA-1) under the subscriber's certificate, the certificate's SHA-1 thumbprint).
@@ -14,6 +16,8 @@
 //! This crate does no I/O: resolving host names and sending requests belong to the delivery layer, which
 //! checks every resolved address with [`target::check_address`] before connecting.
 
+pub mod delivery;
 pub mod encryption;
+pub mod record;
 pub mod subscription;
 pub mod target;

@@ -142,12 +142,7 @@ pub trait PresenceStore: Send + Sync + 'static {
 
     /// Deletes a subscription and the notifications queued in `queues`, and queues `farewell` (its last
     /// lifecycle notifications) in the same transaction. Returns whether the subscription existed.
-    fn remove_subscription(
-        &self,
-        id: &str,
-        queues: &[&str],
-        farewell: &[NewNotification],
-    ) -> Result<bool, StoreError>;
+    fn remove_subscription(&self, id: &str, queues: &[&str], farewell: &[NewNotification]) -> Result<bool, StoreError>;
 
     /// Queues notifications that no user update caused (lifecycle events).
     fn enqueue(&self, notifications: &[NewNotification]) -> Result<(), StoreError>;

@@ -49,9 +49,8 @@ impl SqliteStore {
              ) WITHOUT ROWID;",
         )?;
         // Added with change notifications: the user's timer. Older files gain the column (no timers).
-        let has_due: bool = writer
-            .prepare("SELECT 1 FROM pragma_table_info('presence') WHERE name = 'due_at'")?
-            .exists([])?;
+        let has_due: bool =
+            writer.prepare("SELECT 1 FROM pragma_table_info('presence') WHERE name = 'due_at'")?.exists([])?;
         if !has_due {
             writer.execute_batch("ALTER TABLE presence ADD COLUMN due_at INTEGER;")?;
         }
@@ -106,13 +105,11 @@ fn read_record(connection: &Connection, key: &UserKey) -> Result<Option<(UserFac
         .query_row(params![key.tenant_id, key.user_id], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
     row.map(|(text, due_at)| {
-        decode(&text)
-            .map(|facts| (facts, due_at))
-            .map_err(|reason| StoreError::Corrupt {
-                tenant_id: key.tenant_id.clone(),
-                user_id: key.user_id.clone(),
-                reason,
-            })
+        decode(&text).map(|facts| (facts, due_at)).map_err(|reason| StoreError::Corrupt {
+            tenant_id: key.tenant_id.clone(),
+            user_id: key.user_id.clone(),
+            reason,
+        })
     })
     .transpose()
 }
@@ -200,9 +197,8 @@ impl PresenceStore for SqliteStore {
             "SELECT tenant_id, user_id FROM presence WHERE due_at IS NOT NULL AND due_at <= ?1
              ORDER BY due_at LIMIT ?2",
         )?;
-        let rows = statement.query_map(params![now, limit], |row| {
-            Ok(UserKey { tenant_id: row.get(0)?, user_id: row.get(1)? })
-        })?;
+        let rows = statement
+            .query_map(params![now, limit], |row| Ok(UserKey { tenant_id: row.get(0)?, user_id: row.get(1)? }))?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
@@ -231,12 +227,7 @@ impl PresenceStore for SqliteStore {
         Ok(())
     }
 
-    fn remove_subscription(
-        &self,
-        id: &str,
-        queues: &[&str],
-        farewell: &[NewNotification],
-    ) -> Result<bool, StoreError> {
+    fn remove_subscription(&self, id: &str, queues: &[&str], farewell: &[NewNotification]) -> Result<bool, StoreError> {
         let mut writer = lock(&self.writer)?;
         let transaction = writer.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let existed = transaction.prepare_cached("DELETE FROM subscriptions WHERE id = ?1")?.execute([id])? > 0;
@@ -289,7 +280,8 @@ impl PresenceStore for SqliteStore {
 
     fn queue_lengths(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let reader = lock(&self.reader)?;
-        let mut statement = reader.prepare_cached("SELECT queue, COUNT(*) FROM outbox GROUP BY queue ORDER BY queue")?;
+        let mut statement =
+            reader.prepare_cached("SELECT queue, COUNT(*) FROM outbox GROUP BY queue ORDER BY queue")?;
         let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64)))?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }

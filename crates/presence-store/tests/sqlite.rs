@@ -16,7 +16,13 @@ fn busy(facts: &mut UserFacts, _due: Option<i64>) -> Option<Effects> {
 }
 
 fn note(queue: &str, item: &str) -> NewNotification {
-    NewNotification { queue: queue.into(), url: "https://example.org/hook".into(), created_at: 5, item: item.into(), resource_data: None }
+    NewNotification {
+        queue: queue.into(),
+        url: "https://example.org/hook".into(),
+        created_at: 5,
+        item: item.into(),
+        resource_data: None,
+    }
 }
 
 #[test]

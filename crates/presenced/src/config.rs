@@ -56,6 +56,38 @@ pub(crate) struct Config {
     /// Serve the test clock.
     #[serde(default)]
     pub(crate) test_clock: bool,
+    /// Longest subscription lifetime a create or renewal may ask for, in minutes (Graph: 60).
+    #[serde(default = "default_subscription_max_lifetime_minutes")]
+    pub(crate) subscription_max_lifetime_minutes: u64,
+    /// Accept `http://` notification URLs (local development only).
+    #[serde(default)]
+    pub(crate) notification_allow_http: bool,
+    /// Accept notification URLs on loopback, private, link-local and other internal addresses.
+    #[serde(default)]
+    pub(crate) notification_allow_internal: bool,
+    /// PEM file of extra root certificates trusted for notification endpoints.
+    pub(crate) notification_ca_file: Option<PathBuf>,
+    /// Seconds a subscriber has to answer a notification (Graph: 3).
+    #[serde(default = "default_notification_timeout_seconds")]
+    pub(crate) notification_timeout_seconds: u64,
+    /// Seconds a subscriber has to answer the validation handshake (Graph: 10).
+    #[serde(default = "default_validation_timeout_seconds")]
+    pub(crate) validation_timeout_seconds: u64,
+    /// Minutes undelivered notifications are retried before being dropped (Graph: 240).
+    #[serde(default = "default_notification_retry_minutes")]
+    pub(crate) notification_retry_minutes: u64,
+    /// Most subscriptions per application and tenant.
+    #[serde(default = "default_max_subscriptions_per_app")]
+    pub(crate) max_subscriptions_per_app: usize,
+    /// Most notifications queued for one subscription.
+    #[serde(default = "default_max_queued_notifications")]
+    pub(crate) max_queued_notifications: usize,
+    /// Most notifications in one POST.
+    #[serde(default = "default_notification_batch_size")]
+    pub(crate) notification_batch_size: usize,
+    /// Most notification POSTs in flight at once.
+    #[serde(default = "default_max_concurrent_deliveries")]
+    pub(crate) max_concurrent_deliveries: usize,
     /// Tenants with their users and apps.
     #[serde(default)]
     pub(crate) tenants: Vec<Tenant>,
@@ -93,6 +125,38 @@ fn default_throttle_window_seconds() -> u64 {
     30
 }
 
+fn default_subscription_max_lifetime_minutes() -> u64 {
+    60
+}
+
+fn default_notification_timeout_seconds() -> u64 {
+    3
+}
+
+fn default_validation_timeout_seconds() -> u64 {
+    10
+}
+
+fn default_notification_retry_minutes() -> u64 {
+    240
+}
+
+fn default_max_subscriptions_per_app() -> usize {
+    1000
+}
+
+fn default_max_queued_notifications() -> usize {
+    10_000
+}
+
+fn default_notification_batch_size() -> usize {
+    100
+}
+
+fn default_max_concurrent_deliveries() -> usize {
+    64
+}
+
 impl Config {
     /// Reads `path`, or the built-in default when `None`.
     pub(crate) fn load(path: Option<&Path>) -> anyhow::Result<Self> {
@@ -110,7 +174,15 @@ impl Config {
                 config.max_body_bytes
             );
         }
-        let ranges: [(&str, u64, u64, u64); 7] = [
+        let ranges: [(&str, u64, u64, u64); 15] = [
+            ("subscription_max_lifetime_minutes", config.subscription_max_lifetime_minutes, 1, 525_600),
+            ("notification_timeout_seconds", config.notification_timeout_seconds, 1, 60),
+            ("validation_timeout_seconds", config.validation_timeout_seconds, 1, 60),
+            ("notification_retry_minutes", config.notification_retry_minutes, 0, 7 * 24 * 60),
+            ("max_subscriptions_per_app", config.max_subscriptions_per_app as u64, 1, 1_000_000),
+            ("max_queued_notifications", config.max_queued_notifications as u64, 1, 10_000_000),
+            ("notification_batch_size", config.notification_batch_size as u64, 1, 1000),
+            ("max_concurrent_deliveries", config.max_concurrent_deliveries as u64, 1, 10_000),
             ("idle_timeout_seconds", config.idle_timeout_seconds, 1, 86_400),
             ("max_connections", config.max_connections as u64, 1, 1_000_000),
             ("header_read_timeout_seconds", config.header_read_timeout_seconds, 1, 3600),
@@ -125,6 +197,37 @@ impl Config {
             }
         }
         Ok(config)
+    }
+
+    /// The settings of change notifications.
+    pub(crate) fn notifications(&self) -> anyhow::Result<presence_api::NotifyConfig> {
+        use rustls::pki_types::pem::PemObject;
+        let extra_roots = match &self.notification_ca_file {
+            None => Vec::new(),
+            Some(path) => rustls::pki_types::CertificateDer::pem_file_iter(path)
+                .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
+                .map_err(|error| anyhow::anyhow!("notification_ca_file {}: {error}", path.display()))?
+                .into_iter()
+                .map(|certificate| certificate.to_vec())
+                .collect(),
+        };
+        Ok(presence_api::NotifyConfig {
+            limits: presence_notify::subscription::SubscriptionLimits {
+                max_lifetime: std::time::Duration::from_secs(self.subscription_max_lifetime_minutes * 60),
+                targets: presence_notify::target::TargetPolicy {
+                    allow_http: self.notification_allow_http,
+                    allow_internal: self.notification_allow_internal,
+                },
+            },
+            extra_roots,
+            delivery_timeout: std::time::Duration::from_secs(self.notification_timeout_seconds),
+            validation_timeout: std::time::Duration::from_secs(self.validation_timeout_seconds),
+            retry_window: std::time::Duration::from_secs(self.notification_retry_minutes * 60),
+            max_subscriptions_per_app: self.max_subscriptions_per_app,
+            max_queued_per_subscription: self.max_queued_notifications,
+            max_batch: self.notification_batch_size,
+            max_concurrent_deliveries: self.max_concurrent_deliveries,
+        })
     }
 
     /// The public URL, defaulting to `http://{listen}` (`https://` with TLS).

@@ -134,6 +134,7 @@ fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
             window: std::time::Duration::from_secs(config.throttle_window_seconds),
         },
         body_read_timeout: Duration::from_secs(config.body_read_timeout_seconds),
+        notifications: config.notifications()?,
     };
     let limits = ConnectionLimits {
         max_connections: config.max_connections,
@@ -142,9 +143,10 @@ fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         idle_timeout: Duration::from_secs(config.idle_timeout_seconds),
         drain_timeout: Duration::from_secs(config.drain_timeout_seconds),
     };
-    let state = AppState::new(Arc::new(store), directory, key, test_clock, api_config);
+    let state = AppState::new(Arc::new(store), directory, key, test_clock, api_config).map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
+        let background = state.start_notifications().context("loading subscriptions and queued notifications")?;
         let listener =
             tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let address = listener.local_addr()?;
@@ -155,6 +157,9 @@ fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         println!("              cargo run --release -- token --user adele@contoso.example   (delegated)");
         tracing::info!(%address, "listening");
         presence_api::serve(listener, presence_api::router(state), limits, tls, shutdown_signal()).await;
+        for task in background {
+            task.abort();
+        }
         tracing::info!("stopped");
         anyhow::Ok(())
     })

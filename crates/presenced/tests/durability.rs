@@ -1,4 +1,8 @@
-//! The real binary: what it acknowledged survives SIGKILL, and its token command mints tokens it accepts.
+//! The real binary: what it acknowledged survives SIGKILL (presence and queued notifications), and its
+//! token command mints tokens it accepts.
+
+#[path = "../../presence-api/tests/common/receiver.rs"]
+mod receiver;
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -35,8 +39,14 @@ fn free_port() -> u16 {
 
 /// Starts the binary and waits (bounded) until it accepts connections.
 fn start(data_dir: &Path) -> Running {
+    start_with(data_dir, &[])
+}
+
+/// Starts the binary with extra global arguments (say `--config FILE`).
+fn start_with(data_dir: &Path, global: &[&str]) -> Running {
     let port = free_port();
     let child = Command::new(BINARY)
+        .args(global)
         .args(["--data-dir", data_dir.to_str().unwrap(), "serve", "--listen", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -148,4 +158,62 @@ async fn delegated_tokens_from_the_command_line_work() {
     let (status, error) = call(&server.base, Method::GET, "/v1.0/me/presence", "not-a-token", None).await;
     assert_eq!(status, 401);
     assert_eq!(error["error"]["code"], "InvalidAuthenticationToken");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_notifications_survive_sigkill_and_are_delivered_in_order_after_restart() {
+    let receiver = receiver::Receiver::start().await;
+    receiver.answer_with(503);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("webhook-ca.pem");
+    std::fs::write(&ca_file, &receiver.ca_pem).unwrap();
+    let config = include_str!("../../../presenced.example.toml")
+        .replace("notification_allow_internal = false", "notification_allow_internal = true")
+        .replace(
+            "# notification_ca_file = \"/etc/presenced/webhook-ca.pem\"",
+            &format!("notification_ca_file = {:?}", ca_file.to_str().unwrap()),
+        );
+    let config_file = dir.path().join("presenced.toml");
+    std::fs::write(&config_file, config).unwrap();
+    let global = ["--config", config_file.to_str().unwrap()];
+    let data = dir.path().join("data");
+
+    let server = start_with(&data, &global);
+    let reader = token(&data, &["--roles", "Presence.Read.All"]);
+    let writer = token(&data, &[]);
+    let expiration = (jiff::Timestamp::now() + jiff::SignedDuration::from_mins(30)).to_string();
+    let subscription = json!({
+        "changeType": "updated",
+        "resource": format!("communications/presences/{ADELE}"),
+        "notificationUrl": format!("{}/hook", receiver.base),
+        "expirationDateTime": expiration,
+        "clientState": "kept",
+    });
+    let (status, created) = call(&server.base, Method::POST, "/v1.0/subscriptions", &reader, Some(subscription)).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    for (availability, activity) in [("Busy", "InACall"), ("DoNotDisturb", "Presenting"), ("Away", "Away")] {
+        let body = json!({ "sessionId": APP, "availability": availability, "activity": activity, "expirationDuration": "PT1H" });
+        let path = format!("/v1.0/users/{ADELE}/presence/setPresence");
+        assert_eq!(call(&server.base, Method::POST, &path, &writer, Some(body)).await.0, 200);
+    }
+    receiver.wait_posts("/hook", 1).await; // the endpoint refused at least one attempt
+    drop(server); // SIGKILL while the three notifications are queued
+
+    let refused = receiver.items("/hook").len();
+    receiver.answer_with(202);
+    let server = start_with(&data, &global);
+    let (status, _) = call(&server.base, Method::GET, &format!("/v1.0/subscriptions/{id}"), &reader, None).await;
+    assert_eq!(status, 200, "the subscription survived");
+    let items = receiver.wait_items("/hook", refused + 3).await;
+    let delivered = &items[refused..];
+    let sequences: Vec<&str> =
+        delivered.iter().map(|item| item["resourceData"]["sequenceNumber"].as_str().unwrap()).collect();
+    let mut sorted = sequences.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sequences, sorted, "in order, each once: {delivered:#?}");
+    assert!(delivered.iter().all(|item| item["subscriptionId"] == id.as_str() && item["clientState"] == "kept"));
+    let (_, now) = call(&server.base, Method::GET, &format!("/v1.0/users/{ADELE}/presence"), &reader, None).await;
+    assert_eq!(sequences[2], now["sequenceNumber"].as_str().unwrap(), "the last one is the current version");
 }

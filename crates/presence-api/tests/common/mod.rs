@@ -15,6 +15,8 @@ use presence_store::SqliteStore;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
+pub mod receiver;
+
 pub const TENANT: &str = "5f1d3c2a-7b6e-4d8f-9a01-23456789abcd";
 pub const OTHER_TENANT: &str = "6f1d3c2a-7b6e-4d8f-9a01-23456789abcd";
 pub const APP: &str = "0a0f1e5c-8f62-4d3f-9d52-3b1c3b0d5e11";
@@ -51,8 +53,18 @@ pub struct Server {
     pub router: Router,
     pub clock: Arc<ManualClock>,
     pub store: Arc<SqliteStore>,
+    pub state: AppState,
     issuer: Issuer,
-    _dir: tempfile::TempDir,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
 }
 
 pub struct Reply {
@@ -103,9 +115,6 @@ impl Server {
     }
 
     fn configured(test_clock: bool, max_body_bytes: usize, throttle: presence_api::ThrottleConfig) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
-        let clock = Arc::new(ManualClock::new(Timestamp(START)));
         let config = ApiConfig {
             public_url: "http://presenced.test".into(),
             issuer_base: ISSUER.into(),
@@ -113,9 +122,48 @@ impl Server {
             throttle,
             ..ApiConfig::default()
         };
+        Self::build(tempfile::tempdir().unwrap(), Arc::new(ManualClock::new(Timestamp(START))), test_clock, config)
+    }
+
+    fn build(dir: tempfile::TempDir, clock: Arc<ManualClock>, test_clock: bool, config: ApiConfig) -> Self {
+        let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
         let state =
-            AppState::new(store.clone(), Arc::new(directory()), key(), test_clock.then(|| clock.clone()), config);
-        Server { router: presence_api::router(state), clock, store, issuer: Issuer::new(key(), ISSUER), _dir: dir }
+            AppState::new(store.clone(), Arc::new(directory()), key(), test_clock.then(|| clock.clone()), config)
+                .unwrap();
+        Server {
+            router: presence_api::router(state.clone()),
+            clock,
+            store,
+            state,
+            issuer: Issuer::new(key(), ISSUER),
+            tasks: Vec::new(),
+            dir,
+        }
+    }
+
+    /// A server with the test clock that delivers change notifications to endpoints on this machine
+    /// whose certificates `ca` (DER) issued, with its timers and deliveries running.
+    pub fn notifying(ca: &[u8], adjust: impl FnOnce(&mut presence_api::NotifyConfig)) -> Self {
+        let mut notifications = presence_api::NotifyConfig::default();
+        notifications.limits.targets.allow_internal = true;
+        notifications.extra_roots = vec![ca.to_vec()];
+        adjust(&mut notifications);
+        let config = ApiConfig {
+            public_url: "http://presenced.test".into(),
+            issuer_base: ISSUER.into(),
+            notifications,
+            ..ApiConfig::default()
+        };
+        let mut server =
+            Self::build(tempfile::tempdir().unwrap(), Arc::new(ManualClock::new(Timestamp(START))), true, config);
+        server.tasks = server.state.start_notifications().unwrap();
+        server
+    }
+
+    /// Moves the test clock forward through the API, which also wakes the timers.
+    pub async fn advance(&self, seconds: u64) {
+        let reply = self.post("/_test/clock/advance", "", json!({ "seconds": seconds })).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     }
 
     fn mint(&self, tenant: &str, app: &str, user: Option<&str>, permissions: &[&str]) -> String {

@@ -1,0 +1,847 @@
+//! Change notifications at run time: which subscriptions watch whom, the timers, and webhook delivery.
+//!
+//! How a change reaches a subscriber:
+//! 1. A write, or a user's timer, runs under the user's lock: `presence_core::due_changes` yields every
+//!    time-driven change owed up to now, the command (if any) yields its own change, and one notification
+//!    per change and watching subscription is queued **in the same store transaction** as the facts and the
+//!    user's next timer. So a change is never lost between commit and delivery, and never reported twice.
+//! 2. After the commit, the queues that grew are marked ready; the dispatcher starts one delivery per ready
+//!    queue (at most one at a time per queue, so a subscriber gets a user's changes in order), up to a
+//!    bounded number at once.
+//! 3. A delivery POSTs up to `max_batch` queued notifications for the same URL in one
+//!    changeNotificationCollection and removes them from the store on a 2xx answer. Otherwise the queue
+//!    waits and retries ([`presence_notify::delivery::retry_delay`]); notifications older than the retry
+//!    window are dropped with a `missed` lifecycle event.
+//!
+//! Users' timers live in the store (an indexed instant per user with a pending transition), so nothing
+//! scans all users: the scheduler asks for the earliest timer and sleeps until then, or until a write, a
+//! new subscription timer or the test clock wakes it. Subscription expiry and `reauthorizationRequired`
+//! are in-memory timers rebuilt from the stored subscriptions at start-up.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use presence_core::{due_changes, next_change, Presence, Timestamp, UserFacts};
+use presence_notify::delivery::{reauthorization_at, retry_delay, EndpointHealth, Verdict, SLOW_ENDPOINT_DELAY};
+use presence_notify::encryption::{seal, EncryptionCertificate};
+use presence_notify::record::{queue_owner, SubscriptionRecord};
+use presence_notify::subscription::SubscriptionLimits;
+use presence_store::{Effects, NewNotification, QueuedNotification, StoreError, StoredSubscription, UserKey};
+use serde_json::{json, Map, Value};
+use tokio::sync::{Notify, Semaphore};
+
+use crate::webhook::{Posted, Webhooks};
+use crate::wire::{format_instant, sequence_text, PresenceJson};
+use crate::AppState;
+
+/// Settings of change notifications.
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    /// Subscription lifetime and notification-target rules.
+    pub limits: SubscriptionLimits,
+    /// Extra trusted root certificates (DER) for subscriber endpoints, beside the platform's.
+    pub extra_roots: Vec<Vec<u8>>,
+    /// Time a subscriber has to answer a notification POST (Graph: 3 seconds).
+    pub delivery_timeout: Duration,
+    /// Time a subscriber has to answer the validation handshake (Graph: 10 seconds).
+    pub validation_timeout: Duration,
+    /// How long undelivered notifications are retried before they are dropped (Graph: 4 hours).
+    pub retry_window: Duration,
+    /// Most subscriptions per application and tenant.
+    pub max_subscriptions_per_app: usize,
+    /// Most notifications queued for one subscription; beyond it they are dropped with a `missed` event.
+    pub max_queued_per_subscription: usize,
+    /// Most notifications in one POST.
+    pub max_batch: usize,
+    /// Most deliveries in flight at once.
+    pub max_concurrent_deliveries: usize,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            limits: SubscriptionLimits::default(),
+            extra_roots: Vec::new(),
+            delivery_timeout: Duration::from_secs(3),
+            validation_timeout: Duration::from_secs(10),
+            retry_window: Duration::from_secs(4 * 3600),
+            max_subscriptions_per_app: 1000,
+            max_queued_per_subscription: 10_000,
+            max_batch: 100,
+            max_concurrent_deliveries: 64,
+        }
+    }
+}
+
+/// A live subscription: its record and its parsed certificate.
+pub(crate) struct Active {
+    pub(crate) record: SubscriptionRecord,
+    certificate: Option<EncryptionCertificate>,
+}
+
+impl Active {
+    pub(crate) fn new(record: SubscriptionRecord) -> Self {
+        let certificate =
+            record.encryption_certificate.as_deref().and_then(|text| EncryptionCertificate::from_base64(text).ok());
+        Active { record, certificate }
+    }
+}
+
+#[derive(Default)]
+struct Registry {
+    subscriptions: HashMap<String, Arc<Active>>,
+    watchers: HashMap<UserKey, Vec<String>>,
+}
+
+impl Registry {
+    fn insert(&mut self, active: Arc<Active>) {
+        self.remove(&active.record.id);
+        for user in &active.record.user_ids {
+            let key = UserKey { tenant_id: active.record.tenant_id.clone(), user_id: user.clone() };
+            self.watchers.entry(key).or_default().push(active.record.id.clone());
+        }
+        self.subscriptions.insert(active.record.id.clone(), active);
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Arc<Active>> {
+        let active = self.subscriptions.remove(id)?;
+        for user in &active.record.user_ids {
+            let key = UserKey { tenant_id: active.record.tenant_id.clone(), user_id: user.clone() };
+            if let Some(ids) = self.watchers.get_mut(&key) {
+                ids.retain(|other| other != id);
+                if ids.is_empty() {
+                    self.watchers.remove(&key);
+                }
+            }
+        }
+        Some(active)
+    }
+}
+
+/// Where one delivery queue stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QueueState {
+    /// Waiting in `ready` for a delivery slot.
+    Ready,
+    /// A delivery is running; `again` when more was queued meanwhile.
+    InFlight { again: bool },
+    /// Waiting until this instant before the next attempt.
+    Waiting(i64),
+}
+
+#[derive(Default)]
+struct Deliveries {
+    states: HashMap<String, QueueState>,
+    ready: VecDeque<String>,
+    waiting: BTreeSet<(i64, String)>,
+    attempts: HashMap<String, u32>,
+    lengths: HashMap<String, usize>,
+}
+
+impl Deliveries {
+    fn mark_ready(&mut self, queue: &str) {
+        match self.states.get_mut(queue) {
+            None => {
+                self.states.insert(queue.to_owned(), QueueState::Ready);
+                self.ready.push_back(queue.to_owned());
+            }
+            Some(QueueState::InFlight { again }) => *again = true,
+            Some(QueueState::Ready | QueueState::Waiting(_)) => {}
+        }
+    }
+}
+
+/// The run-time side of change notifications, shared by requests and the background tasks.
+pub(crate) struct Notifier {
+    pub(crate) config: NotifyConfig,
+    registry: RwLock<Registry>,
+    deliveries: Mutex<Deliveries>,
+    subscription_timers: Mutex<BTreeSet<(i64, String)>>,
+    health: Mutex<HashMap<String, EndpointHealth>>,
+    pub(crate) webhooks: Webhooks,
+    wake: Notify,
+    dispatch: Notify,
+    slots: Arc<Semaphore>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn as_millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The resource path of a user's presence in notifications.
+fn resource(user_id: &str) -> String {
+    format!("communications/presences/{user_id}")
+}
+
+impl Notifier {
+    pub(crate) fn new(config: NotifyConfig) -> Result<Self, String> {
+        let roots = config.extra_roots.iter().map(|der| rustls::pki_types::CertificateDer::from(der.clone())).collect();
+        let webhooks = Webhooks::new(config.limits.targets, roots)?;
+        let slots = Arc::new(Semaphore::new(config.max_concurrent_deliveries.max(1)));
+        Ok(Notifier {
+            config,
+            registry: RwLock::default(),
+            deliveries: Mutex::default(),
+            subscription_timers: Mutex::default(),
+            health: Mutex::default(),
+            webhooks,
+            wake: Notify::new(),
+            dispatch: Notify::new(),
+            slots,
+        })
+    }
+
+    /// Wakes the scheduler: a timer may have moved earlier, or the test clock moved.
+    pub(crate) fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn subscription(&self, id: &str) -> Option<Arc<Active>> {
+        self.registry.read().unwrap_or_else(|poisoned| poisoned.into_inner()).subscriptions.get(id).cloned()
+    }
+
+    /// The subscriptions of one application in one tenant.
+    pub(crate) fn subscriptions_of(&self, tenant_id: &str, application_id: &str) -> Vec<Arc<Active>> {
+        let registry = self.registry.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut list: Vec<Arc<Active>> = registry
+            .subscriptions
+            .values()
+            .filter(|active| active.record.tenant_id == tenant_id && active.record.application_id == application_id)
+            .cloned()
+            .collect();
+        list.sort_by(|left, right| left.record.id.cmp(&right.record.id));
+        list
+    }
+
+    /// Makes `record` live (new or renewed) and schedules its lifecycle timer.
+    pub(crate) fn register(&self, record: SubscriptionRecord) -> Arc<Active> {
+        let active = Arc::new(Active::new(record));
+        self.schedule_subscription(&active.record);
+        self.registry.write().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(active.clone());
+        active
+    }
+
+    pub(crate) fn unregister(&self, id: &str) -> Option<Arc<Active>> {
+        let removed = self.registry.write().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(id);
+        let mut deliveries = lock(&self.deliveries);
+        deliveries.lengths.remove(id);
+        removed
+    }
+
+    fn schedule_subscription(&self, record: &SubscriptionRecord) {
+        let at = if record.reauthorization_sent || record.lifecycle_notification_url.is_none() {
+            record.expiration
+        } else {
+            reauthorization_at(record.renewed_at, record.expiration)
+        };
+        lock(&self.subscription_timers).insert((at, record.id.clone()));
+        self.wake();
+    }
+
+    /// The subscriptions watching `key`.
+    fn watchers(&self, key: &UserKey) -> Vec<Arc<Active>> {
+        let registry = self.registry.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        registry
+            .watchers
+            .get(key)
+            .map(|ids| ids.iter().filter_map(|id| registry.subscriptions.get(id).cloned()).collect())
+            .unwrap_or_default()
+    }
+
+    /// One notification per change and watcher.
+    fn render(watchers: &[Arc<Active>], key: &UserKey, changes: &[Presence], now: Timestamp) -> Vec<NewNotification> {
+        let mut notifications = Vec::with_capacity(watchers.len() * changes.len());
+        for active in watchers {
+            let record = &active.record;
+            for presence in changes {
+                let sequence = sequence_text(presence.sequence_number);
+                let item = json!({
+                    "subscriptionId": record.id,
+                    "changeType": "updated",
+                    "resource": resource(&key.user_id),
+                    "tenantId": key.tenant_id,
+                    "organizationId": key.tenant_id,
+                    "resourceData": {
+                        "@odata.type": "#microsoft.graph.presence",
+                        "@odata.id": format!("users/{}/presence", key.user_id),
+                        "id": key.user_id,
+                        "sequenceNumber": sequence,
+                    },
+                });
+                let resource_data = record.include_resource_data.then(|| {
+                    let owner_view = record.user_id.as_deref() == Some(key.user_id.as_str());
+                    let json = PresenceJson::known(&key.user_id, presence.clone(), owner_view, None);
+                    let mut value = serde_json::to_value(&json).unwrap_or_default();
+                    if let Value::Object(object) = &mut value {
+                        object.insert("@odata.type".into(), "#microsoft.graph.presence".into());
+                        object.insert("@odata.id".into(), format!("users/{}/presence", key.user_id).into());
+                    }
+                    value.to_string()
+                });
+                notifications.push(NewNotification {
+                    queue: record.queue().to_owned(),
+                    url: record.notification_url.clone(),
+                    created_at: now.as_millis(),
+                    item: item.to_string(),
+                    resource_data,
+                });
+            }
+        }
+        notifications
+    }
+
+    /// What a user's write or timer stores besides the facts: the changes owed by time up to `now`
+    /// (computed from the facts as they were), then `visible` (a command's own change, if it changed what
+    /// readers see), as notifications; and the user's next timer, from the facts as they are now.
+    pub(crate) fn effects(
+        watchers: &[Arc<Active>],
+        key: &UserKey,
+        facts_before: &UserFacts,
+        due: Option<i64>,
+        now: Timestamp,
+        facts_after: &UserFacts,
+        visible: Option<Presence>,
+    ) -> Effects {
+        let (mut changes, _) = due_changes(facts_before, due.map(Timestamp), now);
+        changes.extend(visible);
+        let due_at = next_change(facts_after, now).map(|at| at.as_millis());
+        Effects { due_at, notifications: Self::render(watchers, key, &changes, now) }
+    }
+
+    /// Records newly queued notifications and marks their queues ready; queues over their bound are
+    /// marked too, and their delivery drops what is beyond it.
+    pub(crate) fn queued(&self, notifications: &[NewNotification]) {
+        if notifications.is_empty() {
+            return;
+        }
+        let mut deliveries = lock(&self.deliveries);
+        for notification in notifications {
+            *deliveries.lengths.entry(notification.queue.clone()).or_default() += 1;
+            deliveries.mark_ready(&notification.queue);
+        }
+        drop(deliveries);
+        self.dispatch.notify_one();
+    }
+
+    fn health_verdict(&self, url: &str, now: i64) -> Verdict {
+        lock(&self.health).entry(url.to_owned()).or_default().verdict(now)
+    }
+}
+
+/// A changeNotificationCollection item for a lifecycle event.
+pub(crate) fn lifecycle_notification(
+    record: &SubscriptionRecord,
+    event: &str,
+    now: Timestamp,
+) -> Option<NewNotification> {
+    let url = record.lifecycle_notification_url.clone()?;
+    let mut item = Map::new();
+    item.insert("lifecycleEvent".into(), event.into());
+    item.insert("subscriptionId".into(), record.id.clone().into());
+    item.insert("subscriptionExpirationDateTime".into(), format_instant(Timestamp(record.expiration)).into());
+    if let Some(state) = &record.client_state {
+        item.insert("clientState".into(), state.clone().into());
+    }
+    item.insert("resource".into(), record.resource.clone().into());
+    item.insert("tenantId".into(), record.tenant_id.clone().into());
+    item.insert("organizationId".into(), record.tenant_id.clone().into());
+    Some(NewNotification {
+        queue: record.lifecycle_queue(),
+        url,
+        created_at: now.as_millis(),
+        item: Value::Object(item).to_string(),
+        resource_data: None,
+    })
+}
+
+/// How one delivery attempt ended.
+enum Attempt {
+    /// Sent (or dropped on purpose); the queue may hold more.
+    Progress,
+    /// Nothing queued.
+    Empty,
+    /// Try again at this instant.
+    RetryAt(i64),
+}
+
+const TIMER_BATCH: usize = 512;
+const LONGEST_SLEEP: Duration = Duration::from_secs(60);
+
+impl AppState {
+    fn notifier(&self) -> &Notifier {
+        &self.inner.notifier
+    }
+
+    /// Loads stored subscriptions and queues, then starts the scheduler and the dispatcher. Call once,
+    /// inside the runtime, before serving.
+    pub fn start_notifications(&self) -> Result<Vec<tokio::task::JoinHandle<()>>, StoreError> {
+        let store = &self.inner.store;
+        for stored in store.subscriptions()? {
+            match SubscriptionRecord::decode(&stored.body) {
+                Ok(record) => {
+                    self.notifier().register(record);
+                }
+                Err(reason) => tracing::error!(subscription = %stored.id, %reason, "stored subscription is corrupt"),
+            }
+        }
+        let lengths = store.queue_lengths()?;
+        {
+            let mut deliveries = lock(&self.notifier().deliveries);
+            for (queue, length) in lengths {
+                deliveries.lengths.insert(queue.clone(), usize::try_from(length).unwrap_or(usize::MAX));
+                deliveries.mark_ready(&queue);
+            }
+        }
+        let scheduler = tokio::spawn(self.clone().run_scheduler());
+        let dispatcher = tokio::spawn(self.clone().run_dispatcher());
+        self.notifier().dispatch.notify_one();
+        Ok(vec![scheduler, dispatcher])
+    }
+
+    /// Persists a subscription record.
+    pub(crate) fn store_subscription(&self, record: &SubscriptionRecord) -> Result<(), StoreError> {
+        self.inner.store.put_subscription(&StoredSubscription {
+            id: record.id.clone(),
+            tenant_id: record.tenant_id.clone(),
+            body: record.encode(),
+        })
+    }
+
+    /// Applies a user's write: the closure gets the facts and returns the command's result and whether
+    /// it took effect. Queues the notifications and moves the user's timer, atomically with the facts.
+    pub(crate) fn write_user<T>(
+        &self,
+        key: &UserKey,
+        mut apply: impl FnMut(&mut UserFacts, Timestamp) -> Result<(T, Option<Presence>), crate::error::ApiError>,
+    ) -> Result<T, crate::error::ApiError> {
+        let inner = &self.inner;
+        let notifier = &inner.notifier;
+        let (result, queued) = inner.locks.write(key, || {
+            let watchers = notifier.watchers(key);
+            let now = inner.clock.now();
+            let mut outcome = None;
+            let mut queued = Vec::new();
+            inner.store.update(key, &mut |facts: &mut UserFacts, due: Option<i64>| {
+                let before = facts.clone();
+                match apply(facts, now) {
+                    Ok((value, after)) => {
+                        let effects = Notifier::effects(&watchers, key, &before, due, now, facts, after);
+                        queued.clone_from(&effects.notifications);
+                        outcome = Some(Ok(value));
+                        Some(effects)
+                    }
+                    Err(error) => {
+                        outcome = Some(Err(error));
+                        None
+                    }
+                }
+            })?;
+            let result = outcome
+                .unwrap_or_else(|| Err(crate::error::ApiError::Internal("the store did not run the update".into())));
+            Ok::<_, crate::error::ApiError>((result, queued))
+        })?;
+        notifier.queued(&queued);
+        notifier.wake();
+        result
+    }
+
+    /// Reports the time-driven changes of every user whose timer is due, a batch at a time.
+    fn run_due_timers(&self) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        loop {
+            let now = inner.clock.now();
+            let keys = inner.store.due_users(now.as_millis(), TIMER_BATCH)?;
+            if keys.is_empty() {
+                return Ok(());
+            }
+            let queued = inner.locks.write_many(&keys, || {
+                let now = inner.clock.now();
+                let watchers: HashMap<&UserKey, Vec<Arc<Active>>> =
+                    keys.iter().map(|key| (key, inner.notifier.watchers(key))).collect();
+                let mut queued = Vec::new();
+                inner.store.update_many(&keys, &mut |key, facts, due| {
+                    let watching = watchers.get(key).map(Vec::as_slice).unwrap_or_default();
+                    let effects = Notifier::effects(watching, key, facts, due, now, facts, None);
+                    queued.extend(effects.notifications.iter().cloned());
+                    Some(effects)
+                })?;
+                Ok::<_, StoreError>(queued)
+            })?;
+            inner.notifier.queued(&queued);
+        }
+    }
+
+    /// Sends `reauthorizationRequired` and removes expired subscriptions, as their timers fall due.
+    fn run_subscription_timers(&self) -> Result<(), StoreError> {
+        let notifier = self.notifier();
+        loop {
+            let now = self.inner.clock.now();
+            let due = {
+                let mut timers = lock(&notifier.subscription_timers);
+                match timers.first() {
+                    Some((at, _)) if *at <= now.as_millis() => timers.pop_first(),
+                    _ => None,
+                }
+            };
+            let Some((_, id)) = due else {
+                return Ok(());
+            };
+            let Some(active) = notifier.subscription(&id) else {
+                continue;
+            };
+            let record = &active.record;
+            if now.as_millis() >= record.expiration {
+                self.remove_subscription(record, Some("subscriptionRemoved"), now)?;
+                tracing::info!(subscription = %record.id, "subscription expired and was removed");
+            } else if !record.reauthorization_sent
+                && now.as_millis() >= reauthorization_at(record.renewed_at, record.expiration)
+            {
+                let mut renewed = record.clone();
+                renewed.reauthorization_sent = true;
+                self.store_subscription(&renewed)?;
+                if let Some(notification) = lifecycle_notification(&renewed, "reauthorizationRequired", now) {
+                    self.inner.store.enqueue(std::slice::from_ref(&notification))?;
+                    notifier.queued(std::slice::from_ref(&notification));
+                }
+                notifier.register(renewed);
+            } else {
+                notifier.schedule_subscription(record);
+            }
+        }
+    }
+
+    /// Deletes a subscription with its queued notifications; `event` (if any) goes to its lifecycle URL.
+    pub(crate) fn remove_subscription(
+        &self,
+        record: &SubscriptionRecord,
+        event: Option<&str>,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let farewell: Vec<NewNotification> =
+            event.and_then(|event| lifecycle_notification(record, event, now)).into_iter().collect();
+        let lifecycle_queue = record.lifecycle_queue();
+        let mut queues = vec![record.queue()];
+        if farewell.is_empty() {
+            queues.push(&lifecycle_queue);
+        }
+        let existed = self.inner.store.remove_subscription(&record.id, &queues, &farewell)?;
+        self.notifier().unregister(&record.id);
+        self.notifier().queued(&farewell);
+        Ok(existed)
+    }
+
+    /// The earliest instant any timer (user, subscription, retry) falls due.
+    fn next_wake(&self) -> Result<Option<i64>, StoreError> {
+        let notifier = self.notifier();
+        let user = self.inner.store.next_due()?;
+        let subscription = lock(&notifier.subscription_timers).first().map(|(at, _)| *at);
+        let retry = lock(&notifier.deliveries).waiting.first().map(|(at, _)| *at);
+        Ok([user, subscription, retry].into_iter().flatten().min())
+    }
+
+    /// Moves queues whose retry time has come back to ready.
+    fn release_waiting(&self) {
+        let now = self.inner.clock.now().as_millis();
+        let mut deliveries = lock(&self.notifier().deliveries);
+        let mut released = false;
+        while let Some((at, queue)) = deliveries.waiting.first().cloned() {
+            if at > now {
+                break;
+            }
+            deliveries.waiting.pop_first();
+            if deliveries.states.get(&queue) == Some(&QueueState::Waiting(at)) {
+                deliveries.states.insert(queue.clone(), QueueState::Ready);
+                deliveries.ready.push_back(queue);
+                released = true;
+            }
+        }
+        drop(deliveries);
+        if released {
+            self.notifier().dispatch.notify_one();
+        }
+    }
+
+    async fn run_scheduler(self) {
+        loop {
+            let state = self.clone();
+            let next = tokio::task::spawn_blocking(move || {
+                state.run_due_timers()?;
+                state.run_subscription_timers()?;
+                state.release_waiting();
+                state.next_wake()
+            })
+            .await;
+            let next = match next {
+                Ok(Ok(next)) => next,
+                Ok(Err(error)) => {
+                    tracing::error!(%error, "timers: store failure; retrying in a second");
+                    Some(self.inner.clock.now().as_millis() + 1000)
+                }
+                Err(error) => {
+                    tracing::error!(%error, "timers: task failed; retrying in a second");
+                    Some(self.inner.clock.now().as_millis() + 1000)
+                }
+            };
+            let now = self.inner.clock.now().as_millis();
+            let sleep = next
+                .map(|at| Duration::from_millis(u64::try_from(at.saturating_sub(now)).unwrap_or(0)))
+                .unwrap_or(LONGEST_SLEEP)
+                .min(LONGEST_SLEEP);
+            if sleep.is_zero() {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(sleep) => {}
+                () = self.notifier().wake.notified() => {}
+            }
+        }
+    }
+
+    async fn run_dispatcher(self) {
+        let notifier = self.notifier();
+        loop {
+            let next = lock(&notifier.deliveries).ready.pop_front();
+            let Some(queue) = next else {
+                notifier.dispatch.notified().await;
+                continue;
+            };
+            let Ok(permit) = notifier.slots.clone().acquire_owned().await else {
+                return;
+            };
+            lock(&notifier.deliveries).states.insert(queue.clone(), QueueState::InFlight { again: false });
+            let state = self.clone();
+            tokio::spawn(async move {
+                let attempt = state.deliver(&queue).await;
+                drop(permit);
+                state.finish(&queue, attempt);
+            });
+        }
+    }
+
+    fn finish(&self, queue: &str, attempt: Result<Attempt, StoreError>) {
+        let notifier = self.notifier();
+        let attempt = attempt.unwrap_or_else(|error| {
+            tracing::error!(%error, queue, "delivery: store failure");
+            Attempt::RetryAt(self.inner.clock.now().as_millis() + 1000)
+        });
+        let mut deliveries = lock(&notifier.deliveries);
+        let again = matches!(deliveries.states.get(queue), Some(QueueState::InFlight { again: true }));
+        match attempt {
+            Attempt::Progress => {
+                deliveries.attempts.remove(queue);
+                deliveries.states.insert(queue.to_owned(), QueueState::Ready);
+                deliveries.ready.push_back(queue.to_owned());
+            }
+            Attempt::Empty if again => {
+                deliveries.states.insert(queue.to_owned(), QueueState::Ready);
+                deliveries.ready.push_back(queue.to_owned());
+            }
+            Attempt::Empty => {
+                deliveries.states.remove(queue);
+                deliveries.attempts.remove(queue);
+                deliveries.lengths.remove(queue);
+            }
+            Attempt::RetryAt(at) => {
+                deliveries.states.insert(queue.to_owned(), QueueState::Waiting(at));
+                deliveries.waiting.insert((at, queue.to_owned()));
+            }
+        }
+        drop(deliveries);
+        notifier.dispatch.notify_one();
+        notifier.wake();
+    }
+
+    async fn store_call<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&AppState) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let state = self.clone();
+        tokio::task::spawn_blocking(move || work(&state)).await.unwrap_or_else(|error| {
+            Err(StoreError::Corrupt {
+                tenant_id: String::new(),
+                user_id: String::new(),
+                reason: format!("storage task failed: {error}"),
+            })
+        })
+    }
+
+    /// Drops queued notifications of `queue` (all of them, or those older than `before`), and tells the
+    /// subscriber with a `missed` lifecycle event.
+    async fn drop_queued(&self, queue: &str, older_than: Option<i64>, why: &str) -> Result<(), StoreError> {
+        let (owner, lifecycle) = queue_owner(queue);
+        let queue_name = queue.to_owned();
+        let dropped = self
+            .store_call(move |state| {
+                let mut dropped = 0usize;
+                loop {
+                    let head = state.inner.store.queue_head(&queue_name, 500)?;
+                    let ids: Vec<i64> = head
+                        .iter()
+                        .take_while(|row| older_than.is_none_or(|limit| row.created_at < limit))
+                        .map(|row| row.id)
+                        .collect();
+                    if ids.is_empty() {
+                        return Ok(dropped);
+                    }
+                    state.inner.store.acknowledge(&ids)?;
+                    dropped += ids.len();
+                    if ids.len() < head.len() {
+                        return Ok(dropped);
+                    }
+                }
+            })
+            .await?;
+        if let Some(length) = lock(&self.notifier().deliveries).lengths.get_mut(queue) {
+            *length = length.saturating_sub(dropped);
+        }
+        tracing::warn!(queue, dropped, why, "notifications dropped");
+        if dropped > 0 && !lifecycle {
+            if let Some(active) = self.notifier().subscription(owner) {
+                let now = self.inner.clock.now();
+                if let Some(notification) = lifecycle_notification(&active.record, "missed", now) {
+                    let stored = notification.clone();
+                    self.store_call(move |state| state.inner.store.enqueue(std::slice::from_ref(&stored))).await?;
+                    self.notifier().queued(std::slice::from_ref(&notification));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One delivery attempt for `queue`.
+    async fn deliver(&self, queue: &str) -> Result<Attempt, StoreError> {
+        let notifier = self.notifier();
+        let config = &notifier.config;
+        let over_bound = lock(&notifier.deliveries)
+            .lengths
+            .get(queue)
+            .is_some_and(|length| *length > config.max_queued_per_subscription);
+        if over_bound {
+            self.drop_queued(queue, None, "the subscription's queue exceeded its bound").await?;
+            return Ok(Attempt::Progress);
+        }
+        let queue_name = queue.to_owned();
+        let limit = config.max_batch.max(1);
+        let head = self.store_call(move |state| state.inner.store.queue_head(&queue_name, limit)).await?;
+        let Some(first) = head.first() else {
+            return Ok(Attempt::Empty);
+        };
+        let now = self.inner.clock.now();
+        let window_start = now.as_millis().saturating_sub(as_millis(config.retry_window));
+        if first.created_at < window_start {
+            self.drop_queued(queue, Some(window_start), "not delivered within the retry window").await?;
+            return Ok(Attempt::Progress);
+        }
+        let (owner, lifecycle) = queue_owner(queue);
+        let active = notifier.subscription(owner);
+        if !lifecycle && active.is_none() {
+            let ids: Vec<i64> = head.iter().map(|row| row.id).collect();
+            self.store_call(move |state| state.inner.store.acknowledge(&ids)).await?;
+            return Ok(Attempt::Progress);
+        }
+        let url = first.url.clone();
+        match notifier.health_verdict(&url, now.as_millis()) {
+            Verdict::Healthy => {}
+            Verdict::Delayed => {
+                let delayed_until = first.created_at.saturating_add(as_millis(SLOW_ENDPOINT_DELAY));
+                if now.as_millis() < delayed_until {
+                    return Ok(Attempt::RetryAt(delayed_until));
+                }
+            }
+            Verdict::Dropping => {
+                self.drop_queued(queue, None, "the endpoint is too slow (15% or more of deliveries)").await?;
+                return Ok(Attempt::Progress);
+            }
+        }
+        let batch: Vec<&QueuedNotification> = head.iter().take_while(|row| row.url == url).collect();
+        let body = self.collection(active.as_deref(), &batch);
+        let started = tokio::time::Instant::now();
+        let posted = notifier.webhooks.post(&url, body, config.delivery_timeout).await;
+        let elapsed = started.elapsed();
+        let slow = if matches!(posted, Posted::Failed(_)) { elapsed.max(config.delivery_timeout) } else { elapsed };
+        lock(&notifier.health).entry(url.clone()).or_default().record(self.inner.clock.now().as_millis(), slow);
+        match posted {
+            Posted::Status(status) if (200..300).contains(&status) => {
+                let ids: Vec<i64> = batch.iter().map(|row| row.id).collect();
+                let delivered = ids.len();
+                self.store_call(move |state| state.inner.store.acknowledge(&ids)).await?;
+                if let Some(length) = lock(&notifier.deliveries).lengths.get_mut(queue) {
+                    *length = length.saturating_sub(delivered);
+                }
+                tracing::debug!(queue, delivered, ?elapsed, "notifications delivered");
+                Ok(Attempt::Progress)
+            }
+            other => {
+                let attempt = {
+                    let mut deliveries = lock(&notifier.deliveries);
+                    let attempts = deliveries.attempts.entry(queue.to_owned()).or_default();
+                    *attempts = attempts.saturating_add(1);
+                    *attempts
+                };
+                let delay = retry_delay(attempt);
+                let outcome = match other {
+                    Posted::Status(status) => format!("answered {status}"),
+                    Posted::Failed(reason) => reason,
+                };
+                tracing::warn!(queue, %url, outcome, attempt, retry_in = ?delay, "notification delivery failed");
+                // Counted from the attempt's start, so the schedule does not drift with slow endpoints.
+                Ok(Attempt::RetryAt(now.as_millis().saturating_add(as_millis(delay))))
+            }
+        }
+    }
+
+    /// The changeNotificationCollection for a batch: items brought up to date with the subscription
+    /// (expiry, clientState), rich content sealed for its certificate, and validation tokens.
+    fn collection(&self, active: Option<&Active>, batch: &[&QueuedNotification]) -> Vec<u8> {
+        let mut rng = rand::thread_rng();
+        let mut value = Vec::with_capacity(batch.len());
+        let mut rich = false;
+        for row in batch {
+            let Ok(Value::Object(mut item)) = serde_json::from_str::<Value>(&row.item) else {
+                continue;
+            };
+            if let (Some(active), false) = (active, item.contains_key("lifecycleEvent")) {
+                let record = &active.record;
+                item.insert(
+                    "subscriptionExpirationDateTime".into(),
+                    format_instant(Timestamp(record.expiration)).into(),
+                );
+                if let Some(state) = &record.client_state {
+                    item.insert("clientState".into(), state.clone().into());
+                }
+                if let (Some(data), Some(certificate), Some(id)) =
+                    (&row.resource_data, &active.certificate, &record.encryption_certificate_id)
+                {
+                    let sealed = seal(data.as_bytes(), certificate, id, &mut rng);
+                    item.insert(
+                        "encryptedContent".into(),
+                        json!({
+                            "data": sealed.data,
+                            "dataSignature": sealed.data_signature,
+                            "dataKey": sealed.data_key,
+                            "encryptionCertificateId": sealed.encryption_certificate_id,
+                            "encryptionCertificateThumbprint": sealed.encryption_certificate_thumbprint,
+                        }),
+                    );
+                    rich = true;
+                }
+            }
+            value.push(Value::Object(item));
+        }
+        let mut body = Map::new();
+        body.insert("value".into(), Value::Array(value));
+        if let (true, Some(active)) = (rich, active) {
+            let issued = crate::clock::system_now().as_millis() / 1000;
+            let token =
+                self.inner.issuer.validation_token(&active.record.tenant_id, &active.record.application_id, issued);
+            body.insert("validationTokens".into(), json!([token]));
+        }
+        Value::Object(body).to_string().into_bytes()
+    }
+}

@@ -1,0 +1,147 @@
+//! The HTTP client that talks to subscribers: the validation handshake and notification POSTs.
+//!
+//! Every connection goes through [`PolicyResolver`], which resolves the host name and keeps only the
+//! addresses the [`TargetPolicy`] accepts, so a public name that resolves to a loopback or private address
+//! is refused like the address itself (URLs with literal addresses were checked when the subscription was
+//! made). Redirects are not followed, no proxy is used, and certificates are checked against the
+//! platform's roots plus any configured extra roots.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use presence_notify::target::{check_address, TargetPolicy};
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use rustls::pki_types::CertificateDer;
+use url::Url;
+
+/// Resolves names and drops the addresses the policy refuses.
+struct PolicyResolver {
+    policy: TargetPolicy,
+}
+
+impl Resolve for PolicyResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.policy;
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> =
+                addresses.iter().copied().filter(|address| check_address(address.ip(), policy).is_ok()).collect();
+            if allowed.is_empty() {
+                let reason = if addresses.is_empty() {
+                    format!("'{host}' did not resolve")
+                } else {
+                    format!("'{host}' resolves only to internal addresses, which are not allowed")
+                };
+                return Err(reason.into());
+            }
+            let addrs: Addrs = Box::new(allowed.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// A client for subscriber endpoints.
+#[derive(Clone)]
+pub(crate) struct Webhooks {
+    client: reqwest::Client,
+}
+
+/// What a POST to an endpoint came to.
+#[derive(Debug)]
+pub(crate) enum Posted {
+    /// The endpoint answered with this status.
+    Status(u16),
+    /// No answer: timeout, connection or TLS failure.
+    Failed(String),
+}
+
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl Webhooks {
+    /// A client under `policy`, trusting the platform's roots and `extra_roots`.
+    pub(crate) fn new(policy: TargetPolicy, extra_roots: Vec<CertificateDer<'static>>) -> Result<Self, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(extra_roots, provider.clone())
+            .map_err(|error| format!("cannot load the trusted root certificates: {error}"))?;
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|error| error.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .dns_resolver(Arc::new(PolicyResolver { policy }))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .https_only(!policy.allow_http)
+            .connect_timeout(Duration::from_secs(3))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .user_agent(concat!("presenced/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|error| describe(&error))?;
+        Ok(Webhooks { client })
+    }
+
+    /// Graph's validation handshake: POST `{url}?validationToken=...` and expect `200` with the token as
+    /// the body within `timeout`.
+    pub(crate) async fn validate(&self, url: &Url, timeout: Duration) -> Result<(), String> {
+        let token = format!(
+            "Validation: Testing client application reachability for subscription Request-Id: {}",
+            uuid::Uuid::new_v4()
+        );
+        let mut target = url.clone();
+        target.query_pairs_mut().append_pair("validationToken", &token);
+        let request = self
+            .client
+            .post(target)
+            .header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .timeout(timeout)
+            .send();
+        let response = request.await.map_err(|error| {
+            if error.is_timeout() {
+                format!("The endpoint {url} did not answer within {} seconds.", timeout.as_secs())
+            } else {
+                format!("The endpoint {url} could not be reached: {}.", describe(&error))
+            }
+        })?;
+        let status = response.status();
+        if status != reqwest::StatusCode::OK {
+            return Err(format!("The endpoint {url} answered {status} instead of 200 OK."));
+        }
+        let body = tokio::time::timeout(timeout, response.bytes())
+            .await
+            .map_err(|_| format!("The endpoint {url} did not send its answer within {} seconds.", timeout.as_secs()))?
+            .map_err(|error| format!("The endpoint {url} failed while answering: {}.", describe(&error)))?;
+        if body.as_ref() != token.as_bytes() {
+            return Err(format!("The endpoint {url} did not echo the validationToken as the plain-text body."));
+        }
+        Ok(())
+    }
+
+    /// POSTs a JSON notification body, waiting at most `timeout` for the answer's head.
+    pub(crate) async fn post(&self, url: &str, body: Vec<u8>, timeout: Duration) -> Posted {
+        let request = self
+            .client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json; charset=utf-8")
+            .body(body)
+            .timeout(timeout)
+            .send();
+        match request.await {
+            Ok(response) => Posted::Status(response.status().as_u16()),
+            Err(error) => Posted::Failed(describe(&error)),
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! A real HTTPS webhook receiver: a test CA, a certificate for 127.0.0.1 issued by it, and a server that
+//! answers Graph's validation handshake and records every notification POST.
+
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde_json::Value;
+
+/// One POST the receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub content_type: String,
+    pub body: Value,
+}
+
+#[derive(Default)]
+struct Shared {
+    posts: Mutex<Vec<Received>>,
+    status: AtomicU16,
+    refuse_validation: AtomicBool,
+    arrived: tokio::sync::Notify,
+}
+
+pub struct Receiver {
+    /// `https://127.0.0.1:{port}`.
+    pub base: String,
+    /// The CA certificate (DER) that issued the receiver's certificate.
+    pub ca_der: Vec<u8>,
+    /// The same, PEM.
+    pub ca_pem: String,
+    shared: Arc<Shared>,
+    _dir: tempfile::TempDir,
+}
+
+async fn answer(shared: Arc<Shared>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let token = uri.query().and_then(|query| {
+        url::form_urlencoded::parse(query.as_bytes())
+            .find(|(name, _)| name == "validationToken")
+            .map(|(_, value)| value.into_owned())
+    });
+    if let Some(token) = token {
+        if shared.refuse_validation.load(Ordering::SeqCst) {
+            return (StatusCode::OK, "not the token").into_response();
+        }
+        return (StatusCode::OK, [("content-type", "text/plain")], token).into_response();
+    }
+    let received = Received {
+        path: uri.path().to_owned(),
+        content_type: headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned(),
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+    };
+    shared.posts.lock().unwrap().push(received);
+    shared.arrived.notify_waiters();
+    StatusCode::from_u16(shared.status.load(Ordering::SeqCst)).unwrap().into_response()
+}
+
+impl Receiver {
+    pub async fn start() -> Self {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "presenced test CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap()
+            .signed_by(&leaf_key, &ca)
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert_file, leaf.pem()).unwrap();
+        std::fs::write(&key_file, leaf_key.serialize_pem()).unwrap();
+        let tls = presence_api::tls::server_config(&cert_file, &key_file).unwrap();
+
+        let shared = Arc::new(Shared { status: AtomicU16::new(202), ..Shared::default() });
+        let handler_shared = shared.clone();
+        let router = Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| {
+            answer(handler_shared.clone(), uri, headers, body)
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(presence_api::serve(
+            listener,
+            router,
+            presence_api::ConnectionLimits::default(),
+            Some(tls),
+            std::future::pending(),
+        ));
+        Receiver { base: format!("https://{address}"), ca_der: ca.der().to_vec(), ca_pem: ca.pem(), shared, _dir: dir }
+    }
+
+    /// The status notifications are answered with from now on.
+    pub fn answer_with(&self, status: u16) {
+        self.shared.status.store(status, Ordering::SeqCst);
+    }
+
+    /// Makes the validation handshake fail (a 200 with the wrong body).
+    pub fn refuse_validation(&self) {
+        self.shared.refuse_validation.store(true, Ordering::SeqCst);
+    }
+
+    /// Every POST so far to `path`.
+    pub fn posts(&self, path: &str) -> Vec<Received> {
+        self.shared.posts.lock().unwrap().iter().filter(|post| post.path == path).cloned().collect()
+    }
+
+    /// Every notification item so far POSTed to `path`, in arrival order.
+    pub fn items(&self, path: &str) -> Vec<Value> {
+        self.posts(path)
+            .into_iter()
+            .flat_map(|post| post.body["value"].as_array().cloned().unwrap_or_default())
+            .collect()
+    }
+
+    /// Waits (at most 20 seconds, as a guard against a hang) until `path` got at least `count` items.
+    pub async fn wait_items(&self, path: &str, count: usize) -> Vec<Value> {
+        let wait = async {
+            loop {
+                let arrived = self.shared.arrived.notified();
+                let items = self.items(path);
+                if items.len() >= count {
+                    return items;
+                }
+                arrived.await;
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(20), wait).await {
+            Ok(items) => items,
+            Err(_) => panic!("{path}: expected {count} notification items, got {:#?}", self.items(path)),
+        }
+    }
+
+    /// Waits until `path` got at least `count` POSTs.
+    pub async fn wait_posts(&self, path: &str, count: usize) -> Vec<Received> {
+        let wait = async {
+            loop {
+                let arrived = self.shared.arrived.notified();
+                let posts = self.posts(path);
+                if posts.len() >= count {
+                    return posts;
+                }
+                arrived.await;
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(20), wait).await {
+            Ok(posts) => posts,
+            Err(_) => panic!("{path}: expected {count} POSTs, got {:#?}", self.posts(path)),
+        }
+    }
+}

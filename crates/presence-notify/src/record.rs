@@ -1,0 +1,111 @@
+//! A subscription as it is kept: what was granted at creation, renewed since, and whose presence it watches.
+
+use serde::{Deserialize, Serialize};
+
+use crate::subscription::Millis;
+
+/// A stored presence subscription. Encoded as JSON by [`SubscriptionRecord::encode`]; unknown fields of a
+/// newer version are an error, missing optional ones take their defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SubscriptionRecord {
+    /// The subscription id (a GUID).
+    pub id: String,
+    /// The tenant of the subscriber and of every watched user.
+    pub tenant_id: String,
+    /// The subscribing application's client id.
+    pub application_id: String,
+    /// The signed-in user of a delegated subscription; `None` for an application subscription.
+    pub user_id: Option<String>,
+    /// `resource` as the subscriber wrote it.
+    pub resource: String,
+    /// The watched user object ids (lowercase).
+    pub user_ids: Vec<String>,
+    /// `notificationUrl`.
+    pub notification_url: String,
+    /// `lifecycleNotificationUrl`.
+    pub lifecycle_notification_url: Option<String>,
+    /// When the subscription was created or last renewed.
+    pub renewed_at: Millis,
+    /// When it ends unless renewed.
+    pub expiration: Millis,
+    /// `clientState`.
+    pub client_state: Option<String>,
+    /// `includeResourceData`.
+    pub include_resource_data: bool,
+    /// `encryptionCertificate` (base64 DER), for rich notifications.
+    pub encryption_certificate: Option<String>,
+    /// `encryptionCertificateId`.
+    pub encryption_certificate_id: Option<String>,
+    /// `latestSupportedTlsVersion`.
+    pub latest_supported_tls_version: String,
+    /// True once `reauthorizationRequired` went out for the current expiry.
+    #[serde(default)]
+    pub reauthorization_sent: bool,
+}
+
+impl SubscriptionRecord {
+    /// The queue of its change notifications.
+    pub fn queue(&self) -> &str {
+        &self.id
+    }
+
+    /// The queue of its lifecycle notifications.
+    pub fn lifecycle_queue(&self) -> String {
+        lifecycle_queue(&self.id)
+    }
+
+    /// The record as stored.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// A stored record.
+    pub fn decode(text: &str) -> Result<Self, String> {
+        serde_json::from_str(text).map_err(|error| error.to_string())
+    }
+}
+
+/// The lifecycle queue of subscription `id`.
+pub fn lifecycle_queue(id: &str) -> String {
+    format!("{id}/lifecycle")
+}
+
+/// The subscription a queue belongs to, and whether it is the lifecycle queue.
+pub fn queue_owner(queue: &str) -> (&str, bool) {
+    match queue.strip_suffix("/lifecycle") {
+        Some(id) => (id, true),
+        None => (queue, false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_queues_name_their_owner() {
+        let record = SubscriptionRecord {
+            id: "4c1a9f0e-1111-4b2b-9c3d-2e4f5a6b7c8d".into(),
+            tenant_id: "t".into(),
+            application_id: "a".into(),
+            user_id: None,
+            resource: "communications/presences/u".into(),
+            user_ids: vec!["u".into()],
+            notification_url: "https://example.org/hook".into(),
+            lifecycle_notification_url: None,
+            renewed_at: 1,
+            expiration: 2,
+            client_state: Some("s".into()),
+            include_resource_data: false,
+            encryption_certificate: None,
+            encryption_certificate_id: None,
+            latest_supported_tls_version: "v1_2".into(),
+            reauthorization_sent: false,
+        };
+        assert_eq!(SubscriptionRecord::decode(&record.encode()), Ok(record.clone()));
+        assert_eq!(queue_owner(record.queue()), (record.id.as_str(), false));
+        assert_eq!(queue_owner(&record.lifecycle_queue()), (record.id.as_str(), true));
+        assert!(SubscriptionRecord::decode("{\"id\":1}").is_err());
+    }
+}
