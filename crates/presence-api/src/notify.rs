@@ -19,6 +19,7 @@
 //! are in-memory timers rebuilt from the stored subscriptions at start-up.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -161,6 +162,9 @@ pub(crate) struct Notifier {
     health: Mutex<HashMap<String, EndpointHealth>>,
     pub(crate) webhooks: Webhooks,
     wake: Notify,
+    /// The instant the scheduler sleeps until; `i64::MAX` while it is working out the next one, so that
+    /// any timer set meanwhile wakes it.
+    planned_wake: AtomicI64,
     dispatch: Notify,
     slots: Arc<Semaphore>,
 }
@@ -191,6 +195,7 @@ impl Notifier {
             health: Mutex::default(),
             webhooks,
             wake: Notify::new(),
+            planned_wake: AtomicI64::new(i64::MAX),
             dispatch: Notify::new(),
             slots,
         })
@@ -199,6 +204,13 @@ impl Notifier {
     /// Wakes the scheduler: a timer may have moved earlier, or the test clock moved.
     pub(crate) fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// Wakes the scheduler if a user's timer now falls before its planned wake-up.
+    fn timer_set(&self, due_at: Option<i64>) {
+        if due_at.is_some_and(|at| at < self.planned_wake.load(Ordering::SeqCst)) {
+            self.wake();
+        }
     }
 
     pub(crate) fn subscription(&self, id: &str) -> Option<Arc<Active>> {
@@ -421,17 +433,19 @@ impl AppState {
     ) -> Result<T, crate::error::ApiError> {
         let inner = &self.inner;
         let notifier = &inner.notifier;
-        let (result, queued) = inner.locks.write(key, || {
+        let (result, queued, due_at) = inner.locks.write(key, || {
             let watchers = notifier.watchers(key);
             let now = inner.clock.now();
             let mut outcome = None;
             let mut queued = Vec::new();
+            let mut due_at = None;
             inner.store.update(key, &mut |facts: &mut UserFacts, due: Option<i64>| {
                 let before = facts.clone();
                 match apply(facts, now) {
                     Ok((value, after)) => {
                         let effects = Notifier::effects(&watchers, key, &before, due, now, facts, after);
                         queued.clone_from(&effects.notifications);
+                        due_at = effects.due_at;
                         outcome = Some(Ok(value));
                         Some(effects)
                     }
@@ -443,10 +457,10 @@ impl AppState {
             })?;
             let result = outcome
                 .unwrap_or_else(|| Err(crate::error::ApiError::Internal("the store did not run the update".into())));
-            Ok::<_, crate::error::ApiError>((result, queued))
+            Ok::<_, crate::error::ApiError>((result, queued, due_at))
         })?;
         notifier.queued(&queued);
-        notifier.wake();
+        notifier.timer_set(due_at);
         result
     }
 
@@ -568,6 +582,7 @@ impl AppState {
 
     async fn run_scheduler(self) {
         loop {
+            self.notifier().planned_wake.store(i64::MAX, Ordering::SeqCst);
             let state = self.clone();
             let next = tokio::task::spawn_blocking(move || {
                 state.run_due_timers()?;
@@ -588,6 +603,7 @@ impl AppState {
                 }
             };
             let now = self.inner.clock.now().as_millis();
+            self.notifier().planned_wake.store(next.unwrap_or(i64::MAX - 1), Ordering::SeqCst);
             let sleep = next
                 .map(|at| Duration::from_millis(u64::try_from(at.saturating_sub(now)).unwrap_or(0)))
                 .unwrap_or(LONGEST_SLEEP)
@@ -745,7 +761,12 @@ impl AppState {
             self.store_call(move |state| state.inner.store.acknowledge(&ids)).await?;
             return Ok(Attempt::Progress);
         }
-        let url = first.url.clone();
+        // Change notifications go to the subscription's current URL (a renewal may have changed it);
+        // lifecycle notifications to the URL they were queued for (their subscription may be gone).
+        let url = match (&active, lifecycle) {
+            (Some(active), false) => active.record.notification_url.clone(),
+            _ => first.url.clone(),
+        };
         match notifier.health_verdict(&url, now.as_millis()) {
             Verdict::Healthy => {}
             Verdict::Delayed => {
@@ -759,7 +780,8 @@ impl AppState {
                 return Ok(Attempt::Progress);
             }
         }
-        let batch: Vec<&QueuedNotification> = head.iter().take_while(|row| row.url == url).collect();
+        let batch: Vec<&QueuedNotification> =
+            if lifecycle { head.iter().take_while(|row| row.url == url).collect() } else { head.iter().collect() };
         let body = self.collection(active.as_deref(), &batch);
         let started = tokio::time::Instant::now();
         let posted = notifier.webhooks.post(&url, body, config.delivery_timeout).await;

@@ -120,11 +120,24 @@ impl Webhooks {
         if status != reqwest::StatusCode::OK {
             return Err(format!("The endpoint {url} answered {status} instead of 200 OK."));
         }
-        let body = tokio::time::timeout(timeout, response.bytes())
+        // Read at most a little more than the token: an endpoint cannot make the server buffer more.
+        let limit = token.len() + 1;
+        let mut response = response;
+        let mut body = Vec::with_capacity(limit);
+        let read = async {
+            while let Some(chunk) = response.chunk().await? {
+                body.extend_from_slice(&chunk[..chunk.len().min(limit - body.len())]);
+                if body.len() >= limit {
+                    break;
+                }
+            }
+            Ok::<_, reqwest::Error>(())
+        };
+        tokio::time::timeout(timeout, read)
             .await
             .map_err(|_| format!("The endpoint {url} did not send its answer within {} seconds.", timeout.as_secs()))?
             .map_err(|error| format!("The endpoint {url} failed while answering: {}.", describe(&error)))?;
-        if body.as_ref() != token.as_bytes() {
+        if body != token.as_bytes() {
             return Err(format!("The endpoint {url} did not echo the validationToken as the plain-text body."));
         }
         Ok(())

@@ -16,6 +16,8 @@ use serde_json::Value;
 /// One POST the receiver got.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// When the POST's body had arrived.
+    pub at: std::time::Instant,
     pub path: String,
     pub content_type: String,
     pub body: Value,
@@ -53,6 +55,7 @@ async fn answer(shared: Arc<Shared>, uri: Uri, headers: HeaderMap, body: Bytes) 
         return (StatusCode::OK, [("content-type", "text/plain")], token).into_response();
     }
     let received = Received {
+        at: std::time::Instant::now(),
         path: uri.path().to_owned(),
         content_type: headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned(),
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
