@@ -147,6 +147,41 @@ pub fn document(version: &str) -> Value {
             "responses": responses("200", ok_json("batchResponse"))
         } }),
     );
+    let subscription_id = json!([{ "name": "subscription-id", "in": "path", "required": true,
+                                    "description": "The subscription's id.", "schema": { "type": "string" } }]);
+    paths.insert(
+        "/subscriptions".into(),
+        json!({
+            "get": { "operationId": "subscriptions.list", "summary": "List the caller's subscriptions",
+                     "responses": responses("200", ok_json("subscriptionCollection")) },
+            "post": { "operationId": "subscriptions.create",
+                      "summary": "Subscribe to presence changes (runs the validation handshake on the URLs)",
+                      "requestBody": json_body("subscription", true),
+                      "responses": responses("201", ok_json("subscription")) }
+        }),
+    );
+    paths.insert(
+        "/subscriptions/{subscription-id}".into(),
+        json!({
+            "parameters": subscription_id,
+            "get": { "operationId": "subscriptions.get", "summary": "Get a subscription",
+                     "responses": responses("200", ok_json("subscription")) },
+            "patch": { "operationId": "subscriptions.update",
+                       "summary": "Renew a subscription (expirationDateTime) or move it (notificationUrl)",
+                       "requestBody": json_body("subscriptionUpdate", true),
+                       "responses": responses("200", ok_json("subscription")) },
+            "delete": { "operationId": "subscriptions.delete", "summary": "Delete a subscription",
+                        "responses": responses("204", json!({ "description": "Deleted" })) }
+        }),
+    );
+    paths.insert(
+        "/subscriptions/{subscription-id}/reauthorize".into(),
+        json!({
+            "parameters": subscription_id,
+            "post": { "operationId": "subscriptions.reauthorize", "summary": "Reauthorize a subscription",
+                      "responses": responses("204", json!({ "description": "Reauthorized" })) }
+        }),
+    );
 
     json!({
         "openapi": "3.0.3",
@@ -279,6 +314,43 @@ fn schemas() -> Value {
             }
         },
         "emptyRequest": { "type": "object" },
+        "subscription": {
+            "type": "object",
+            "properties": {
+                "@odata.context": { "type": "string" },
+                "id": { "type": "string" },
+                "changeType": { "type": "string", "example": "updated" },
+                "resource": { "type": "string",
+                              "example": "communications/presences/7d3b5e0a-2c61-4f3e-9d1a-5a2b8c9e0f11" },
+                "applicationId": nullable_string,
+                "notificationUrl": { "type": "string" },
+                "lifecycleNotificationUrl": nullable_string,
+                "notificationQueryOptions": nullable_string,
+                "notificationUrlAppId": nullable_string,
+                "expirationDateTime": { "type": "string", "format": "date-time" },
+                "clientState": nullable_string,
+                "creatorId": nullable_string,
+                "includeResourceData": { "type": "boolean", "nullable": true },
+                "encryptionCertificate": nullable_string,
+                "encryptionCertificateId": nullable_string,
+                "latestSupportedTlsVersion": nullable_string
+            }
+        },
+        "subscriptionUpdate": {
+            "type": "object",
+            "properties": {
+                "expirationDateTime": { "type": "string", "format": "date-time" },
+                "notificationUrl": { "type": "string" }
+            }
+        },
+        "subscriptionCollection": {
+            "type": "object",
+            "required": ["value"],
+            "properties": {
+                "@odata.context": { "type": "string" },
+                "value": { "type": "array", "items": { "$ref": "#/components/schemas/subscription" } }
+            }
+        },
         "getPresencesByUserIdRequest": {
             "type": "object",
             "required": ["ids"],

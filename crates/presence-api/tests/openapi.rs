@@ -4,6 +4,7 @@ mod common;
 
 use axum::body::Body;
 use axum::http::Request;
+use common::receiver::Receiver;
 use common::*;
 use serde_json::{json, Value};
 
@@ -17,13 +18,25 @@ fn example_body(operation_id: &str) -> Option<Value> {
         "setManualLocation" | "setAutomaticLocation" => json!({ "workLocationType": "office" }),
         "getPresencesByUserId" => json!({ "ids": [ADELE] }),
         "batch" => json!({ "requests": [{ "id": "1", "method": "GET", "url": "/me/presence" }] }),
+        "update" => json!({ "expirationDateTime": "2026-09-01T10:45:00Z" }),
+        "reauthorize" => json!({}),
         _ => return None,
+    })
+}
+
+fn subscription_body(receiver: &Receiver) -> Value {
+    json!({
+        "changeType": "updated",
+        "resource": format!("communications/presences/{ADELE}"),
+        "notificationUrl": format!("{}/hook", receiver.base),
+        "expirationDateTime": "2026-09-01T10:30:00Z",
     })
 }
 
 #[tokio::test]
 async fn every_documented_operation_is_served_and_nothing_else() {
-    let server = Server::new();
+    let receiver = Receiver::start().await;
+    let server = Server::notifying(&receiver.ca_der, |_| {});
     let token = server.user(ADELE, &["Presence.ReadWrite", "Presence.Read.All"]);
     for version in ["v1.0", "beta"] {
         let reply = server.get(&format!("/openapi/{version}.json"), "").await;
@@ -31,9 +44,22 @@ async fn every_documented_operation_is_served_and_nothing_else() {
         let document = reply.json();
         assert_eq!(document["servers"][0]["url"], format!("/{version}"));
         let paths = document["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 3 * (1 + 9) + 5, "3 presence routes with GET and 9 actions, 5 others");
+        assert_eq!(paths.len(), 3 * (1 + 9) + 8, "3 presence routes with GET and 9 actions, 8 others");
         for (template, item) in paths {
-            let path = format!("/{version}{}", template.replace("{user-id}", ADELE).replace("{presence-id}", ADELE));
+            let subscription = if template.contains("{subscription-id}") {
+                let created = server.post("/v1.0/subscriptions", &token, subscription_body(&receiver)).await;
+                assert_eq!(created.status, 201, "{}", created.text);
+                created.json()["id"].as_str().unwrap().to_owned()
+            } else {
+                String::new()
+            };
+            let path = format!(
+                "/{version}{}",
+                template
+                    .replace("{user-id}", ADELE)
+                    .replace("{presence-id}", ADELE)
+                    .replace("{subscription-id}", &subscription)
+            );
             for method in ["get", "post", "patch", "put", "delete"] {
                 let Some(operation) = item.get(method) else {
                     let request = Request::builder()
@@ -60,7 +86,12 @@ async fn every_documented_operation_is_served_and_nothing_else() {
                 } else {
                     path.clone()
                 };
-                let reply = match example_body(operation_id) {
+                let body = if operation_id == "subscriptions.create" {
+                    Some(subscription_body(&receiver))
+                } else {
+                    example_body(operation_id)
+                };
+                let reply = match body {
                     Some(body) => server.call(method.to_uppercase().parse().unwrap(), &uri, &token, Some(body)).await,
                     None => server.call(method.to_uppercase().parse().unwrap(), &uri, &token, None).await,
                 };
