@@ -37,6 +37,9 @@ class Presenced:
         config = config.replace('data_dir = "presenced-data"', f'data_dir = "{self.dir.name}"')
         config = config.replace("throttle_limit = 10000", f"throttle_limit = {throttle_limit}")
         config = config.replace("throttle_window_seconds = 30", f"throttle_window_seconds = {throttle_window_seconds}")
+        # The webhook receiver of the subscription test listens on plain HTTP on this machine.
+        config = config.replace("notification_allow_http = false", "notification_allow_http = true")
+        config = config.replace("notification_allow_internal = false", "notification_allow_internal = true")
         self.config = Path(self.dir.name) / "presenced.toml"
         self.config.write_text(config)
         self.process = subprocess.Popen(

@@ -239,3 +239,101 @@ async def test_the_retry_handler_honours_429(throttled_server):
     assert statuses == [200, 200, 429]
     got = await client(throttled_server, token).users.by_user_id(ADELE).presence.get()
     assert got.availability == "Offline", "the SDK waited Retry-After seconds and retried"
+
+
+class Receiver:
+    """A webhook endpoint on this machine: answers the validation handshake, records notifications."""
+
+    def __init__(self):
+        import http.server
+        import threading
+        import urllib.parse
+
+        self.bodies = []
+        self.arrived = threading.Condition()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                if "validationToken" in query:
+                    token = query["validationToken"][0].encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/plain")
+                    self.send_header("Content-Length", str(len(token)))
+                    self.end_headers()
+                    self.wfile.write(token)
+                    return
+                with receiver.arrived:
+                    receiver.bodies.append(body)
+                    receiver.arrived.notify_all()
+                self.send_response(202)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait(self, count: int) -> list:
+        with self.arrived:
+            assert self.arrived.wait_for(lambda: len(self.bodies) >= count, timeout=20), self.bodies
+            return list(self.bodies)
+
+    def close(self):
+        self.server.shutdown()
+
+
+async def test_subscriptions_and_notifications_through_the_sdk(server):
+    from datetime import datetime, timezone
+
+    import asyncio
+
+    from msgraph.generated.models.subscription import Subscription
+
+    receiver = Receiver()
+    try:
+        graph = client(server, server.token("--roles", "Presence.Read.All Presence.ReadWrite.All"))
+        expiry = datetime.now(timezone.utc) + timedelta(minutes=30)
+        created = await graph.subscriptions.post(
+            Subscription(
+                change_type="updated",
+                resource=f"/communications/presences?$filter=id in ('{ADELE}')",
+                notification_url=receiver.url,
+                expiration_date_time=expiry,
+                client_state="sdk-state",
+            )
+        )
+        assert created.id and created.client_state == "sdk-state"
+        assert created.application_id == APP
+        assert abs((created.expiration_date_time - expiry).total_seconds()) < 1
+
+        await graph.users.by_user_id(ADELE).presence.set_presence.post(
+            SetPresencePostRequestBody(session_id=APP, availability="Busy", activity="InACall")
+        )
+        bodies = await asyncio.to_thread(receiver.wait, 1)
+        notification = json.loads(bodies[0])["value"][0]
+        assert notification["subscriptionId"] == created.id
+        assert notification["clientState"] == "sdk-state"
+        assert notification["resource"] == f"communications/presences/{ADELE}"
+        assert notification["tenantId"] == "5f1d3c2a-7b6e-4d8f-9a01-23456789abcd"
+
+        listed = await graph.subscriptions.get()
+        assert [s.id for s in listed.value] == [created.id]
+        renewed = await graph.subscriptions.by_subscription_id(created.id).patch(
+            Subscription(expiration_date_time=expiry + timedelta(minutes=20))
+        )
+        assert renewed.expiration_date_time > created.expiration_date_time
+        too_long = Subscription(expiration_date_time=datetime.now(timezone.utc) + timedelta(hours=2))
+        error = await odata_error(graph.subscriptions.by_subscription_id(created.id).patch(too_long))
+        assert (error.response_status_code, error.error.code) == (400, "ValidationError")
+        await graph.subscriptions.by_subscription_id(created.id).delete()
+        error = await odata_error(graph.subscriptions.by_subscription_id(created.id).get())
+        assert (error.response_status_code, error.error.code) == (404, "ResourceNotFound")
+    finally:
+        receiver.close()
