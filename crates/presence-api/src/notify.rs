@@ -341,7 +341,12 @@ impl Notifier {
     }
 
     fn health_verdict(&self, url: &str, now: i64) -> Verdict {
-        lock(&self.health).entry(url.to_owned()).or_default().verdict(now)
+        let mut health = lock(&self.health);
+        // Endpoints come and go with subscriptions: forget those idle for a whole window.
+        if health.len() > HEALTH_ENTRIES {
+            health.retain(|_, counters| !counters.is_stale(now));
+        }
+        health.entry(url.to_owned()).or_default().verdict(now)
     }
 }
 
@@ -382,6 +387,8 @@ enum Attempt {
 }
 
 const TIMER_BATCH: usize = 512;
+/// Endpoints whose slow-delivery counters are kept before idle ones are forgotten.
+const HEALTH_ENTRIES: usize = 4096;
 const LONGEST_SLEEP: Duration = Duration::from_secs(60);
 
 impl AppState {

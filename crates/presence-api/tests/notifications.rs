@@ -455,3 +455,20 @@ async fn a_full_queue_is_dropped_with_a_missed_event() {
     let events = receiver.wait_items("/lifecycle", 1).await;
     assert_eq!(events[0]["lifecycleEvent"], "missed");
 }
+
+#[tokio::test]
+async fn a_preferred_presence_expiring_is_a_change_too() {
+    let receiver = Receiver::start().await;
+    let server = Server::notifying(&receiver.ca_der, |_| {});
+    let resource = format!("communications/presences/{ADELE}");
+    subscribe(&server, &server.app(READER), subscription(&receiver, &resource, in_minutes(&server, 60))).await;
+    server.set_presence(ADELE, "Busy", "InACall", Some("PT1H")).await;
+    let prefer = json!({ "availability": "DoNotDisturb", "activity": "DoNotDisturb", "expirationDuration": "PT10M" });
+    let path = format!("/v1.0/users/{ADELE}/presence/setUserPreferredPresence");
+    server.post(&path, &server.writer(), prefer).await.ok_empty(200);
+    server.advance(10 * 60).await;
+    let items = receiver.wait_items("/hook", 3).await;
+    let sequences: Vec<u64> = items.iter().map(|item| sequence(item).parse().unwrap()).collect();
+    assert_eq!(sequences, [1, 2, 3]);
+    assert_eq!(server.shows(ADELE).await, ("Busy".into(), "InACall".into()), "back to the session");
+}

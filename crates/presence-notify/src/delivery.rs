@@ -67,6 +67,12 @@ impl EndpointHealth {
         }
     }
 
+    /// True when the counters have not been touched for a whole window (the entry can be forgotten).
+    pub fn is_stale(&self, now: Millis) -> bool {
+        let window = i64::try_from(HEALTH_WINDOW.as_millis()).unwrap_or(i64::MAX);
+        now >= self.window_start.saturating_add(window)
+    }
+
     /// How the endpoint is to be treated at `now`.
     pub fn verdict(&mut self, now: Millis) -> Verdict {
         self.roll(now);
