@@ -28,10 +28,12 @@ use presence_notify::delivery::{reauthorization_at, retry_delay, EndpointHealth,
 use presence_notify::encryption::{seal, EncryptionCertificate};
 use presence_notify::record::{queue_owner, SubscriptionRecord};
 use presence_notify::subscription::SubscriptionLimits;
+use presence_notify::target::check_url;
 use presence_store::{Effects, NewNotification, QueuedNotification, StoreError, StoredSubscription, UserKey};
 use serde_json::{json, Map, Value};
 use tokio::sync::{Notify, Semaphore};
 
+use crate::error::ApiError;
 use crate::webhook::{Posted, Webhooks};
 use crate::wire::{format_instant, sequence_text, PresenceJson};
 use crate::AppState;
@@ -157,6 +159,9 @@ impl Deliveries {
 pub(crate) struct Notifier {
     pub(crate) config: NotifyConfig,
     registry: RwLock<Registry>,
+    /// Serialises changes to subscriptions (create, update, remove): each checks the current record and
+    /// writes the store and the registry as one step.
+    writes: Mutex<()>,
     deliveries: Mutex<Deliveries>,
     subscription_timers: Mutex<BTreeSet<(i64, String)>>,
     health: Mutex<HashMap<String, EndpointHealth>>,
@@ -177,6 +182,12 @@ fn as_millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// The endpoint a URL belongs to, for the slow-endpoint rule: its origin, so that varying the path or the
+/// query string does not start new counters.
+fn endpoint(url: &str) -> String {
+    url::Url::parse(url).map(|url| url.origin().ascii_serialization()).unwrap_or_else(|_| url.to_owned())
+}
+
 /// The resource path of a user's presence in notifications.
 fn resource(user_id: &str) -> String {
     format!("communications/presences/{user_id}")
@@ -190,6 +201,7 @@ impl Notifier {
         Ok(Notifier {
             config,
             registry: RwLock::default(),
+            writes: Mutex::default(),
             deliveries: Mutex::default(),
             subscription_timers: Mutex::default(),
             health: Mutex::default(),
@@ -239,6 +251,7 @@ impl Notifier {
     }
 
     pub(crate) fn unregister(&self, id: &str) -> Option<Arc<Active>> {
+        lock(&self.subscription_timers).retain(|(_, timer)| timer != id);
         let removed = self.registry.write().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(id);
         let mut deliveries = lock(&self.deliveries);
         deliveries.lengths.remove(id);
@@ -251,7 +264,10 @@ impl Notifier {
         } else {
             reauthorization_at(record.renewed_at, record.expiration)
         };
-        lock(&self.subscription_timers).insert((at, record.id.clone()));
+        let mut timers = lock(&self.subscription_timers);
+        timers.retain(|(_, timer)| *timer != record.id);
+        timers.insert((at, record.id.clone()));
+        drop(timers);
         self.wake();
     }
 
@@ -322,7 +338,7 @@ impl Notifier {
         let (mut changes, _) = due_changes(facts_before, due.map(Timestamp), now);
         changes.extend(visible);
         let due_at = next_change(facts_after, now).map(|at| at.as_millis());
-        Effects { due_at, notifications: Self::render(watchers, key, &changes, now) }
+        Effects { due_at, notifications: Self::render(watchers, key, &changes, now), timer_only: false }
     }
 
     /// Records newly queued notifications and marks their queues ready; queues over their bound are
@@ -331,9 +347,17 @@ impl Notifier {
         if notifications.is_empty() {
             return;
         }
+        let bound = self.config.max_queued_per_subscription;
         let mut deliveries = lock(&self.deliveries);
         for notification in notifications {
-            *deliveries.lengths.entry(notification.queue.clone()).or_default() += 1;
+            let length = deliveries.lengths.entry(notification.queue.clone()).or_default();
+            *length += 1;
+            let over = *length > bound;
+            if let (true, Some(&QueueState::Waiting(at))) = (over, deliveries.states.get(&notification.queue)) {
+                // A queue waiting for a retry is over its bound now, not at its next attempt.
+                deliveries.waiting.remove(&(at, notification.queue.clone()));
+                deliveries.states.remove(&notification.queue);
+            }
             deliveries.mark_ready(&notification.queue);
         }
         drop(deliveries);
@@ -342,11 +366,19 @@ impl Notifier {
 
     fn health_verdict(&self, url: &str, now: i64) -> Verdict {
         let mut health = lock(&self.health);
-        // Endpoints come and go with subscriptions: forget those idle for a whole window.
+        // Endpoints come and go with subscriptions: forget those idle for a whole window, and all of them
+        // in the unlikely case that more are busy at once (the slow-endpoint rule then starts afresh).
         if health.len() > HEALTH_ENTRIES {
             health.retain(|_, counters| !counters.is_stale(now));
+            if health.len() > HEALTH_ENTRIES {
+                health.clear();
+            }
         }
-        health.entry(url.to_owned()).or_default().verdict(now)
+        health.entry(endpoint(url)).or_default().verdict(now)
+    }
+
+    fn record_delivery(&self, url: &str, now: i64, elapsed: Duration) {
+        lock(&self.health).entry(endpoint(url)).or_default().record(now, elapsed);
     }
 }
 
@@ -422,13 +454,46 @@ impl AppState {
         Ok(vec![scheduler, dispatcher])
     }
 
-    /// Persists a subscription record.
-    pub(crate) fn store_subscription(&self, record: &SubscriptionRecord) -> Result<(), StoreError> {
-        self.inner.store.put_subscription(&StoredSubscription {
-            id: record.id.clone(),
-            tenant_id: record.tenant_id.clone(),
-            body: record.encode(),
-        })
+    fn put_subscription(
+        &self,
+        record: &SubscriptionRecord,
+        notifications: &[NewNotification],
+    ) -> Result<(), StoreError> {
+        let stored =
+            StoredSubscription { id: record.id.clone(), tenant_id: record.tenant_id.clone(), body: record.encode() };
+        self.inner.store.put_subscription(&stored, notifications)
+    }
+
+    /// Stores and activates a new subscription, unless its application already has `limit` in the tenant.
+    pub(crate) fn create_subscription(&self, record: SubscriptionRecord, limit: usize) -> Result<(), ApiError> {
+        let notifier = self.notifier();
+        let _writes = lock(&notifier.writes);
+        if notifier.subscriptions_of(&record.tenant_id, &record.application_id).len() >= limit {
+            return Err(ApiError::SubscriptionLimit(limit));
+        }
+        self.put_subscription(&record, &[])?;
+        notifier.register(record);
+        Ok(())
+    }
+
+    /// Changes the current record of subscription `id` with `change`, stores it with the notifications
+    /// `change` returns (one transaction), and activates it. `None` when the subscription is gone.
+    pub(crate) fn update_subscription(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut SubscriptionRecord) -> Result<Vec<NewNotification>, ApiError>,
+    ) -> Result<Option<SubscriptionRecord>, ApiError> {
+        let notifier = self.notifier();
+        let _writes = lock(&notifier.writes);
+        let Some(current) = notifier.subscription(id) else {
+            return Ok(None);
+        };
+        let mut record = current.record.clone();
+        let notifications = change(&mut record)?;
+        self.put_subscription(&record, &notifications)?;
+        notifier.register(record.clone());
+        notifier.queued(&notifications);
+        Ok(Some(record))
     }
 
     /// Applies a user's write: the closure gets the facts and returns the command's result and whether
@@ -480,19 +545,23 @@ impl AppState {
             if keys.is_empty() {
                 return Ok(());
             }
-            let queued = inner.locks.write_many(&keys, || {
+            let (queued, skipped) = inner.locks.write_many(&keys, || {
                 let now = inner.clock.now();
                 let watchers: HashMap<&UserKey, Vec<Arc<Active>>> =
                     keys.iter().map(|key| (key, inner.notifier.watchers(key))).collect();
                 let mut queued = Vec::new();
-                inner.store.update_many(&keys, &mut |key, facts, due| {
+                let skipped = inner.store.update_many(&keys, &mut |key, facts, due| {
                     let watching = watchers.get(key).map(Vec::as_slice).unwrap_or_default();
-                    let effects = Notifier::effects(watching, key, facts, due, now, facts, None);
+                    let mut effects = Notifier::effects(watching, key, facts, due, now, facts, None);
+                    effects.timer_only = true;
                     queued.extend(effects.notifications.iter().cloned());
                     Some(effects)
                 })?;
-                Ok::<_, StoreError>(queued)
+                Ok::<_, StoreError>((queued, skipped))
             })?;
+            for key in &skipped {
+                tracing::error!(tenant = %key.tenant_id, user = %key.user_id, "stored presence is corrupt; its timer was cleared");
+            }
             inner.notifier.queued(&queued);
         }
     }
@@ -517,32 +586,46 @@ impl AppState {
             };
             let record = &active.record;
             if now.as_millis() >= record.expiration {
-                self.remove_subscription(record, Some("subscriptionRemoved"), now)?;
-                tracing::info!(subscription = %record.id, "subscription expired and was removed");
+                if self.remove_subscription(&record.id, Some("subscriptionRemoved"), now)? {
+                    tracing::info!(subscription = %record.id, "subscription expired and was removed");
+                }
             } else if !record.reauthorization_sent
                 && now.as_millis() >= reauthorization_at(record.renewed_at, record.expiration)
             {
-                let mut renewed = record.clone();
-                renewed.reauthorization_sent = true;
-                self.store_subscription(&renewed)?;
-                if let Some(notification) = lifecycle_notification(&renewed, "reauthorizationRequired", now) {
-                    self.inner.store.enqueue(std::slice::from_ref(&notification))?;
-                    notifier.queued(std::slice::from_ref(&notification));
+                // Checked again on the current record: a renewal may have come in meanwhile.
+                let result = self.update_subscription(&record.id, |record| {
+                    let due = !record.reauthorization_sent
+                        && now.as_millis() >= reauthorization_at(record.renewed_at, record.expiration);
+                    record.reauthorization_sent |= due;
+                    Ok(due
+                        .then(|| lifecycle_notification(record, "reauthorizationRequired", now))
+                        .flatten()
+                        .into_iter()
+                        .collect())
+                });
+                if let Err(error) = result {
+                    tracing::error!(%error, subscription = %record.id, "reauthorizationRequired not queued");
                 }
-                notifier.register(renewed);
             } else {
                 notifier.schedule_subscription(record);
             }
         }
     }
 
-    /// Deletes a subscription with its queued notifications; `event` (if any) goes to its lifecycle URL.
+    /// Deletes subscription `id` with its queued notifications; `event` (if any) goes to its lifecycle URL.
+    /// Returns whether it existed.
     pub(crate) fn remove_subscription(
         &self,
-        record: &SubscriptionRecord,
+        id: &str,
         event: Option<&str>,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
+        let notifier = self.notifier();
+        let _writes = lock(&notifier.writes);
+        let Some(active) = notifier.subscription(id) else {
+            return Ok(false);
+        };
+        let record = &active.record;
         let farewell: Vec<NewNotification> =
             event.and_then(|event| lifecycle_notification(record, event, now)).into_iter().collect();
         let lifecycle_queue = record.lifecycle_queue();
@@ -640,8 +723,17 @@ impl AppState {
             lock(&notifier.deliveries).states.insert(queue.clone(), QueueState::InFlight { again: false });
             let state = self.clone();
             tokio::spawn(async move {
-                let attempt = state.deliver(&queue).await;
+                // The attempt runs as a task of its own so that, should it panic, the queue is still
+                // released (and retried) rather than left in flight forever.
+                let attempt = {
+                    let (state, queue) = (state.clone(), queue.clone());
+                    tokio::spawn(async move { state.deliver(&queue).await }).await
+                };
                 drop(permit);
+                let attempt = attempt.unwrap_or_else(|error| {
+                    tracing::error!(%error, queue, "delivery task failed; retrying later");
+                    Ok(Attempt::RetryAt(state.inner.clock.now().as_millis().saturating_add(as_millis(retry_delay(1)))))
+                });
                 state.finish(&queue, attempt);
             });
         }
@@ -698,10 +790,20 @@ impl AppState {
     /// subscriber with a `missed` lifecycle event.
     async fn drop_queued(&self, queue: &str, older_than: Option<i64>, why: &str) -> Result<(), StoreError> {
         let (owner, lifecycle) = queue_owner(queue);
+        // The `missed` event is queued in the transaction of the first removal, so that a crash cannot
+        // drop notifications without telling the subscriber.
+        let missed: Vec<NewNotification> = match (lifecycle, self.notifier().subscription(owner)) {
+            (false, Some(active)) => {
+                lifecycle_notification(&active.record, "missed", self.inner.clock.now()).into_iter().collect()
+            }
+            _ => Vec::new(),
+        };
         let queue_name = queue.to_owned();
+        let told = missed.clone();
         let dropped = self
             .store_call(move |state| {
                 let mut dropped = 0usize;
+                let mut missed = missed;
                 loop {
                     let head = state.inner.store.queue_head(&queue_name, 500)?;
                     let ids: Vec<i64> = head
@@ -712,7 +814,7 @@ impl AppState {
                     if ids.is_empty() {
                         return Ok(dropped);
                     }
-                    state.inner.store.acknowledge(&ids)?;
+                    state.inner.store.acknowledge(&ids, &std::mem::take(&mut missed))?;
                     dropped += ids.len();
                     if ids.len() < head.len() {
                         return Ok(dropped);
@@ -724,15 +826,8 @@ impl AppState {
             *length = length.saturating_sub(dropped);
         }
         tracing::warn!(queue, dropped, why, "notifications dropped");
-        if dropped > 0 && !lifecycle {
-            if let Some(active) = self.notifier().subscription(owner) {
-                let now = self.inner.clock.now();
-                if let Some(notification) = lifecycle_notification(&active.record, "missed", now) {
-                    let stored = notification.clone();
-                    self.store_call(move |state| state.inner.store.enqueue(std::slice::from_ref(&stored))).await?;
-                    self.notifier().queued(std::slice::from_ref(&notification));
-                }
-            }
+        if dropped > 0 {
+            self.notifier().queued(&told);
         }
         Ok(())
     }
@@ -765,7 +860,7 @@ impl AppState {
         let active = notifier.subscription(owner);
         if !lifecycle && active.is_none() {
             let ids: Vec<i64> = head.iter().map(|row| row.id).collect();
-            self.store_call(move |state| state.inner.store.acknowledge(&ids)).await?;
+            self.store_call(move |state| state.inner.store.acknowledge(&ids, &[])).await?;
             return Ok(Attempt::Progress);
         }
         // Change notifications go to the subscription's current URL (a renewal may have changed it);
@@ -791,15 +886,21 @@ impl AppState {
             if lifecycle { head.iter().take_while(|row| row.url == url).collect() } else { head.iter().collect() };
         let body = self.collection(active.as_deref(), &batch);
         let started = tokio::time::Instant::now();
-        let posted = notifier.webhooks.post(&url, body, config.delivery_timeout).await;
+        // The URL was checked when the subscription was made; checked again in case the policy changed
+        // since (a literal address never reaches the resolver, which checks names).
+        let posted = match check_url(&url, config.limits.targets) {
+            Ok(_) => notifier.webhooks.post(&url, body, config.delivery_timeout).await,
+            Err(refused) => Posted::Failed(refused.to_string()),
+        };
         let elapsed = started.elapsed();
-        let slow = if matches!(posted, Posted::Failed(_)) { elapsed.max(config.delivery_timeout) } else { elapsed };
-        lock(&notifier.health).entry(url.clone()).or_default().record(self.inner.clock.now().as_millis(), slow);
+        // A timeout is a slow delivery; a refused connection is a failure, not slowness.
+        let slow = if matches!(posted, Posted::TimedOut) { elapsed.max(config.delivery_timeout) } else { elapsed };
+        notifier.record_delivery(&url, self.inner.clock.now().as_millis(), slow);
         match posted {
             Posted::Status(status) if (200..300).contains(&status) => {
                 let ids: Vec<i64> = batch.iter().map(|row| row.id).collect();
                 let delivered = ids.len();
-                self.store_call(move |state| state.inner.store.acknowledge(&ids)).await?;
+                self.store_call(move |state| state.inner.store.acknowledge(&ids, &[])).await?;
                 if let Some(length) = lock(&notifier.deliveries).lengths.get_mut(queue) {
                     *length = length.saturating_sub(delivered);
                 }
@@ -816,6 +917,7 @@ impl AppState {
                 let delay = retry_delay(attempt);
                 let outcome = match other {
                     Posted::Status(status) => format!("answered {status}"),
+                    Posted::TimedOut => "no answer in time".to_owned(),
                     Posted::Failed(reason) => reason,
                 };
                 tracing::warn!(queue, %url, outcome, attempt, retry_in = ?delay, "notification delivery failed");
@@ -847,7 +949,10 @@ impl AppState {
                 if let (Some(data), Some(certificate), Some(id)) =
                     (&row.resource_data, &active.certificate, &record.encryption_certificate_id)
                 {
-                    let sealed = seal(data.as_bytes(), certificate, id, &mut rng);
+                    let Ok(sealed) = seal(data.as_bytes(), certificate, id, &mut rng) else {
+                        tracing::error!(subscription = %record.id, "rich notification could not be sealed");
+                        continue;
+                    };
                     item.insert(
                         "encryptedContent".into(),
                         json!({

@@ -81,10 +81,14 @@ pub(crate) async fn handle(
         }
         (Endpoint::Subscription(id), _) => {
             let active = find(state, caller, &id)?;
-            let state = state.clone();
-            let record = active.record.clone();
+            let writer = state.clone();
             let now = state.inner.clock.now();
-            crate::handlers::blocking(move || Ok(state.remove_subscription(&record, None, now)?)).await?;
+            let removed =
+                crate::handlers::blocking(move || Ok(writer.remove_subscription(&active.record.id, None, now)?))
+                    .await?;
+            if !removed {
+                return Err(ApiError::SubscriptionNotFound(id));
+            }
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         (Endpoint::Reauthorize(id), _) => {
@@ -208,15 +212,10 @@ async fn create(
         latest_supported_tls_version: tls,
         reauthorization_sent: false,
     };
-    save(state, record).await
-}
-
-async fn save(state: &AppState, record: SubscriptionRecord) -> Result<SubscriptionRecord, ApiError> {
-    let stored = record.clone();
-    let writer = state.clone();
-    crate::handlers::blocking(move || Ok(writer.store_subscription(&stored)?)).await?;
-    state.inner.notifier.register(record.clone());
-    tracing::info!(subscription = %record.id, expiration = %format_instant(Timestamp(record.expiration)), "subscription saved");
+    let (writer, created) = (state.clone(), record.clone());
+    // The limit is checked again here, with the creation, since other creations ran during the handshakes.
+    crate::handlers::blocking(move || writer.create_subscription(created, limit)).await?;
+    tracing::info!(subscription = %record.id, expiration = %format_instant(Timestamp(record.expiration)), "subscription created");
     Ok(record)
 }
 
@@ -233,25 +232,44 @@ async fn renew(
         )));
     }
     let notifier = &state.inner.notifier;
-    let now = state.inner.clock.now();
-    let mut record = current.clone();
-    if let Some(expiration) = expiration(object)? {
-        check_expiration(expiration, now.as_millis(), &notifier.config.limits)?;
-        record.expiration = expiration;
-        record.renewed_at = now.as_millis();
-        record.reauthorization_sent = false;
+    let new_expiration = expiration(object)?;
+    if let Some(expiration) = new_expiration {
+        check_expiration(expiration, state.inner.clock.now().as_millis(), &notifier.config.limits)?;
     }
-    if let Some(url) = string(object, "notificationUrl")? {
-        let url = check_url(&url, notifier.config.limits.targets)
-            .map_err(|reason| SubscriptionError::Target { which: "notificationUrl", reason })?;
-        notifier
-            .webhooks
-            .validate(&url, notifier.config.validation_timeout)
-            .await
-            .map_err(ApiError::SubscriptionValidation)?;
-        record.notification_url = url.to_string();
-    }
-    save(state, record).await
+    let new_url = match string(object, "notificationUrl")? {
+        Some(url) => {
+            let url = check_url(&url, notifier.config.limits.targets)
+                .map_err(|reason| SubscriptionError::Target { which: "notificationUrl", reason })?;
+            notifier
+                .webhooks
+                .validate(&url, notifier.config.validation_timeout)
+                .await
+                .map_err(ApiError::SubscriptionValidation)?;
+            Some(url.to_string())
+        }
+        None => None,
+    };
+    // Applied to the record as it is now (not as it was before the handshake), or not at all if the
+    // subscription was deleted or expired meanwhile.
+    let writer = state.clone();
+    let id = current.id.clone();
+    let updated = crate::handlers::blocking(move || {
+        let now = writer.inner.clock.now();
+        writer.update_subscription(&id, |record| {
+            if let Some(expiration) = new_expiration {
+                check_expiration(expiration, now.as_millis(), &writer.inner.notifier.config.limits)?;
+                record.expiration = expiration;
+                record.renewed_at = now.as_millis();
+                record.reauthorization_sent = false;
+            }
+            if let Some(url) = new_url {
+                record.notification_url = url;
+            }
+            Ok(Vec::new())
+        })
+    })
+    .await?;
+    updated.ok_or_else(|| ApiError::SubscriptionNotFound(current.id.clone()))
 }
 
 /// The subscription as Graph returns it.

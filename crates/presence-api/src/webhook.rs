@@ -29,12 +29,9 @@ impl Resolve for PolicyResolver {
             let allowed: Vec<SocketAddr> =
                 addresses.iter().copied().filter(|address| check_address(address.ip(), policy).is_ok()).collect();
             if allowed.is_empty() {
-                let reason = if addresses.is_empty() {
-                    format!("'{host}' did not resolve")
-                } else {
-                    format!("'{host}' resolves only to internal addresses, which are not allowed")
-                };
-                return Err(reason.into());
+                // One message whether the name has no address or only refused ones, so that the answer
+                // does not tell which internal names exist.
+                return Err(format!("'{host}' has no address that notifications may be sent to").into());
             }
             let addrs: Addrs = Box::new(allowed.into_iter());
             Ok(addrs)
@@ -53,6 +50,8 @@ pub(crate) struct Webhooks {
 pub(crate) enum Posted {
     /// The endpoint answered with this status.
     Status(u16),
+    /// No answer within the timeout.
+    TimedOut,
     /// No answer: timeout, connection or TLS failure.
     Failed(String),
 }
@@ -95,7 +94,7 @@ impl Webhooks {
     }
 
     /// Graph's validation handshake: POST `{url}?validationToken=...` and expect `200` with the token as
-    /// the body within `timeout`.
+    /// the body (a trailing line break tolerated) within `timeout`.
     pub(crate) async fn validate(&self, url: &Url, timeout: Duration) -> Result<(), String> {
         let token = format!(
             "Validation: Testing client application reachability for subscription Request-Id: {}",
@@ -121,7 +120,7 @@ impl Webhooks {
             return Err(format!("The endpoint {url} answered {status} instead of 200 OK."));
         }
         // Read at most a little more than the token: an endpoint cannot make the server buffer more.
-        let limit = token.len() + 1;
+        let limit = token.len() + 3;
         let mut response = response;
         let mut body = Vec::with_capacity(limit);
         let read = async {
@@ -137,7 +136,9 @@ impl Webhooks {
             .await
             .map_err(|_| format!("The endpoint {url} did not send its answer within {} seconds.", timeout.as_secs()))?
             .map_err(|error| format!("The endpoint {url} failed while answering: {}.", describe(&error)))?;
-        if body != token.as_bytes() {
+        // The token itself; a trailing line break (which some frameworks add) is tolerated.
+        let answer = body.strip_suffix(b"\n").map(|rest| rest.strip_suffix(b"\r").unwrap_or(rest)).unwrap_or(&body);
+        if answer != token.as_bytes() {
             return Err(format!("The endpoint {url} did not echo the validationToken as the plain-text body."));
         }
         Ok(())
@@ -154,6 +155,7 @@ impl Webhooks {
             .send();
         match request.await {
             Ok(response) => Posted::Status(response.status().as_u16()),
+            Err(error) if error.is_timeout() => Posted::TimedOut,
             Err(error) => Posted::Failed(describe(&error)),
         }
     }

@@ -451,7 +451,7 @@ async fn a_full_queue_is_dropped_with_a_missed_event() {
     for (availability, activity) in [("DoNotDisturb", "Presenting"), ("Away", "Away"), ("Busy", "InAConferenceCall")] {
         server.set_presence(ADELE, availability, activity, None).await;
     }
-    server.advance(10).await;
+    // Dropped as soon as the bound is passed, not at the next retry (the clock does not move).
     let events = receiver.wait_items("/lifecycle", 1).await;
     assert_eq!(events[0]["lifecycleEvent"], "missed");
 }
@@ -471,4 +471,18 @@ async fn a_preferred_presence_expiring_is_a_change_too() {
     let sequences: Vec<u64> = items.iter().map(|item| sequence(item).parse().unwrap()).collect();
     assert_eq!(sequences, [1, 2, 3]);
     assert_eq!(server.shows(ADELE).await, ("Busy".into(), "InACall".into()), "back to the session");
+}
+
+#[tokio::test]
+async fn concurrent_creations_cannot_pass_the_limit() {
+    let receiver = Receiver::start().await;
+    let server = Server::notifying(&receiver.ca_der, |config| config.max_subscriptions_per_app = 2);
+    let reader = server.app(READER);
+    let body = || subscription(&receiver, &format!("communications/presences/{ADELE}"), in_minutes(&server, 30));
+    let create = || server.post("/v1.0/subscriptions", &reader, body());
+    let replies = tokio::join!(create(), create(), create(), create(), create());
+    let mut statuses: Vec<u16> =
+        [replies.0, replies.1, replies.2, replies.3, replies.4].iter().map(|reply| reply.status.as_u16()).collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 201, 403, 403, 403]);
 }

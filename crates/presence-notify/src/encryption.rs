@@ -28,7 +28,13 @@ pub enum CertificateError {
     /// The key is not RSA.
     #[error("encryptionCertificate must carry an RSA public key")]
     NotRsa,
+    /// The RSA key is shorter than [`MIN_RSA_BITS`].
+    #[error("encryptionCertificate's RSA key has {0} bits; at least 2048 are required")]
+    KeyTooShort(usize),
 }
+
+/// The shortest RSA key accepted for rich notifications.
+pub const MIN_RSA_BITS: usize = 2048;
 
 /// A subscriber's encryption certificate, parsed once when the subscription is created.
 #[derive(Debug, Clone)]
@@ -60,6 +66,10 @@ impl EncryptionCertificate {
             .to_der()
             .map_err(|error| CertificateError::NotCertificate(error.to_string()))?;
         let public_key = RsaPublicKey::from_public_key_der(&spki).map_err(|_| CertificateError::NotRsa)?;
+        let bits = rsa::traits::PublicKeyParts::size(&public_key) * 8;
+        if bits < MIN_RSA_BITS {
+            return Err(CertificateError::KeyTooShort(bits));
+        }
         let thumbprint = Sha1::digest(der).iter().map(|byte| format!("{byte:02X}")).collect();
         Ok(EncryptionCertificate { public_key, thumbprint })
     }
@@ -85,13 +95,14 @@ pub struct EncryptedContent {
     pub encryption_certificate_thumbprint: String,
 }
 
-/// Seals `plaintext` for the holder of `certificate`'s private key.
+/// Seals `plaintext` for the holder of `certificate`'s private key. Fails only if the RSA encryption does
+/// (which a key of at least [`MIN_RSA_BITS`] never does).
 pub fn seal(
     plaintext: &[u8],
     certificate: &EncryptionCertificate,
     certificate_id: &str,
     rng: &mut (impl rand::CryptoRng + rand::RngCore),
-) -> EncryptedContent {
+) -> Result<EncryptedContent, rsa::Error> {
     let mut key = [0u8; 32];
     rng.fill_bytes(&mut key);
     let mut iv = [0u8; 16];
@@ -101,15 +112,12 @@ pub fn seal(
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("HMAC takes a key of any length");
     mac.update(&ciphertext);
     let signature = mac.finalize().into_bytes();
-    let wrapped = certificate
-        .public_key
-        .encrypt(rng, Oaep::new::<Sha1>(), &key)
-        .expect("a 32-byte key fits any RSA key of 1024 bits or more");
-    EncryptedContent {
+    let wrapped = certificate.public_key.encrypt(rng, Oaep::new::<Sha1>(), &key)?;
+    Ok(EncryptedContent {
         data: STANDARD.encode(&ciphertext),
         data_signature: STANDARD.encode(signature),
         data_key: STANDARD.encode(wrapped),
         encryption_certificate_id: certificate_id.to_owned(),
         encryption_certificate_thumbprint: certificate.thumbprint.clone(),
-    }
+    })
 }

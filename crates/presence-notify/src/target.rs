@@ -73,6 +73,8 @@ fn is_internal_v6(address: Ipv6Addr) -> bool {
         || (segments[0] & 0xffc0) == 0xfe80
         || (segments[0] == 0x2001 && segments[1] == 0x0db8)
         || (segments[0] == 0x0064 && segments[1] == 0xff9b)
+        || segments[0] == 0x2002
+        || (segments[0] == 0x2001 && segments[1] == 0)
         || segments[..6] == [0, 0, 0, 0, 0, 0]
 }
 
@@ -174,6 +176,8 @@ mod tests {
         assert!(check_address("10.1.1.1".parse().unwrap(), strict).is_err());
         assert!(check_address("::ffff:192.168.0.1".parse().unwrap(), strict).is_err());
         assert!(check_address("64:ff9b::a00:1".parse().unwrap(), strict).is_err());
+        assert!(check_address("2002:a00:1::1".parse().unwrap(), strict).is_err(), "6to4");
+        assert!(check_address("2001:0:4136:e378::1".parse().unwrap(), strict).is_err(), "Teredo");
         assert!(check_address("10.1.1.1".parse().unwrap(), TargetPolicy { allow_http: false, allow_internal: true })
             .is_ok());
     }

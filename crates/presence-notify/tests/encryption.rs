@@ -30,7 +30,7 @@ fn the_subscriber_opens_the_sealed_presence() {
 
     let presence =
         br##"{"@odata.type":"#microsoft.graph.presence","id":"u1","availability":"Busy","activity":"InACall"}"##;
-    let sealed = seal(presence, &certificate, "my-cert-1", &mut rand::thread_rng());
+    let sealed = seal(presence, &certificate, "my-cert-1", &mut rand::thread_rng()).unwrap();
     assert_eq!(sealed.encryption_certificate_id, "my-cert-1");
     assert_eq!(sealed.encryption_certificate_thumbprint, expected_thumbprint);
 
@@ -45,8 +45,21 @@ fn the_subscriber_opens_the_sealed_presence() {
         .unwrap();
     assert_eq!(plaintext, presence);
 
-    let again = seal(presence, &certificate, "my-cert-1", &mut rand::thread_rng());
+    let again = seal(presence, &certificate, "my-cert-1", &mut rand::thread_rng()).unwrap();
     assert_ne!(again.data_key, sealed.data_key, "every item gets a fresh key");
+}
+
+/// An RSA public key (PKCS#1 DER) for rcgen to certify.
+struct ShortKey(Vec<u8>);
+
+impl rcgen::PublicKeyData for ShortKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        &rcgen::PKCS_RSA_SHA256
+    }
 }
 
 #[test]
@@ -60,4 +73,11 @@ fn unusable_certificates_are_refused() {
     assert_eq!(EncryptionCertificate::from_der(ecdsa.cert.der()).unwrap_err(), CertificateError::NotRsa);
     let pem = ecdsa.cert.pem();
     assert_eq!(EncryptionCertificate::from_base64(&pem).unwrap_err(), CertificateError::NotRsa, "PEM armour is read");
+    // ring will not sign with a 1024-bit key, so the short key is certified by another one.
+    let short = RsaPrivateKey::new(&mut rand::thread_rng(), 1024).unwrap();
+    let pkcs1 = rsa::pkcs1::EncodeRsaPublicKey::to_pkcs1_der(&short.to_public_key()).unwrap();
+    let spki = ShortKey(pkcs1.as_bytes().to_vec());
+    let ca = rcgen::Issuer::new(rcgen::CertificateParams::default(), rcgen::KeyPair::generate().unwrap());
+    let certificate = rcgen::CertificateParams::new(vec!["x".to_owned()]).unwrap().signed_by(&spki, &ca).unwrap();
+    assert_eq!(EncryptionCertificate::from_der(certificate.der()).unwrap_err(), CertificateError::KeyTooShort(1024));
 }

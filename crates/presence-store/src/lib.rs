@@ -88,6 +88,9 @@ pub struct Effects {
     pub due_at: Option<i64>,
     /// Notifications to queue, atomically with the facts.
     pub notifications: Vec<NewNotification>,
+    /// The closure did not change the facts (a timer catching up): only the timer and the notifications
+    /// are written.
+    pub timer_only: bool,
 }
 
 /// A stored subscription: its id, its tenant, and a body the store does not interpret.
@@ -125,8 +128,10 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// written.
     fn update(&self, key: &UserKey, apply: &mut UpdateFn<'_>) -> Result<bool, StoreError>;
 
-    /// [`PresenceStore::update`] for several users in one durable transaction.
-    fn update_many(&self, keys: &[UserKey], apply: &mut UpdateManyFn<'_>) -> Result<(), StoreError>;
+    /// [`PresenceStore::update`] for several users in one durable transaction. A user whose record cannot
+    /// be decoded is skipped and its timer cleared, so that one corrupt record cannot stop everyone's
+    /// timers; the skipped keys are returned.
+    fn update_many(&self, keys: &[UserKey], apply: &mut UpdateManyFn<'_>) -> Result<Vec<UserKey>, StoreError>;
 
     /// Up to `limit` users whose timer is at or before `now`, earliest first.
     fn due_users(&self, now: i64, limit: usize) -> Result<Vec<UserKey>, StoreError>;
@@ -137,8 +142,12 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// Every stored subscription.
     fn subscriptions(&self) -> Result<Vec<StoredSubscription>, StoreError>;
 
-    /// Creates or replaces a subscription.
-    fn put_subscription(&self, subscription: &StoredSubscription) -> Result<(), StoreError>;
+    /// Creates or replaces a subscription, and queues `notifications` in the same transaction.
+    fn put_subscription(
+        &self,
+        subscription: &StoredSubscription,
+        notifications: &[NewNotification],
+    ) -> Result<(), StoreError>;
 
     /// Deletes a subscription and the notifications queued in `queues`, and queues `farewell` (its last
     /// lifecycle notifications) in the same transaction. Returns whether the subscription existed.
@@ -150,8 +159,8 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// The oldest `limit` notifications of `queue`, in order.
     fn queue_head(&self, queue: &str, limit: usize) -> Result<Vec<QueuedNotification>, StoreError>;
 
-    /// Removes delivered (or dropped) notifications.
-    fn acknowledge(&self, ids: &[i64]) -> Result<(), StoreError>;
+    /// Removes delivered (or dropped) notifications, and queues `notifications` in the same transaction.
+    fn acknowledge(&self, ids: &[i64], notifications: &[NewNotification]) -> Result<(), StoreError>;
 
     /// Every queue with notifications waiting, and how many.
     fn queue_lengths(&self) -> Result<Vec<(String, u64)>, StoreError>;

@@ -52,7 +52,9 @@ impl SqliteStore {
         let has_due: bool =
             writer.prepare("SELECT 1 FROM pragma_table_info('presence') WHERE name = 'due_at'")?.exists([])?;
         if !has_due {
-            writer.execute_batch("ALTER TABLE presence ADD COLUMN due_at INTEGER;")?;
+            // Every existing user is due at once, so the timers' first pass computes each one's next
+            // change (there are no subscriptions yet, so nothing is sent).
+            writer.execute_batch("ALTER TABLE presence ADD COLUMN due_at INTEGER; UPDATE presence SET due_at = 0;")?;
         }
         writer.execute_batch(
             "CREATE INDEX IF NOT EXISTS presence_due ON presence (due_at) WHERE due_at IS NOT NULL;
@@ -124,12 +126,18 @@ fn update_in(
     let Some(effects) = apply(&mut facts, due_at) else {
         return Ok(false);
     };
-    transaction
-        .prepare_cached(
-            "INSERT INTO presence (tenant_id, user_id, facts, due_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (tenant_id, user_id) DO UPDATE SET facts = excluded.facts, due_at = excluded.due_at",
-        )?
-        .execute(params![key.tenant_id, key.user_id, encode(&facts), effects.due_at])?;
+    if effects.timer_only {
+        transaction
+            .prepare_cached("UPDATE presence SET due_at = ?3 WHERE tenant_id = ?1 AND user_id = ?2")?
+            .execute(params![key.tenant_id, key.user_id, effects.due_at])?;
+    } else {
+        transaction
+            .prepare_cached(
+                "INSERT INTO presence (tenant_id, user_id, facts, due_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (tenant_id, user_id) DO UPDATE SET facts = excluded.facts, due_at = excluded.due_at",
+            )?
+            .execute(params![key.tenant_id, key.user_id, encode(&facts), effects.due_at])?;
+    }
     insert_notifications(transaction, &effects.notifications)?;
     Ok(true)
 }
@@ -177,17 +185,28 @@ impl PresenceStore for SqliteStore {
         Ok(written)
     }
 
-    fn update_many(&self, keys: &[UserKey], apply: &mut UpdateManyFn<'_>) -> Result<(), StoreError> {
+    fn update_many(&self, keys: &[UserKey], apply: &mut UpdateManyFn<'_>) -> Result<Vec<UserKey>, StoreError> {
         let mut writer = lock(&self.writer)?;
         let transaction = writer.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut written = false;
+        let mut skipped = Vec::new();
         for key in keys {
-            written |= update_in(&transaction, key, &mut |facts, due_at| apply(key, facts, due_at))?;
+            match update_in(&transaction, key, &mut |facts, due_at| apply(key, facts, due_at)) {
+                Ok(wrote) => written |= wrote,
+                Err(StoreError::Corrupt { .. }) => {
+                    transaction
+                        .prepare_cached("UPDATE presence SET due_at = NULL WHERE tenant_id = ?1 AND user_id = ?2")?
+                        .execute(params![key.tenant_id, key.user_id])?;
+                    written = true;
+                    skipped.push(key.clone());
+                }
+                Err(error) => return Err(error),
+            }
         }
         if written {
             transaction.commit()?;
         }
-        Ok(())
+        Ok(skipped)
     }
 
     fn due_users(&self, now: i64, limit: usize) -> Result<Vec<UserKey>, StoreError> {
@@ -216,14 +235,21 @@ impl PresenceStore for SqliteStore {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
-    fn put_subscription(&self, subscription: &StoredSubscription) -> Result<(), StoreError> {
-        let writer = lock(&self.writer)?;
-        writer
+    fn put_subscription(
+        &self,
+        subscription: &StoredSubscription,
+        notifications: &[NewNotification],
+    ) -> Result<(), StoreError> {
+        let mut writer = lock(&self.writer)?;
+        let transaction = writer.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        transaction
             .prepare_cached(
                 "INSERT INTO subscriptions (id, tenant_id, body) VALUES (?1, ?2, ?3)
                  ON CONFLICT (id) DO UPDATE SET tenant_id = excluded.tenant_id, body = excluded.body",
             )?
             .execute(params![subscription.id, subscription.tenant_id, subscription.body])?;
+        insert_notifications(&transaction, notifications)?;
+        transaction.commit()?;
         Ok(())
     }
 
@@ -265,7 +291,7 @@ impl PresenceStore for SqliteStore {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
-    fn acknowledge(&self, ids: &[i64]) -> Result<(), StoreError> {
+    fn acknowledge(&self, ids: &[i64], notifications: &[NewNotification]) -> Result<(), StoreError> {
         let mut writer = lock(&self.writer)?;
         let transaction = writer.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         {
@@ -274,6 +300,7 @@ impl PresenceStore for SqliteStore {
                 delete.execute([id])?;
             }
         }
+        insert_notifications(&transaction, notifications)?;
         transaction.commit()?;
         Ok(())
     }

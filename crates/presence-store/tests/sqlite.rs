@@ -98,7 +98,7 @@ fn timers_and_queued_notifications_are_written_with_the_facts() {
             store
                 .update(&key("t", user), &mut |facts, _| {
                     facts.sequence_base += 1;
-                    Some(Effects { due_at: due, notifications: vec![note("s1", user)] })
+                    Some(Effects { due_at: due, notifications: vec![note("s1", user)], timer_only: false })
                 })
                 .unwrap();
         }
@@ -113,7 +113,8 @@ fn timers_and_queued_notifications_are_written_with_the_facts() {
     let head = store.queue_head("s1", 10).unwrap();
     assert_eq!(head.iter().map(|n| n.item.as_str()).collect::<Vec<_>>(), ["u1", "u2", "u3"], "queue order");
     assert_eq!(store.queue_lengths().unwrap(), [("s1".to_owned(), 3)]);
-    store.acknowledge(&[head[0].id]).unwrap();
+    store.acknowledge(&[head[0].id], &[note("s1/lifecycle", "missed")]).unwrap();
+    assert_eq!(store.queue_head("s1/lifecycle", 5).unwrap()[0].item, "missed", "queued with the removal");
     assert_eq!(store.queue_head("s1", 1).unwrap()[0].item, "u2");
 
     // Several users in one transaction; the closure sees each user's timer.
@@ -121,7 +122,7 @@ fn timers_and_queued_notifications_are_written_with_the_facts() {
     store
         .update_many(&[key("t", "u1"), key("t", "u2")], &mut |key, _, due| {
             seen.push((key.user_id.clone(), due));
-            Some(Effects { due_at: None, notifications: vec![] })
+            Some(Effects { due_at: None, notifications: vec![], timer_only: true })
         })
         .unwrap();
     assert_eq!(seen, [("u1".to_owned(), Some(300)), ("u2".to_owned(), Some(100))]);
@@ -133,7 +134,7 @@ fn removing_a_subscription_drops_its_queue_and_queues_its_farewell() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
     let subscription = StoredSubscription { id: "s1".into(), tenant_id: "t".into(), body: "{}".into() };
-    store.put_subscription(&subscription).unwrap();
+    store.put_subscription(&subscription, &[]).unwrap();
     store.enqueue(&[note("s1", "a"), note("s1/lifecycle", "b")]).unwrap();
     assert_eq!(store.subscriptions().unwrap(), [subscription]);
     assert!(store.remove_subscription("s1", &["s1"], &[note("s1/lifecycle", "bye")]).unwrap());
@@ -142,4 +143,45 @@ fn removing_a_subscription_drops_its_queue_and_queues_its_farewell() {
     assert!(store.queue_head("s1", 10).unwrap().is_empty());
     let lifecycle: Vec<_> = store.queue_head("s1/lifecycle", 10).unwrap().into_iter().map(|n| n.item).collect();
     assert_eq!(lifecycle, ["b", "bye"]);
+}
+
+#[test]
+fn a_database_from_before_timers_gets_every_user_due_once() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.update(&key("t", "u1"), &mut busy).unwrap();
+    }
+    {
+        let connection = rusqlite::Connection::open(dir.path().join(presence_store::DATABASE_FILE)).unwrap();
+        connection.execute_batch("DROP INDEX presence_due; ALTER TABLE presence DROP COLUMN due_at;").unwrap();
+    }
+    let store = SqliteStore::open(dir.path()).unwrap();
+    assert_eq!(store.due_users(0, 10).unwrap(), [key("t", "u1")], "due at once, to compute its next change");
+}
+
+#[test]
+fn a_corrupt_record_does_not_stop_other_users_timers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    for user in ["u1", "u2"] {
+        store
+            .update(&key("t", user), &mut |facts, _| {
+                facts.sequence_base = 1;
+                Some(Effects { due_at: Some(10), ..Effects::default() })
+            })
+            .unwrap();
+    }
+    let connection = rusqlite::Connection::open(dir.path().join(presence_store::DATABASE_FILE)).unwrap();
+    connection.execute("UPDATE presence SET facts = 'garbage' WHERE user_id = 'u1'", []).unwrap();
+    let mut seen = Vec::new();
+    let skipped = store
+        .update_many(&[key("t", "u1"), key("t", "u2")], &mut |key, _, _| {
+            seen.push(key.user_id.clone());
+            Some(Effects { due_at: Some(20), timer_only: true, ..Effects::default() })
+        })
+        .unwrap();
+    assert_eq!(skipped, [key("t", "u1")]);
+    assert_eq!(seen, ["u2"]);
+    assert_eq!(store.due_users(100, 10).unwrap(), [key("t", "u2")], "the corrupt record's timer is cleared");
 }
