@@ -52,6 +52,19 @@ impl UserLocks {
         work()
     }
 
+    /// Runs `work` with the stripes of all `keys` held shared, if none of them is held exclusively now;
+    /// `None` (without running `work`) otherwise. For async callers that must not wait on a writer.
+    pub(crate) fn try_read<R>(&self, keys: &[UserKey], work: impl FnOnce() -> R) -> Option<R> {
+        let mut stripes: Vec<usize> = keys.iter().map(Self::stripe).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for stripe in stripes {
+            guards.push(self.stripes[stripe].try_read().ok()?);
+        }
+        Some(work())
+    }
+
     /// Runs `work` with the stripes of all `keys` held shared.
     pub(crate) fn read<R>(&self, keys: &[UserKey], work: impl FnOnce() -> R) -> R {
         let mut stripes: Vec<usize> = keys.iter().map(Self::stripe).collect();

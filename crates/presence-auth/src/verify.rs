@@ -160,7 +160,9 @@ impl Verifier {
         let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let leeway = i64::try_from(self.validation.leeway).unwrap_or(0);
         match cache.get(token) {
-            Some(entry) if now < entry.expires.saturating_add(leeway) && now >= entry.not_before.saturating_sub(leeway) => {
+            Some(entry)
+                if now < entry.expires.saturating_add(leeway) && now >= entry.not_before.saturating_sub(leeway) =>
+            {
                 Some(entry.caller.clone())
             }
             Some(_) => {

@@ -123,6 +123,14 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// The facts of several users, in the order of `keys`.
     fn get_many(&self, keys: &[UserKey]) -> Result<Vec<Option<UserFacts>>, StoreError>;
 
+    /// [`PresenceStore::get_many`] if it can be answered without waiting for a busy connection, else
+    /// `None` (the caller then reads on a blocking thread). Lets async callers read inline when the store
+    /// is free.
+    fn try_get_many(&self, keys: &[UserKey]) -> Option<Result<Vec<Option<UserFacts>>, StoreError>> {
+        let _ = keys;
+        None
+    }
+
     /// Atomically reads the user's facts and timer, lets `apply` change them, and stores the result, the
     /// new timer and the notifications durably if `apply` returns effects. Returns whether anything was
     /// written.

@@ -3,8 +3,9 @@
 //! Why this shape: SQLite in WAL mode with `synchronous = FULL` makes a committed transaction durable
 //! before `COMMIT` returns, which is exactly the acknowledgement rule of the store. Writes go through one
 //! connection behind a mutex, which both serialises updates (atomic read-modify-write per user, and for
-//! all users at once) and matches SQLite's single-writer model. Reads use a second connection so that they
-//! run concurrently with a write in progress (WAL readers never block on the writer).
+//! all users at once) and matches SQLite's single-writer model. Reads use a small pool of other
+//! connections so that they run concurrently with a write in progress and with each other (WAL readers
+//! never block on the writer), and so that a caller can ask for a read only if a connection is free now.
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -24,8 +25,12 @@ pub const DATABASE_FILE: &str = "presence.sqlite3";
 #[derive(Debug)]
 pub struct SqliteStore {
     writer: Mutex<Connection>,
-    reader: Mutex<Connection>,
+    /// Reader connections: a request takes whichever is free.
+    readers: Vec<Mutex<Connection>>,
 }
+
+/// Reader connections kept open.
+const READERS: usize = 4;
 
 fn configure(connection: &Connection) -> Result<(), rusqlite::Error> {
     connection.busy_timeout(std::time::Duration::from_secs(10))?;
@@ -73,9 +78,14 @@ impl SqliteStore {
              );
              CREATE INDEX IF NOT EXISTS outbox_queue ON outbox (queue, id);",
         )?;
-        let reader = Connection::open(&path)?;
-        configure(&reader)?;
-        Ok(SqliteStore { writer: Mutex::new(writer), reader: Mutex::new(reader) })
+        let readers = (0..READERS)
+            .map(|_| {
+                let reader = Connection::open(&path)?;
+                configure(&reader)?;
+                Ok(Mutex::new(reader))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(SqliteStore { writer: Mutex::new(writer), readers })
     }
 
     /// The writer's `journal_mode` and `synchronous` settings, which make commits durable.
@@ -88,8 +98,23 @@ impl SqliteStore {
 
     /// The number of users with a stored record.
     pub fn user_count(&self) -> Result<u64, StoreError> {
-        let reader = lock(&self.reader)?;
+        let reader = self.reader()?;
         Ok(reader.query_row("SELECT COUNT(*) FROM presence", [], |row| row.get::<_, i64>(0))? as u64)
+    }
+}
+
+impl SqliteStore {
+    /// A free reader connection, else (all busy) the first one, waited for.
+    fn reader(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        match self.try_reader() {
+            Some(reader) => Ok(reader),
+            None => lock(&self.readers[0]),
+        }
+    }
+
+    /// A free reader connection, if any.
+    fn try_reader(&self) -> Option<MutexGuard<'_, Connection>> {
+        self.readers.iter().find_map(|reader| reader.try_lock().ok())
     }
 }
 
@@ -114,6 +139,16 @@ fn read_record(connection: &Connection, key: &UserKey) -> Result<Option<(UserFac
         })
     })
     .transpose()
+}
+
+fn read_many(reader: &Connection, keys: &[UserKey]) -> Result<Vec<Option<UserFacts>>, StoreError> {
+    if let [key] = keys {
+        return Ok(vec![read(reader, key)?]);
+    }
+    let transaction = reader.unchecked_transaction()?;
+    let facts = keys.iter().map(|key| read(&transaction, key)).collect::<Result<Vec<_>, _>>()?;
+    transaction.finish()?;
+    Ok(facts)
 }
 
 /// Reads, applies and writes one user inside `transaction`; true when something was written.
@@ -163,16 +198,16 @@ fn insert_notifications(connection: &Connection, notifications: &[NewNotificatio
 
 impl PresenceStore for SqliteStore {
     fn get(&self, key: &UserKey) -> Result<Option<UserFacts>, StoreError> {
-        let reader = lock(&self.reader)?;
+        let reader = self.reader()?;
         read(&reader, key)
     }
 
     fn get_many(&self, keys: &[UserKey]) -> Result<Vec<Option<UserFacts>>, StoreError> {
-        let reader = lock(&self.reader)?;
-        let transaction = reader.unchecked_transaction()?;
-        let facts = keys.iter().map(|key| read(&transaction, key)).collect::<Result<Vec<_>, _>>()?;
-        transaction.finish()?;
-        Ok(facts)
+        read_many(&*self.reader()?, keys)
+    }
+
+    fn try_get_many(&self, keys: &[UserKey]) -> Option<Result<Vec<Option<UserFacts>>, StoreError>> {
+        self.try_reader().map(|reader| read_many(&*reader, keys))
     }
 
     fn update(&self, key: &UserKey, apply: &mut UpdateFn<'_>) -> Result<bool, StoreError> {
@@ -210,7 +245,7 @@ impl PresenceStore for SqliteStore {
     }
 
     fn due_users(&self, now: i64, limit: usize) -> Result<Vec<UserKey>, StoreError> {
-        let reader = lock(&self.reader)?;
+        let reader = self.reader()?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut statement = reader.prepare_cached(
             "SELECT tenant_id, user_id FROM presence WHERE due_at IS NOT NULL AND due_at <= ?1
@@ -222,12 +257,12 @@ impl PresenceStore for SqliteStore {
     }
 
     fn next_due(&self) -> Result<Option<i64>, StoreError> {
-        let reader = lock(&self.reader)?;
+        let reader = self.reader()?;
         Ok(reader.query_row("SELECT MIN(due_at) FROM presence WHERE due_at IS NOT NULL", [], |row| row.get(0))?)
     }
 
     fn subscriptions(&self) -> Result<Vec<StoredSubscription>, StoreError> {
-        let reader = lock(&self.reader)?;
+        let reader = self.reader()?;
         let mut statement = reader.prepare_cached("SELECT id, tenant_id, body FROM subscriptions ORDER BY id")?;
         let rows = statement.query_map([], |row| {
             Ok(StoredSubscription { id: row.get(0)?, tenant_id: row.get(1)?, body: row.get(2)? })
@@ -274,7 +309,7 @@ impl PresenceStore for SqliteStore {
     }
 
     fn queue_head(&self, queue: &str, limit: usize) -> Result<Vec<QueuedNotification>, StoreError> {
-        let reader = lock(&self.reader)?;
+        let reader = self.reader()?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut statement = reader.prepare_cached(
             "SELECT id, url, created_at, item, resource_data FROM outbox WHERE queue = ?1 ORDER BY id LIMIT ?2",
@@ -306,7 +341,7 @@ impl PresenceStore for SqliteStore {
     }
 
     fn queue_lengths(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let reader = lock(&self.reader)?;
+        let reader = self.reader()?;
         let mut statement =
             reader.prepare_cached("SELECT queue, COUNT(*) FROM outbox GROUP BY queue ORDER BY queue")?;
         let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64)))?;

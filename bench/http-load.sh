@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# HTTP load benchmark: presenced (release build, embedded store, real tokens) against the floor server (the same
+# tokio/axum stack with fixed answers and no work), driven by the same wrk load: 64 connections, users spread
+# over 100,000 ids, the server pinned to CPU 0 and wrk to CPU 1. Prints req/s and p50/p99 per scenario and
+# server (median of REPS runs, with the range) and the ratio presenced/floor.
+#
+#   bash bench/http-load.sh            # DURATION=10 seconds per run, REPS=3, USERS=100000
+set -euo pipefail
+cd "$(dirname "$0")/.."
+duration="${DURATION:-10}"
+reps="${REPS:-3}"
+export USERS="${USERS:-100000}"
+export APP=0a0f1e5c-8f62-4d3f-9d52-3b1c3b0d5e11
+export WRK_DIR="$PWD/bench/wrk"
+tenant=5f1d3c2a-7b6e-4d8f-9a01-23456789abcd
+
+command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null || { echo "wrk is needed (apt-get install wrk)"; exit 1; }; }
+cargo build --release --locked -q -p presenced --bin presenced --example floor
+bin=target/release/presenced
+floor=target/release/examples/floor
+
+work=$(mktemp -d)
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+port=$(free_port)
+floor_port=$(free_port)
+python3 - "$work/presenced.toml" "$work/data" "$port" "$USERS" "$tenant" "$APP" <<'PY'
+import sys
+path, data, port, users, tenant, app = sys.argv[1:]
+with open(path, "w") as out:
+    out.write(f'listen = "127.0.0.1:{port}"\ndata_dir = "{data}"\nissuer = "https://login.presenced.local"\n')
+    out.write("throttle_limit = 0\n")
+    out.write(f'[[tenants]]\nid = "{tenant}"\ndisplayName = "Bench"\n')
+    out.write(f'[[tenants.apps]]\nid = "{app}"\ndisplayName = "Bench"\n')
+    for i in range(int(users)):
+        out.write(f'[[tenants.users]]\nid = "00000000-0000-4000-8000-{i:012d}"\n'
+                  f'userPrincipalName = "user{i}@bench.example"\ndisplayName = "User {i}"\n')
+PY
+taskset -c 0 "$bin" --config "$work/presenced.toml" serve >"$work/presenced.log" 2>&1 &
+server=$!
+taskset -c 0 "$floor" --listen "127.0.0.1:$floor_port" >"$work/floor.log" 2>&1 &
+floor_pid=$!
+trap 'kill $server $floor_pid 2>/dev/null; rm -rf "$work"' EXIT
+for p in "$port" "$floor_port"; do
+  for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && break; sleep 0.1; done
+done
+export TOKEN=$("$bin" --config "$work/presenced.toml" token)
+
+results="$work/results.jsonl"
+for rep in $(seq "$reps"); do
+  for scenario in set_presence get_presence get_many; do
+    for target in floor presenced; do
+      url="http://127.0.0.1:$port"
+      [ "$target" = floor ] && url="http://127.0.0.1:$floor_port"
+      line=$(taskset -c 1 wrk -t1 -c64 -d"${duration}s" -s "bench/wrk/$scenario.lua" "$url" | grep '^RESULT ')
+      echo "{\"rep\":$rep,\"scenario\":\"$scenario\",\"target\":\"$target\",${line#RESULT \{}" >>"$results"
+    done
+  done
+done
+kill -0 "$server" # presenced survived the run
+python3 bench/summarise.py "$results"

@@ -1,0 +1,47 @@
+"""Prints the table of bench/http-load.sh from its JSON lines: median of the runs with their range."""
+
+import json
+import statistics
+import sys
+
+NAMES = {
+    "set_presence": "setPresence",
+    "get_presence": "GET presence",
+    "get_many": "getPresencesByUserId (650 ids)",
+}
+
+
+def spread(values, fmt):
+    return f"{fmt(statistics.median(values))} ({fmt(min(values))}–{fmt(max(values))})"
+
+
+def main(path):
+    runs = [json.loads(line) for line in open(path)]
+    print("| scenario | server | req/s | p50 ms | p99 ms | errors |")
+    print("|---|---|---|---|---|---|")
+    ratios = []
+    for scenario, name in NAMES.items():
+        medians = {}
+        for target in ("floor", "presenced"):
+            mine = [run for run in runs if run["scenario"] == scenario and run["target"] == target]
+            rps = [run["requests"] / (run["duration_us"] / 1e6) for run in mine]
+            p50 = [run["p50_us"] / 1000 for run in mine]
+            p99 = [run["p99_us"] / 1000 for run in mine]
+            errors = sum(run["errors"] for run in mine)
+            medians[target] = (statistics.median(rps), statistics.median(p99))
+            print(
+                f"| {name} | {target} | {spread(rps, lambda v: f'{v:,.0f}')} | "
+                f"{spread(p50, lambda v: f'{v:.2f}')} | {spread(p99, lambda v: f'{v:.2f}')} | {errors} |"
+            )
+        ratios.append(
+            (name, medians["presenced"][0] / medians["floor"][0], medians["presenced"][1] / medians["floor"][1])
+        )
+    print()
+    print("| scenario | presenced/floor req/s | presenced/floor p99 |")
+    print("|---|---|---|")
+    for name, rps, p99 in ratios:
+        print(f"| {name} | {rps:.0%} | {p99:.1f}× |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
