@@ -207,7 +207,7 @@ impl PresenceStore for SqliteStore {
     }
 
     fn try_get_many(&self, keys: &[UserKey]) -> Option<Result<Vec<Option<UserFacts>>, StoreError>> {
-        self.try_reader().map(|reader| read_many(&*reader, keys))
+        self.try_reader().map(|reader| read_many(&reader, keys))
     }
 
     fn update(&self, key: &UserKey, apply: &mut UpdateFn<'_>) -> Result<bool, StoreError> {
