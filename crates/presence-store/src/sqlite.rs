@@ -7,8 +7,10 @@
 //! connections so that they run concurrently with a write in progress and with each other (WAL readers
 //! never block on the writer), and so that a caller can ask for a read only if a connection is free now.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, RwLock};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -27,6 +29,48 @@ pub struct SqliteStore {
     writer: Mutex<Connection>,
     /// Reader connections: a request takes whichever is free.
     readers: Vec<Mutex<Connection>>,
+    /// Every record read or written so far, decoded (`None`: known to be absent).
+    cache: Cache,
+}
+
+/// A user's stored record: the facts and the timer.
+type Record = (UserFacts, Option<i64>);
+
+/// The records this process has seen, in shards. This process is the database's only writer, and it
+/// updates an entry only after the transaction that wrote it committed, so entries never go stale; reads
+/// of a cached user touch no database at all. Callers pass only users of the directory, which bounds it.
+#[derive(Debug)]
+struct Cache {
+    shards: Box<[RwLock<HashMap<UserKey, Option<Record>>>]>,
+    hasher: RandomState,
+}
+
+const CACHE_SHARDS: usize = 64;
+
+impl Cache {
+    fn new() -> Self {
+        Cache { shards: (0..CACHE_SHARDS).map(|_| RwLock::default()).collect(), hasher: RandomState::new() }
+    }
+
+    fn shard(&self, key: &UserKey) -> &RwLock<HashMap<UserKey, Option<Record>>> {
+        &self.shards[(self.hasher.hash_one(key) % CACHE_SHARDS as u64) as usize]
+    }
+
+    /// The cached record (`Some(None)`: known absent), or `None` when not cached.
+    fn get(&self, key: &UserKey) -> Option<Option<Record>> {
+        self.shard(key).read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(key).cloned()
+    }
+
+    /// Remembers what a read found, unless a write got there first.
+    fn fill(&self, key: &UserKey, record: Option<Record>) {
+        let mut shard = self.shard(key).write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        shard.entry(key.clone()).or_insert(record);
+    }
+
+    /// Remembers what a committed write stored.
+    fn set(&self, key: UserKey, record: Record) {
+        self.shard(&key).write().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(key, Some(record));
+    }
 }
 
 /// Reader connections kept open.
@@ -85,7 +129,7 @@ impl SqliteStore {
                 Ok(Mutex::new(reader))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        Ok(SqliteStore { writer: Mutex::new(writer), readers })
+        Ok(SqliteStore { writer: Mutex::new(writer), readers, cache: Cache::new() })
     }
 
     /// The writer's `journal_mode` and `synchronous` settings, which make commits durable.
@@ -122,10 +166,6 @@ fn lock(mutex: &Mutex<Connection>) -> Result<MutexGuard<'_, Connection>, StoreEr
     mutex.lock().map_err(|_| StoreError::Poisoned)
 }
 
-fn read(connection: &Connection, key: &UserKey) -> Result<Option<UserFacts>, StoreError> {
-    Ok(read_record(connection, key)?.map(|(facts, _)| facts))
-}
-
 fn read_record(connection: &Connection, key: &UserKey) -> Result<Option<(UserFacts, Option<i64>)>, StoreError> {
     let row: Option<(String, Option<i64>)> = connection
         .prepare_cached("SELECT facts, due_at FROM presence WHERE tenant_id = ?1 AND user_id = ?2")?
@@ -141,25 +181,57 @@ fn read_record(connection: &Connection, key: &UserKey) -> Result<Option<(UserFac
     .transpose()
 }
 
-fn read_many(reader: &Connection, keys: &[UserKey]) -> Result<Vec<Option<UserFacts>>, StoreError> {
-    if let [key] = keys {
-        return Ok(vec![read(reader, key)?]);
+impl SqliteStore {
+    /// The cached facts of `keys`, with the positions of those not cached.
+    fn cached(&self, keys: &[UserKey]) -> (Vec<Option<UserFacts>>, Vec<usize>) {
+        let mut facts = Vec::with_capacity(keys.len());
+        let mut missing = Vec::new();
+        for (position, key) in keys.iter().enumerate() {
+            match self.cache.get(key) {
+                Some(record) => facts.push(record.map(|(facts, _)| facts)),
+                None => {
+                    facts.push(None);
+                    missing.push(position);
+                }
+            }
+        }
+        (facts, missing)
     }
-    let transaction = reader.unchecked_transaction()?;
-    let facts = keys.iter().map(|key| read(&transaction, key)).collect::<Result<Vec<_>, _>>()?;
-    transaction.finish()?;
-    Ok(facts)
+
+    /// Reads the `missing` positions of `keys` from the database into `facts` and the cache.
+    fn read_missing(
+        &self,
+        reader: &Connection,
+        keys: &[UserKey],
+        missing: &[usize],
+        facts: &mut [Option<UserFacts>],
+    ) -> Result<(), StoreError> {
+        let transaction = reader.unchecked_transaction()?;
+        for &position in missing {
+            let record = read_record(&transaction, &keys[position])?;
+            facts[position] = record.as_ref().map(|(facts, _)| facts.clone());
+            self.cache.fill(&keys[position], record);
+        }
+        transaction.finish()?;
+        Ok(())
+    }
 }
 
 /// Reads, applies and writes one user inside `transaction`; true when something was written.
+/// Returns the record written, for the cache once the transaction committed.
 fn update_in(
+    cache: &Cache,
     transaction: &Connection,
     key: &UserKey,
     apply: &mut dyn FnMut(&mut UserFacts, Option<i64>) -> Option<Effects>,
-) -> Result<bool, StoreError> {
-    let (mut facts, due_at) = read_record(transaction, key)?.unwrap_or_default();
+) -> Result<Option<Record>, StoreError> {
+    let record = match cache.get(key) {
+        Some(record) => record,
+        None => read_record(transaction, key)?,
+    };
+    let (mut facts, due_at) = record.unwrap_or_default();
     let Some(effects) = apply(&mut facts, due_at) else {
-        return Ok(false);
+        return Ok(None);
     };
     if effects.timer_only {
         transaction
@@ -174,7 +246,7 @@ fn update_in(
             .execute(params![key.tenant_id, key.user_id, encode(&facts), effects.due_at])?;
     }
     insert_notifications(transaction, &effects.notifications)?;
-    Ok(true)
+    Ok(Some((facts, effects.due_at)))
 }
 
 fn insert_notifications(connection: &Connection, notifications: &[NewNotification]) -> Result<(), StoreError> {
@@ -198,48 +270,63 @@ fn insert_notifications(connection: &Connection, notifications: &[NewNotificatio
 
 impl PresenceStore for SqliteStore {
     fn get(&self, key: &UserKey) -> Result<Option<UserFacts>, StoreError> {
-        let reader = self.reader()?;
-        read(&reader, key)
+        Ok(self.get_many(std::slice::from_ref(key))?.pop().flatten())
     }
 
     fn get_many(&self, keys: &[UserKey]) -> Result<Vec<Option<UserFacts>>, StoreError> {
-        read_many(&*self.reader()?, keys)
+        let (mut facts, missing) = self.cached(keys);
+        if !missing.is_empty() {
+            let reader = self.reader()?;
+            self.read_missing(&reader, keys, &missing, &mut facts)?;
+        }
+        Ok(facts)
     }
 
     fn try_get_many(&self, keys: &[UserKey]) -> Option<Result<Vec<Option<UserFacts>>, StoreError>> {
-        self.try_reader().map(|reader| read_many(&reader, keys))
+        let (mut facts, missing) = self.cached(keys);
+        if missing.is_empty() {
+            return Some(Ok(facts));
+        }
+        let reader = self.try_reader()?;
+        Some(self.read_missing(&reader, keys, &missing, &mut facts).map(|()| facts))
     }
 
     fn update(&self, key: &UserKey, apply: &mut UpdateFn<'_>) -> Result<bool, StoreError> {
         let mut writer = lock(&self.writer)?;
         let transaction = writer.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let written = update_in(&transaction, key, apply)?;
-        if written {
-            transaction.commit()?;
-        }
-        Ok(written)
+        let Some(record) = update_in(&self.cache, &transaction, key, apply)? else {
+            return Ok(false);
+        };
+        transaction.commit()?;
+        self.cache.set(key.clone(), record);
+        Ok(true)
     }
 
     fn update_many(&self, keys: &[UserKey], apply: &mut UpdateManyFn<'_>) -> Result<Vec<UserKey>, StoreError> {
         let mut writer = lock(&self.writer)?;
         let transaction = writer.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let mut written = false;
+        let mut written = Vec::new();
         let mut skipped = Vec::new();
+        let mut cleared = false;
         for key in keys {
-            match update_in(&transaction, key, &mut |facts, due_at| apply(key, facts, due_at)) {
-                Ok(wrote) => written |= wrote,
+            match update_in(&self.cache, &transaction, key, &mut |facts, due_at| apply(key, facts, due_at)) {
+                Ok(Some(record)) => written.push((key.clone(), record)),
+                Ok(None) => {}
                 Err(StoreError::Corrupt { .. }) => {
                     transaction
                         .prepare_cached("UPDATE presence SET due_at = NULL WHERE tenant_id = ?1 AND user_id = ?2")?
                         .execute(params![key.tenant_id, key.user_id])?;
-                    written = true;
+                    cleared = true;
                     skipped.push(key.clone());
                 }
                 Err(error) => return Err(error),
             }
         }
-        if written {
+        if !written.is_empty() || cleared {
             transaction.commit()?;
+        }
+        for (key, record) in written {
+            self.cache.set(key, record);
         }
         Ok(skipped)
     }

@@ -172,8 +172,10 @@ fn a_corrupt_record_does_not_stop_other_users_timers() {
             })
             .unwrap();
     }
+    drop(store);
     let connection = rusqlite::Connection::open(dir.path().join(presence_store::DATABASE_FILE)).unwrap();
     connection.execute("UPDATE presence SET facts = 'garbage' WHERE user_id = 'u1'", []).unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
     let mut seen = Vec::new();
     let skipped = store
         .update_many(&[key("t", "u1"), key("t", "u2")], &mut |key, _, _| {
