@@ -142,8 +142,8 @@ impl Directory {
 
     /// The user of `tenant_id` with this object id.
     pub fn user_by_id(&self, tenant_id: &str, user_id: &str) -> Option<&User> {
-        let index = self.tenants.get(&tenant_id.to_ascii_lowercase())?;
-        index.users_by_id.get(&user_id.to_ascii_lowercase()).map(|position| &index.tenant.users[*position])
+        let index = self.tenants.get(lowercase(tenant_id).as_ref())?;
+        index.users_by_id.get(lowercase(user_id).as_ref()).map(|position| &index.tenant.users[*position])
     }
 
     /// The user of `tenant_id` with this object id or user principal name.
@@ -158,7 +158,16 @@ impl Directory {
 
     /// The application of `tenant_id` with this client id.
     pub fn app(&self, tenant_id: &str, app_id: &str) -> Option<&App> {
-        let index = self.tenants.get(&tenant_id.to_ascii_lowercase())?;
-        index.apps_by_id.get(&app_id.to_ascii_lowercase()).map(|position| &index.tenant.apps[*position])
+        let index = self.tenants.get(lowercase(tenant_id).as_ref())?;
+        index.apps_by_id.get(lowercase(app_id).as_ref()).map(|position| &index.tenant.apps[*position])
+    }
+}
+
+/// `text` in ASCII lower case, borrowed when it already is (ids usually are).
+fn lowercase(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.bytes().any(|byte| byte.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(text.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(text)
     }
 }

@@ -36,12 +36,15 @@ pub struct SqliteStore {
 /// A user's stored record: the facts and the timer.
 type Record = (UserFacts, Option<i64>);
 
+/// One shard of the cache.
+type Shard = RwLock<HashMap<UserKey, Option<Record>>>;
+
 /// The records this process has seen, in shards. This process is the database's only writer, and it
 /// updates an entry only after the transaction that wrote it committed, so entries never go stale; reads
 /// of a cached user touch no database at all. Callers pass only users of the directory, which bounds it.
 #[derive(Debug)]
 struct Cache {
-    shards: Box<[RwLock<HashMap<UserKey, Option<Record>>>]>,
+    shards: Box<[Shard]>,
     hasher: RandomState,
 }
 
@@ -52,7 +55,7 @@ impl Cache {
         Cache { shards: (0..CACHE_SHARDS).map(|_| RwLock::default()).collect(), hasher: RandomState::new() }
     }
 
-    fn shard(&self, key: &UserKey) -> &RwLock<HashMap<UserKey, Option<Record>>> {
+    fn shard(&self, key: &UserKey) -> &Shard {
         &self.shards[(self.hasher.hash_one(key) % CACHE_SHARDS as u64) as usize]
     }
 
