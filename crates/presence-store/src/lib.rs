@@ -33,6 +33,9 @@ pub enum StoreError {
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
+    /// Making a commit durable failed.
+    #[error("cannot make the database durable: {0}")]
+    Io(#[from] std::io::Error),
     /// A stored record could not be decoded.
     #[error("stored presence record for {tenant_id}/{user_id} is corrupt: {reason}")]
     Corrupt {
