@@ -8,8 +8,8 @@
 //! never block on the writer), and so that a caller can ask for a read only if a connection is free now.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
 use std::fs::File;
+use std::hash::{BuildHasher, RandomState};
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, RwLock};
 
