@@ -34,6 +34,14 @@ impl UserLocks {
         (hasher.finish() % STRIPES as u64) as usize
     }
 
+    /// The stripes of `keys`, ascending, each once: the order in which several are always taken.
+    fn stripes_of(keys: &[UserKey]) -> Vec<usize> {
+        let mut stripes: Vec<usize> = keys.iter().map(Self::stripe).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        stripes
+    }
+
     /// Runs `work` with `key`'s stripe held exclusively.
     pub(crate) fn write<R>(&self, key: &UserKey, work: impl FnOnce() -> R) -> R {
         let _guard = self.stripes[Self::stripe(key)].write().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -42,10 +50,7 @@ impl UserLocks {
 
     /// Runs `work` with the stripes of all `keys` held exclusively (taken in ascending order).
     pub(crate) fn write_many<R>(&self, keys: &[UserKey], work: impl FnOnce() -> R) -> R {
-        let mut stripes: Vec<usize> = keys.iter().map(Self::stripe).collect();
-        stripes.sort_unstable();
-        stripes.dedup();
-        let _guards: Vec<_> = stripes
+        let _guards: Vec<_> = Self::stripes_of(keys)
             .into_iter()
             .map(|stripe| self.stripes[stripe].write().unwrap_or_else(|poisoned| poisoned.into_inner()))
             .collect();
@@ -55,22 +60,16 @@ impl UserLocks {
     /// Runs `work` with the stripes of all `keys` held shared, if none of them is held exclusively now;
     /// `None` (without running `work`) otherwise. For async callers that must not wait on a writer.
     pub(crate) fn try_read<R>(&self, keys: &[UserKey], work: impl FnOnce() -> R) -> Option<R> {
-        let mut stripes: Vec<usize> = keys.iter().map(Self::stripe).collect();
-        stripes.sort_unstable();
-        stripes.dedup();
-        let mut guards = Vec::with_capacity(stripes.len());
-        for stripe in stripes {
-            guards.push(self.stripes[stripe].try_read().ok()?);
-        }
+        let _guards = Self::stripes_of(keys)
+            .into_iter()
+            .map(|stripe| self.stripes[stripe].try_read().ok())
+            .collect::<Option<Vec<_>>>()?;
         Some(work())
     }
 
     /// Runs `work` with the stripes of all `keys` held shared.
     pub(crate) fn read<R>(&self, keys: &[UserKey], work: impl FnOnce() -> R) -> R {
-        let mut stripes: Vec<usize> = keys.iter().map(Self::stripe).collect();
-        stripes.sort_unstable();
-        stripes.dedup();
-        let _guards: Vec<_> = stripes
+        let _guards: Vec<_> = Self::stripes_of(keys)
             .into_iter()
             .map(|stripe| self.stripes[stripe].read().unwrap_or_else(|poisoned| poisoned.into_inner()))
             .collect();

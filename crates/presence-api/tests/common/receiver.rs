@@ -125,37 +125,36 @@ impl Receiver {
 
     /// Waits (at most 20 seconds, as a guard against a hang) until `path` got at least `count` items.
     pub async fn wait_items(&self, path: &str, count: usize) -> Vec<Value> {
-        let wait = async {
-            loop {
-                let arrived = self.shared.arrived.notified();
-                let items = self.items(path);
-                if items.len() >= count {
-                    return items;
-                }
-                arrived.await;
-            }
-        };
-        match tokio::time::timeout(Duration::from_secs(20), wait).await {
-            Ok(items) => items,
-            Err(_) => panic!("{path}: expected {count} notification items, got {:#?}", self.items(path)),
-        }
+        self.wait_for(
+            || Some(self.items(path)).filter(|items| items.len() >= count),
+            || format!("{path}: expected {count} notification items, got {:#?}", self.items(path)),
+        )
+        .await
     }
 
     /// Waits until `path` got at least `count` POSTs.
     pub async fn wait_posts(&self, path: &str, count: usize) -> Vec<Received> {
+        self.wait_for(
+            || Some(self.posts(path)).filter(|posts| posts.len() >= count),
+            || format!("{path}: expected {count} POSTs, got {:#?}", self.posts(path)),
+        )
+        .await
+    }
+
+    /// Checks `ready` after every POST that arrives until it answers, for at most 20 seconds.
+    async fn wait_for<T>(&self, ready: impl Fn() -> Option<T>, failure: impl Fn() -> String) -> T {
         let wait = async {
             loop {
                 let arrived = self.shared.arrived.notified();
-                let posts = self.posts(path);
-                if posts.len() >= count {
-                    return posts;
+                if let Some(value) = ready() {
+                    return value;
                 }
                 arrived.await;
             }
         };
         match tokio::time::timeout(Duration::from_secs(20), wait).await {
-            Ok(posts) => posts,
-            Err(_) => panic!("{path}: expected {count} POSTs, got {:#?}", self.posts(path)),
+            Ok(value) => value,
+            Err(_) => panic!("{}", failure()),
         }
     }
 }
