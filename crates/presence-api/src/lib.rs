@@ -92,17 +92,15 @@ struct Inner {
 
 impl AppState {
     /// Wires the parts. With `test_clock`, presence time is that clock and `/_test/clock` is served.
-    ///
-    /// Fails when the trusted root certificates for webhook delivery cannot be loaded. Call
-    /// [`AppState::start_notifications`] inside the runtime before serving.
+    /// Call [`AppState::start_notifications`] inside the runtime before serving.
     pub fn new(
         store: Arc<dyn PresenceStore>,
         directory: Arc<Directory>,
         signing_key: SigningKey,
         test_clock: Option<Arc<ManualClock>>,
         config: ApiConfig,
-    ) -> Result<Self, String> {
-        let notifier = notify::Notifier::new(config.notifications.clone())?;
+    ) -> Self {
+        let notifier = notify::Notifier::new(config.notifications.clone());
         let issuer = Issuer::new(signing_key.clone(), &config.issuer_base);
         let verifier = Verifier::new(&signing_key, &config.issuer_base, directory.clone());
         let clock: Arc<dyn Clock> = match &test_clock {
@@ -110,7 +108,7 @@ impl AppState {
             None => Arc::new(SystemClock::default()),
         };
         let throttle = throttle::Throttle::new(config.throttle);
-        Ok(AppState {
+        AppState {
             inner: Arc::new(Inner {
                 store,
                 directory,
@@ -124,7 +122,7 @@ impl AppState {
                 locks: consistency::UserLocks::new(),
                 config,
             }),
-        })
+        }
     }
 }
 

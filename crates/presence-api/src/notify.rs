@@ -165,7 +165,9 @@ pub(crate) struct Notifier {
     deliveries: Mutex<Deliveries>,
     subscription_timers: Mutex<BTreeSet<(i64, String)>>,
     health: Mutex<HashMap<String, EndpointHealth>>,
-    pub(crate) webhooks: Webhooks,
+    /// The client for subscriber endpoints, or why there is none (no trusted root certificates): the
+    /// server still serves presence, and subscription requests say what is missing.
+    webhooks: Result<Webhooks, String>,
     wake: Notify,
     /// The instant the scheduler sleeps until; `i64::MAX` while it is working out the next one, so that
     /// any timer set meanwhile wakes it.
@@ -194,11 +196,18 @@ fn resource(user_id: &str) -> String {
 }
 
 impl Notifier {
-    pub(crate) fn new(config: NotifyConfig) -> Result<Self, String> {
+    pub(crate) fn new(config: NotifyConfig) -> Self {
         let roots = config.extra_roots.iter().map(|der| rustls::pki_types::CertificateDer::from(der.clone())).collect();
-        let webhooks = Webhooks::new(config.limits.targets, roots)?;
+        let webhooks = Webhooks::new(config.limits.targets, roots).map_err(|reason| {
+            let reason = format!(
+                "change notifications are unavailable: {reason} (install the system's CA certificates or set \
+                 notification_ca_file)"
+            );
+            tracing::warn!("{reason}");
+            reason
+        });
         let slots = Arc::new(Semaphore::new(config.max_concurrent_deliveries.max(1)));
-        Ok(Notifier {
+        Notifier {
             config,
             registry: RwLock::default(),
             writes: Mutex::default(),
@@ -210,7 +219,12 @@ impl Notifier {
             planned_wake: AtomicI64::new(i64::MAX),
             dispatch: Notify::new(),
             slots,
-        })
+        }
+    }
+
+    /// The client for subscriber endpoints.
+    pub(crate) fn webhooks(&self) -> Result<&Webhooks, ApiError> {
+        self.webhooks.as_ref().map_err(|reason| ApiError::Internal(reason.clone()))
     }
 
     /// Wakes the scheduler: a timer may have moved earlier, or the test clock moved.
@@ -889,7 +903,10 @@ impl AppState {
         // The URL was checked when the subscription was made; checked again in case the policy changed
         // since (a literal address never reaches the resolver, which checks names).
         let posted = match check_url(&url, config.limits.targets) {
-            Ok(_) => notifier.webhooks.post(&url, body, config.delivery_timeout).await,
+            Ok(_) => match &notifier.webhooks {
+                Ok(webhooks) => webhooks.post(&url, body, config.delivery_timeout).await,
+                Err(reason) => Posted::Failed(reason.clone()),
+            },
             Err(refused) => Posted::Failed(refused.to_string()),
         };
         let elapsed = started.elapsed();

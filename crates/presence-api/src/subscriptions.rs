@@ -190,9 +190,10 @@ async fn create(
         return Err(ApiError::SubscriptionLimit(limit));
     }
     let timeout = notifier.config.validation_timeout;
-    notifier.webhooks.validate(&valid.notification_url, timeout).await.map_err(ApiError::SubscriptionValidation)?;
+    let webhooks = notifier.webhooks()?;
+    webhooks.validate(&valid.notification_url, timeout).await.map_err(ApiError::SubscriptionValidation)?;
     if let Some(url) = &valid.lifecycle_notification_url {
-        notifier.webhooks.validate(url, timeout).await.map_err(ApiError::SubscriptionValidation)?;
+        webhooks.validate(url, timeout).await.map_err(ApiError::SubscriptionValidation)?;
     }
     let record = SubscriptionRecord {
         id: uuid::Uuid::new_v4().to_string(),
@@ -241,7 +242,7 @@ async fn renew(
             let url = check_url(&url, notifier.config.limits.targets)
                 .map_err(|reason| SubscriptionError::Target { which: "notificationUrl", reason })?;
             notifier
-                .webhooks
+                .webhooks()?
                 .validate(&url, notifier.config.validation_timeout)
                 .await
                 .map_err(ApiError::SubscriptionValidation)?;

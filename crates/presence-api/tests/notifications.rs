@@ -486,3 +486,17 @@ async fn concurrent_creations_cannot_pass_the_limit() {
     statuses.sort_unstable();
     assert_eq!(statuses, [201, 201, 403, 403, 403]);
 }
+
+#[tokio::test]
+async fn without_usable_root_certificates_presence_works_and_subscribing_says_why_not() {
+    let server = Server::notifying(b"not a certificate", |_| {});
+    server.set_presence(ADELE, "Busy", "InACall", None).await;
+    let body = json!({
+        "changeType": "updated",
+        "resource": format!("communications/presences/{ADELE}"),
+        "notificationUrl": "https://127.0.0.1:9/hook",
+        "expirationDateTime": in_minutes(&server, 30),
+    });
+    let message = server.post("/v1.0/subscriptions", &server.app(READER), body).await.error(500, "generalException");
+    assert!(message.contains("change notifications are unavailable"), "{message}");
+}

@@ -143,7 +143,7 @@ fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         idle_timeout: Duration::from_secs(config.idle_timeout_seconds),
         drain_timeout: Duration::from_secs(config.drain_timeout_seconds),
     };
-    let state = AppState::new(Arc::new(store), directory, key, test_clock, api_config).map_err(anyhow::Error::msg)?;
+    let state = AppState::new(Arc::new(store), directory, key, test_clock, api_config);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let background = state.start_notifications().context("loading subscriptions and queued notifications")?;
