@@ -40,6 +40,11 @@ async fn subscribe(server: &Server, token: &str, body: Value) -> Value {
     reply.json()
 }
 
+/// A subscription to Adele's presence for `minutes`.
+fn adele(receiver: &Receiver, server: &Server, minutes: i64) -> Value {
+    subscription(receiver, &format!("communications/presences/{ADELE}"), in_minutes(server, minutes))
+}
+
 fn sequence(item: &Value) -> String {
     item["resourceData"]["sequenceNumber"].as_str().unwrap().to_owned()
 }
@@ -152,7 +157,7 @@ async fn rich_notifications_decrypt_to_the_presence_and_carry_verifiable_validat
     let receiver = Receiver::start().await;
     let server = Server::notifying(&receiver.ca_der, |_| {});
     let (private, certificate) = subscriber_certificate();
-    let mut body = subscription(&receiver, &format!("communications/presences/{ADELE}"), in_minutes(&server, 60));
+    let mut body = adele(&receiver, &server, 60);
     body["includeResourceData"] = json!(true);
     body["encryptionCertificate"] = json!(certificate);
     body["encryptionCertificateId"] = json!("my-cert-1");
@@ -203,7 +208,7 @@ async fn creation_fails_clearly_when_the_endpoint_does_not_validate() {
     });
     let reader = server.app(READER);
     receiver.refuse_validation();
-    let body = subscription(&receiver, &format!("communications/presences/{ADELE}"), in_minutes(&server, 60));
+    let body = adele(&receiver, &server, 60);
     let message = server.post("/v1.0/subscriptions", &reader, body).await.error(400, "InvalidRequest");
     assert!(message.contains("validationToken"), "{message}");
 
@@ -211,7 +216,7 @@ async fn creation_fails_clearly_when_the_endpoint_does_not_validate() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
-    let mut body = subscription(&receiver, &format!("communications/presences/{ADELE}"), in_minutes(&server, 60));
+    let mut body = adele(&receiver, &server, 60);
     body["notificationUrl"] = json!(format!("https://127.0.0.1:{port}/hook"));
     let message = server.post("/v1.0/subscriptions", &reader, body).await.error(400, "InvalidRequest");
     assert!(message.contains("could not be reached"), "{message}");
@@ -302,7 +307,7 @@ async fn bad_subscription_requests_are_refused_and_create_nothing() {
     let receiver = Receiver::start().await;
     let server = Server::notifying(&receiver.ca_der, |config| config.max_subscriptions_per_app = 1);
     let reader = server.app(READER);
-    let good = || subscription(&receiver, &format!("communications/presences/{ADELE}"), in_minutes(&server, 30));
+    let good = || adele(&receiver, &server, 30);
     let cases: Vec<(Value, &str)> = vec![
         (
             {
@@ -377,12 +382,7 @@ async fn lifecycle_reauthorization_required_then_removed_at_expiry() {
     let receiver = Receiver::start().await;
     let server = Server::notifying(&receiver.ca_der, |_| {});
     let reader = server.app(READER);
-    let created = subscribe(
-        &server,
-        &reader,
-        subscription(&receiver, &format!("communications/presences/{ADELE}"), in_minutes(&server, 20)),
-    )
-    .await;
+    let created = subscribe(&server, &reader, adele(&receiver, &server, 20)).await;
     let id = created["id"].as_str().unwrap();
     server.advance(10 * 60).await;
     let events = receiver.wait_items("/lifecycle", 1).await;
@@ -403,12 +403,7 @@ async fn failed_deliveries_are_retried_in_order_and_dropped_with_missed_after_th
         config.retry_window = std::time::Duration::from_secs(120);
     });
     let reader = server.app(READER);
-    subscribe(
-        &server,
-        &reader,
-        subscription(&receiver, &format!("communications/presences/{ADELE}"), in_minutes(&server, 60)),
-    )
-    .await;
+    subscribe(&server, &reader, adele(&receiver, &server, 60)).await;
     receiver.answer_with(503);
     server.set_presence(ADELE, "Busy", "InACall", None).await;
     let failed = receiver.wait_items("/hook", 1).await;
@@ -439,12 +434,7 @@ async fn a_full_queue_is_dropped_with_a_missed_event() {
     let receiver = Receiver::start().await;
     let server = Server::notifying(&receiver.ca_der, |config| config.max_queued_per_subscription = 2);
     let reader = server.app(READER);
-    subscribe(
-        &server,
-        &reader,
-        subscription(&receiver, &format!("communications/presences/{ADELE}"), in_minutes(&server, 60)),
-    )
-    .await;
+    subscribe(&server, &reader, adele(&receiver, &server, 60)).await;
     receiver.answer_with(503);
     server.set_presence(ADELE, "Busy", "InACall", None).await;
     receiver.wait_items("/hook", 1).await;
@@ -478,7 +468,7 @@ async fn concurrent_creations_cannot_pass_the_limit() {
     let receiver = Receiver::start().await;
     let server = Server::notifying(&receiver.ca_der, |config| config.max_subscriptions_per_app = 2);
     let reader = server.app(READER);
-    let body = || subscription(&receiver, &format!("communications/presences/{ADELE}"), in_minutes(&server, 30));
+    let body = || adele(&receiver, &server, 30);
     let create = || server.post("/v1.0/subscriptions", &reader, body());
     let replies = tokio::join!(create(), create(), create(), create(), create());
     let mut statuses: Vec<u16> =
