@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use presence_auth::{authorize, Caller, Operation, Target};
 use presence_core::Timestamp;
 use presence_notify::record::SubscriptionRecord;
-use presence_notify::subscription::{check_expiration, SubscriptionError, SubscriptionRequest, WatchedUsers};
+use presence_notify::subscription::{check_expiration, SubscriptionError, SubscriptionRequest};
 use presence_notify::target::check_url;
 use serde_json::{json, Map, Value};
 
@@ -177,10 +177,7 @@ async fn create(
     let notifier = &state.inner.notifier;
     let now = state.inner.clock.now();
     let valid = request.validate(now.as_millis(), &notifier.config.limits)?;
-    let user_ids = match &valid.watched {
-        WatchedUsers::One(id) => vec![id.clone()],
-        WatchedUsers::Many(ids) => ids.clone(),
-    };
+    let user_ids = valid.watched.ids().to_vec();
     if let Some(unknown) = user_ids.iter().find(|id| state.inner.directory.user_by_id(&caller.tenant_id, id).is_none())
     {
         return Err(ApiError::UserNotFound(unknown.clone()));
