@@ -5,7 +5,13 @@
 
 use std::collections::HashMap;
 
+use foldhash::fast::RandomState;
 use serde::Deserialize;
+
+/// Ids are GUIDs: the indexes key them by their 128-bit value, which hashes and compares in a few
+/// instructions and lives inside the table (a string key is a pointer to chase, and large directories
+/// do not fit in the CPU's caches).
+type ById = HashMap<u128, usize, RandomState>;
 
 /// A user of a tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -72,39 +78,41 @@ pub enum DirectoryError {
 /// All tenants, indexed for lookups. Ids are compared in lowercase.
 #[derive(Debug, Clone, Default)]
 pub struct Directory {
-    tenants: HashMap<String, TenantIndex>,
+    tenants: HashMap<u128, TenantIndex, RandomState>,
 }
 
 #[derive(Debug, Clone)]
 struct TenantIndex {
     tenant: Tenant,
-    users_by_id: HashMap<String, usize>,
+    users_by_id: ById,
     users_by_upn: HashMap<String, usize>,
-    apps_by_id: HashMap<String, usize>,
+    apps_by_id: ById,
 }
 
-fn normalised_guid(what: &'static str, id: &str) -> Result<String, DirectoryError> {
-    if crate::is_guid(id) {
-        Ok(id.to_ascii_lowercase())
-    } else {
-        Err(DirectoryError::NotAGuid { what, id: id.to_owned() })
+/// The id in lowercase, and its value.
+fn normalised_guid(what: &'static str, id: &str) -> Result<(String, u128), DirectoryError> {
+    match crate::guid_value(id) {
+        Some(value) => Ok((id.to_ascii_lowercase(), value)),
+        None => Err(DirectoryError::NotAGuid { what, id: id.to_owned() }),
     }
 }
 
 impl Directory {
     /// Builds the directory, checking ids and uniqueness. Ids are stored in lowercase.
     pub fn new(tenants: Vec<Tenant>) -> Result<Self, DirectoryError> {
-        let mut index = HashMap::new();
+        let mut index = HashMap::default();
         for mut tenant in tenants {
-            tenant.id = normalised_guid("tenant", &tenant.id)?;
+            let tenant_value;
+            (tenant.id, tenant_value) = normalised_guid("tenant", &tenant.id)?;
             if tenant.id == crate::CONSUMER_TENANT_ID {
                 return Err(DirectoryError::ConsumerTenant(tenant.id));
             }
-            let mut users_by_id = HashMap::new();
+            let mut users_by_id = ById::default();
             let mut users_by_upn = HashMap::new();
             for (position, user) in tenant.users.iter_mut().enumerate() {
-                user.id = normalised_guid("user", &user.id)?;
-                if users_by_id.insert(user.id.clone(), position).is_some() {
+                let value;
+                (user.id, value) = normalised_guid("user", &user.id)?;
+                if users_by_id.insert(value, position).is_some() {
                     return Err(DirectoryError::Duplicate { what: "user id", id: user.id.clone() });
                 }
                 if users_by_upn.insert(user.user_principal_name.to_lowercase(), position).is_some() {
@@ -114,16 +122,17 @@ impl Directory {
                     });
                 }
             }
-            let mut apps_by_id = HashMap::new();
+            let mut apps_by_id = ById::default();
             for (position, app) in tenant.apps.iter_mut().enumerate() {
-                app.id = normalised_guid("app", &app.id)?;
-                if apps_by_id.insert(app.id.clone(), position).is_some() {
+                let value;
+                (app.id, value) = normalised_guid("app", &app.id)?;
+                if apps_by_id.insert(value, position).is_some() {
                     return Err(DirectoryError::Duplicate { what: "app id", id: app.id.clone() });
                 }
             }
             let id = tenant.id.clone();
             let entry = TenantIndex { tenant, users_by_id, users_by_upn, apps_by_id };
-            if index.insert(id.clone(), entry).is_some() {
+            if index.insert(tenant_value, entry).is_some() {
                 return Err(DirectoryError::Duplicate { what: "tenant id", id });
             }
         }
@@ -132,7 +141,11 @@ impl Directory {
 
     /// The tenant with this id.
     pub fn tenant(&self, tenant_id: &str) -> Option<&Tenant> {
-        self.tenants.get(&tenant_id.to_ascii_lowercase()).map(|index| &index.tenant)
+        self.index(tenant_id).map(|index| &index.tenant)
+    }
+
+    fn index(&self, tenant_id: &str) -> Option<&TenantIndex> {
+        self.tenants.get(&crate::guid_value(tenant_id)?)
     }
 
     /// Every tenant, in no particular order.
@@ -142,32 +155,23 @@ impl Directory {
 
     /// The user of `tenant_id` with this object id.
     pub fn user_by_id(&self, tenant_id: &str, user_id: &str) -> Option<&User> {
-        let index = self.tenants.get(lowercase(tenant_id).as_ref())?;
-        index.users_by_id.get(lowercase(user_id).as_ref()).map(|position| &index.tenant.users[*position])
+        let index = self.index(tenant_id)?;
+        index.users_by_id.get(&crate::guid_value(user_id)?).map(|position| &index.tenant.users[*position])
     }
 
     /// The user of `tenant_id` with this object id or user principal name.
     pub fn user_by_id_or_upn(&self, tenant_id: &str, id_or_upn: &str) -> Option<&User> {
-        let index = self.tenants.get(&tenant_id.to_ascii_lowercase())?;
-        let position = index
-            .users_by_id
-            .get(&id_or_upn.to_ascii_lowercase())
-            .or_else(|| index.users_by_upn.get(&id_or_upn.to_lowercase()))?;
+        let index = self.index(tenant_id)?;
+        let position = match crate::guid_value(id_or_upn) {
+            Some(id) => index.users_by_id.get(&id),
+            None => index.users_by_upn.get(&id_or_upn.to_lowercase()),
+        }?;
         Some(&index.tenant.users[*position])
     }
 
     /// The application of `tenant_id` with this client id.
     pub fn app(&self, tenant_id: &str, app_id: &str) -> Option<&App> {
-        let index = self.tenants.get(lowercase(tenant_id).as_ref())?;
-        index.apps_by_id.get(lowercase(app_id).as_ref()).map(|position| &index.tenant.apps[*position])
-    }
-}
-
-/// `text` in ASCII lower case, borrowed when it already is (ids usually are).
-fn lowercase(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.bytes().any(|byte| byte.is_ascii_uppercase()) {
-        std::borrow::Cow::Owned(text.to_ascii_lowercase())
-    } else {
-        std::borrow::Cow::Borrowed(text)
+        let index = self.index(tenant_id)?;
+        index.apps_by_id.get(&crate::guid_value(app_id)?).map(|position| &index.tenant.apps[*position])
     }
 }

@@ -30,5 +30,10 @@ pub const GRAPH_AUDIENCES: [&str; 2] = ["https://graph.microsoft.com", "00000003
 
 /// True when `text` is a GUID in the 8-4-4-4-12 hexadecimal form (any case).
 pub fn is_guid(text: &str) -> bool {
-    text.len() == 36 && uuid::Uuid::try_parse(text).is_ok()
+    guid_value(text).is_some()
+}
+
+/// The value of a GUID in its hyphenated form (either case), `None` for anything else.
+pub fn guid_value(text: &str) -> Option<u128> {
+    (text.len() == 36).then(|| uuid::Uuid::try_parse(text).ok()).flatten().map(|guid| guid.as_u128())
 }

@@ -9,10 +9,12 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, RwLock};
 
+use foldhash::fast::RandomState;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::codec::{decode, encode};
@@ -34,6 +36,33 @@ pub struct SqliteStore {
     cache: Cache,
     /// Group commit: makes committed transactions durable, many at a time.
     durability: Durability,
+    /// Dropping it stops the checkpoint thread.
+    _checkpoints: std::sync::mpsc::Sender<()>,
+}
+
+/// How often the checkpoint thread copies the WAL into the database file.
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Starts the thread that checkpoints the WAL every [`CHECKPOINT_INTERVAL`] (and once more when the store
+/// is dropped), on a connection of its own. A `PASSIVE` checkpoint never blocks the writer or readers.
+fn start_checkpoints(path: &Path) -> Result<std::sync::mpsc::Sender<()>, StoreError> {
+    let connection = Connection::open(path)?;
+    configure(&connection)?;
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new().name("presence-checkpoint".into()).spawn(move || loop {
+        let last = matches!(stopped.recv_timeout(CHECKPOINT_INTERVAL), Err(RecvTimeoutError::Disconnected));
+        // A checkpoint that fails (the database busy, say) leaves the WAL as it is; the next one retries.
+        let _ = checkpoint(&connection);
+        if last {
+            return;
+        }
+    })?;
+    Ok(stop)
+}
+
+/// Copies what it can of the WAL into the database file: (frames in the WAL, frames copied).
+fn checkpoint(connection: &Connection) -> Result<(i64, i64), rusqlite::Error> {
+    connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| Ok((row.get(1)?, row.get(2)?)))
 }
 
 /// Group commit. The writer commits with `synchronous = NORMAL`, so `COMMIT` only writes the WAL (a
@@ -114,7 +143,7 @@ impl Durability {
 type Record = (UserFacts, Option<i64>);
 
 /// One shard of the cache.
-type Shard = RwLock<HashMap<UserKey, Option<Record>>>;
+type Shard = RwLock<HashMap<UserKey, Option<Record>, RandomState>>;
 
 /// The records this process has seen, in shards. This process is the database's only writer, and it
 /// updates an entry only after the transaction that wrote it committed, so entries never go stale; reads
@@ -129,7 +158,7 @@ const CACHE_SHARDS: usize = 64;
 
 impl Cache {
     fn new() -> Self {
-        Cache { shards: (0..CACHE_SHARDS).map(|_| RwLock::default()).collect(), hasher: RandomState::new() }
+        Cache { shards: (0..CACHE_SHARDS).map(|_| RwLock::default()).collect(), hasher: RandomState::default() }
     }
 
     fn shard(&self, key: &UserKey) -> &Shard {
@@ -156,6 +185,9 @@ impl Cache {
 /// Reader connections kept open.
 const READERS: usize = 4;
 
+/// The writer connection's page cache, in SQLite's negative (KiB) form.
+const WRITER_CACHE_KIB: i64 = -64 * 1024;
+
 fn configure(connection: &Connection) -> Result<(), rusqlite::Error> {
     connection.busy_timeout(std::time::Duration::from_secs(10))?;
     connection.pragma_update(None, "journal_mode", "WAL")?;
@@ -169,6 +201,12 @@ impl SqliteStore {
         let path = data_dir.join(DATABASE_FILE);
         let writer = Connection::open(&path)?;
         configure(&writer)?;
+        // Every write reads its user's row and index pages: keep them in the writer's page cache (64 MiB)
+        // rather than read them back from the file system each time.
+        writer.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;
+        // Checkpoints (copying the WAL into the database file, and an fsync of it) run on a thread of
+        // their own, not inside whichever write happens to cross the WAL's size limit.
+        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         writer.execute_batch(
             "CREATE TABLE IF NOT EXISTS presence (
                  tenant_id TEXT NOT NULL,
@@ -219,7 +257,14 @@ impl SqliteStore {
             },
             wal: OnceLock::new(),
         };
-        Ok(SqliteStore { writer: Mutex::new(writer), readers, cache: Cache::new(), durability })
+        let checkpoints = start_checkpoints(&path)?;
+        Ok(SqliteStore {
+            writer: Mutex::new(writer),
+            readers,
+            cache: Cache::new(),
+            durability,
+            _checkpoints: checkpoints,
+        })
     }
 
     /// The writer's `journal_mode` and `synchronous` settings (WAL, NORMAL: durability comes from the
@@ -229,6 +274,16 @@ impl SqliteStore {
         let journal: String = writer.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
         let synchronous: i64 = writer.query_row("PRAGMA synchronous", [], |row| row.get(0))?;
         Ok((journal, synchronous))
+    }
+
+    /// Checkpoints the WAL now, as the checkpoint thread does: (frames in the WAL, frames copied).
+    pub fn checkpoint(&self) -> Result<(i64, i64), StoreError> {
+        Ok(checkpoint(&*self.reader()?)?)
+    }
+
+    /// The writer's automatic checkpoint threshold, in pages (0: off; the checkpoint thread does it).
+    pub fn wal_autocheckpoint(&self) -> Result<i64, StoreError> {
+        Ok(lock(&self.writer)?.query_row("PRAGMA wal_autocheckpoint", [], |row| row.get(0))?)
     }
 
     /// Group commit so far: (commits, commits known durable, fsyncs of the WAL).

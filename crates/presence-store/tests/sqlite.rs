@@ -94,6 +94,24 @@ fn the_database_commits_durably() {
 }
 
 #[test]
+fn checkpoints_run_beside_the_writes_and_copy_the_whole_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys: Vec<UserKey> = (0..3000).map(|user| key("t1", &format!("u{user}"))).collect();
+    {
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(store.wal_autocheckpoint().unwrap(), 0, "no checkpoint inside a write");
+        for chunk in keys.chunks(100) {
+            store.update_many(chunk, &mut |_, facts, due| busy(facts, due)).unwrap();
+        }
+        let (frames, copied) = store.checkpoint().unwrap();
+        assert_eq!(frames, copied, "every frame of the WAL reached the database file");
+    }
+    let store = SqliteStore::open(dir.path()).unwrap();
+    assert_eq!(store.user_count().unwrap(), 3000);
+    assert_eq!(store.get(&keys[2999]).unwrap().expect("stored").sessions.len(), 1);
+}
+
+#[test]
 fn timers_and_queued_notifications_are_written_with_the_facts() {
     let dir = tempfile::tempdir().unwrap();
     {
