@@ -6,11 +6,13 @@
 //! presence. So a write takes its instant while holding its user's lock exclusively, and a read takes its
 //! instant and its facts while holding the lock shared: every read is wholly before or wholly after each
 //! write of the same user. Users are spread over a fixed number of stripes (bounded memory); several
-//! stripes are always locked in ascending order, and a writer holds one stripe only, so there is no
-//! deadlock (a timer that catches up many users at once takes their stripes in the same ascending order).
-//! These locks are taken on blocking threads, never across an `.await`.
+//! stripes are always locked in ascending order, so there is no deadlock between the writer thread (a batch
+//! of writes, see `writer`), a timer that catches up many users at once, and reads. These locks are taken
+//! on blocking threads or briefly inline, never across an `.await`.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::BuildHasher;
+
+use foldhash::fast::FixedState;
 use std::sync::RwLock;
 
 use presence_store::UserKey;
@@ -29,9 +31,7 @@ impl UserLocks {
     }
 
     fn stripe(key: &UserKey) -> usize {
-        let mut hasher = DefaultHasher::new();
-        key.hash(&mut hasher);
-        (hasher.finish() % STRIPES as u64) as usize
+        (FixedState::default().hash_one(key) % STRIPES as u64) as usize
     }
 
     /// The stripes of `keys`, ascending, each once: the order in which several are always taken.
@@ -40,12 +40,6 @@ impl UserLocks {
         stripes.sort_unstable();
         stripes.dedup();
         stripes
-    }
-
-    /// Runs `work` with `key`'s stripe held exclusively.
-    pub(crate) fn write<R>(&self, key: &UserKey, work: impl FnOnce() -> R) -> R {
-        let _guard = self.stripes[Self::stripe(key)].write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        work()
     }
 
     /// Runs `work` with the stripes of all `keys` held exclusively (taken in ascending order).

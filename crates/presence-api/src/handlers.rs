@@ -169,15 +169,12 @@ impl AppState {
     }
 
     /// Applies `command` to the user's facts at the current instant, taken under the user's lock, with the
-    /// notifications it causes.
+    /// notifications it causes; returns once that is durable.
     async fn apply(&self, key: UserKey, command: Command) -> Result<Change, ApiError> {
-        let state = self.clone();
-        blocking(move || {
-            state.write_user(&key, |facts, now| {
-                let change = command.apply(facts, now)?;
-                let visible = change.is_visible().then(|| change.after.clone());
-                Ok((change, visible))
-            })
+        self.write(key, move |facts, now| {
+            let change = command.apply(facts, now)?;
+            let visible = change.is_visible().then(|| change.after.clone());
+            Ok((change, visible))
         })
         .await
     }
@@ -349,14 +346,13 @@ impl Context<'_> {
             )));
         }
         let mut unique = Vec::with_capacity(ids.len());
-        let mut seen = HashSet::with_capacity(ids.len());
+        let mut seen = HashSet::with_capacity_and_hasher(ids.len(), foldhash::fast::RandomState::default());
         for id in ids {
-            if !presence_auth::is_guid(id) {
+            let Some(value) = presence_auth::guid_value(id) else {
                 return Err(ApiError::UserIdRequired((*id).to_owned()));
-            }
-            let id = id.to_ascii_lowercase();
-            if seen.insert(id.clone()) {
-                unique.push(id);
+            };
+            if seen.insert(value) {
+                unique.push(id.to_ascii_lowercase());
             }
         }
         let directory = &self.state.inner.directory;

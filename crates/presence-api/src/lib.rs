@@ -26,6 +26,7 @@ mod timezone;
 pub mod tls;
 mod webhook;
 mod wire;
+mod writer;
 
 use std::sync::Arc;
 
@@ -39,6 +40,7 @@ pub use handlers::MAX_IDS_PER_REQUEST;
 pub use notify::NotifyConfig;
 pub use server::{serve, ConnectionLimits};
 pub use throttle::ThrottleConfig;
+pub use wire::encode_presences;
 
 /// Settings of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -87,6 +89,7 @@ struct Inner {
     test_clock: Option<Arc<ManualClock>>,
     throttle: throttle::Throttle,
     locks: consistency::UserLocks,
+    writer: writer::Writer,
     config: ApiConfig,
 }
 
@@ -109,7 +112,7 @@ impl AppState {
         };
         let throttle = throttle::Throttle::new(config.throttle);
         AppState {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|inner| Inner {
                 store,
                 directory,
                 verifier,
@@ -120,6 +123,7 @@ impl AppState {
                 test_clock,
                 throttle,
                 locks: consistency::UserLocks::new(),
+                writer: writer::Writer::start(inner.clone()),
                 config,
             }),
         }

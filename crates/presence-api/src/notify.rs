@@ -233,7 +233,7 @@ impl Notifier {
     }
 
     /// Wakes the scheduler if a user's timer now falls before its planned wake-up.
-    fn timer_set(&self, due_at: Option<i64>) {
+    pub(crate) fn timer_set(&self, due_at: Option<i64>) {
         if due_at.is_some_and(|at| at < self.planned_wake.load(Ordering::SeqCst)) {
             self.wake();
         }
@@ -286,7 +286,7 @@ impl Notifier {
     }
 
     /// The subscriptions watching `key`.
-    fn watchers(&self, key: &UserKey) -> Vec<Arc<Active>> {
+    pub(crate) fn watchers(&self, key: &UserKey) -> Vec<Arc<Active>> {
         let registry = self.registry.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         registry
             .watchers
@@ -508,46 +508,6 @@ impl AppState {
         notifier.register(record.clone());
         notifier.queued(&notifications);
         Ok(Some(record))
-    }
-
-    /// Applies a user's write: the closure gets the facts and returns the command's result and whether
-    /// it took effect. Queues the notifications and moves the user's timer, atomically with the facts.
-    pub(crate) fn write_user<T>(
-        &self,
-        key: &UserKey,
-        mut apply: impl FnMut(&mut UserFacts, Timestamp) -> Result<(T, Option<Presence>), crate::error::ApiError>,
-    ) -> Result<T, crate::error::ApiError> {
-        let inner = &self.inner;
-        let notifier = &inner.notifier;
-        let (result, queued, due_at) = inner.locks.write(key, || {
-            let watchers = notifier.watchers(key);
-            let now = inner.clock.now();
-            let mut outcome = None;
-            let mut queued = Vec::new();
-            let mut due_at = None;
-            inner.store.update(key, &mut |facts: &mut UserFacts, due: Option<i64>| {
-                let before = facts.clone();
-                match apply(facts, now) {
-                    Ok((value, after)) => {
-                        let effects = Notifier::effects(&watchers, key, &before, due, now, facts, after);
-                        queued.clone_from(&effects.notifications);
-                        due_at = effects.due_at;
-                        outcome = Some(Ok(value));
-                        Some(effects)
-                    }
-                    Err(error) => {
-                        outcome = Some(Err(error));
-                        None
-                    }
-                }
-            })?;
-            let result = outcome
-                .unwrap_or_else(|| Err(crate::error::ApiError::Internal("the store did not run the update".into())));
-            Ok::<_, crate::error::ApiError>((result, queued, due_at))
-        })?;
-        notifier.queued(&queued);
-        notifier.timer_set(due_at);
-        result
     }
 
     /// Reports the time-driven changes of every user whose timer is due, a batch at a time.

@@ -1,0 +1,252 @@
+//! The write combiner: requests hand their writes to one writer thread, which applies the writes of
+//! distinct users that are waiting in one transaction.
+//!
+//! Why: a write is acknowledged only once it is durable. Done one request at a time, each write costs a
+//! blocking thread, a transaction, a commit and a wait for the fsync, and the threads hand the single
+//! writer connection to each other. Here a burst of writes costs one transaction, one commit and one
+//! fsync, the request waits on a channel rather than on a thread, and each user's writes still apply in
+//! the order they arrived (a user with a write in the batch being built waits for the next batch).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::Weak;
+
+use presence_core::{Presence, Timestamp, UserFacts};
+use presence_store::{NewNotification, StoreError, UserKey};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::ApiError;
+use crate::notify::Notifier;
+use crate::{AppState, Inner};
+
+/// The most writes one transaction applies.
+const MAX_BATCH: usize = 256;
+/// Writes waiting in the channel before senders wait for room.
+const CHANNEL_CAPACITY: usize = 1024;
+
+/// A queued write, with the answer to send back once it is durable (or has failed).
+trait Job: Send {
+    fn key(&self) -> &UserKey;
+    /// Changes the facts at `now`; returns the presence to notify when it changed visibly.
+    fn apply(&mut self, facts: &mut UserFacts, now: Timestamp) -> Result<Option<Presence>, ApiError>;
+    /// Answers the request: `Ok` once the write is durable.
+    fn finish(self: Box<Self>, outcome: Result<(), ApiError>);
+}
+
+struct Pending<T, F> {
+    key: UserKey,
+    apply: F,
+    value: Option<T>,
+    reply: oneshot::Sender<Result<T, ApiError>>,
+}
+
+impl<T, F> Job for Pending<T, F>
+where
+    T: Send,
+    F: FnMut(&mut UserFacts, Timestamp) -> Result<(T, Option<Presence>), ApiError> + Send,
+{
+    fn key(&self) -> &UserKey {
+        &self.key
+    }
+
+    fn apply(&mut self, facts: &mut UserFacts, now: Timestamp) -> Result<Option<Presence>, ApiError> {
+        let (value, visible) = (self.apply)(facts, now)?;
+        self.value = Some(value);
+        Ok(visible)
+    }
+
+    fn finish(self: Box<Self>, outcome: Result<(), ApiError>) {
+        let value = self.value;
+        let result =
+            outcome.and_then(|()| value.ok_or_else(|| ApiError::Internal("the store did not run the update".into())));
+        // The request may have gone away (client disconnected); the write stands all the same.
+        let _ = self.reply.send(result);
+    }
+}
+
+/// The sending side, held by the shared state; the writer thread ends when it is dropped.
+pub(crate) struct Writer {
+    sender: mpsc::Sender<Box<dyn Job>>,
+}
+
+impl Writer {
+    /// Starts the writer thread for the state behind `inner`, held weakly so that dropping the state
+    /// stops the thread.
+    pub(crate) fn start(inner: Weak<Inner>) -> Writer {
+        let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
+        let spawned = std::thread::Builder::new().name("presence-writer".into()).spawn(move || run(&inner, receiver));
+        if let Err(error) = spawned {
+            tracing::error!(%error, "cannot start the writer thread; writes will fail");
+        }
+        Writer { sender }
+    }
+}
+
+fn run(inner: &Weak<Inner>, mut receiver: mpsc::Receiver<Box<dyn Job>>) {
+    let mut waiting: VecDeque<Box<dyn Job>> = VecDeque::new();
+    loop {
+        if waiting.is_empty() {
+            match receiver.blocking_recv() {
+                Some(job) => waiting.push_back(job),
+                None => return,
+            }
+        }
+        while waiting.len() < CHANNEL_CAPACITY {
+            match receiver.try_recv() {
+                Ok(job) => waiting.push_back(job),
+                Err(_) => break,
+            }
+        }
+        let batch = next_batch(&mut waiting);
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let state = AppState { inner };
+        // A panic fails this batch's requests (their answers are dropped), not every later write.
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| state.write_batch(batch)));
+    }
+}
+
+/// Takes from the front of `waiting` up to [`MAX_BATCH`] writes of distinct users. A write of a user
+/// already in the batch stays, with every later one, for a later batch, so each user's order holds.
+fn next_batch(waiting: &mut VecDeque<Box<dyn Job>>) -> Vec<Box<dyn Job>> {
+    let mut batch = Vec::new();
+    let mut users = HashSet::new();
+    let mut rest = VecDeque::new();
+    while let Some(job) = waiting.pop_front() {
+        if batch.len() < MAX_BATCH && users.insert(job.key().clone()) {
+            batch.push(job);
+        } else {
+            rest.push_back(job);
+        }
+    }
+    *waiting = rest;
+    batch
+}
+
+impl AppState {
+    /// Applies `apply` to the user's facts at the current instant, taken under the user's lock, queues the
+    /// notifications it causes and moves the user's timer, atomically with the facts; returns once that
+    /// is durable. `apply` returns its result and the presence to notify when it changed visibly.
+    pub(crate) async fn write<T: Send + 'static>(
+        &self,
+        key: UserKey,
+        apply: impl FnMut(&mut UserFacts, Timestamp) -> Result<(T, Option<Presence>), ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        let job: Box<dyn Job> = Box::new(Pending { key, apply, value: None, reply });
+        self.inner.writer.sender.send(job).await.map_err(|_| ApiError::Internal("the writer has stopped".into()))?;
+        answer.await.map_err(|_| ApiError::Internal("the write failed unexpectedly".into()))?
+    }
+
+    /// One transaction for `jobs` (of distinct users), then each request's answer.
+    fn write_batch(&self, mut jobs: Vec<Box<dyn Job>>) {
+        let inner = &self.inner;
+        let notifier = &inner.notifier;
+        let keys: Vec<UserKey> = jobs.iter().map(|job| job.key().clone()).collect();
+        let positions: HashMap<&UserKey, usize> = keys.iter().enumerate().map(|(index, key)| (key, index)).collect();
+        let mut outcomes: Vec<Option<Result<(), ApiError>>> = keys.iter().map(|_| None).collect();
+        let mut queued: Vec<Vec<NewNotification>> = vec![Vec::new(); keys.len()];
+        let mut timers: Vec<Option<i64>> = vec![None; keys.len()];
+        let written = inner.locks.write_many(&keys, || {
+            let watchers: Vec<_> = keys.iter().map(|key| notifier.watchers(key)).collect();
+            let now = inner.clock.now();
+            inner.store.update_many(&keys, &mut |key, facts, due| {
+                let index = positions[key];
+                let before = facts.clone();
+                match jobs[index].apply(facts, now) {
+                    Ok(visible) => {
+                        let effects = Notifier::effects(&watchers[index], key, &before, due, now, facts, visible);
+                        queued[index].clone_from(&effects.notifications);
+                        timers[index] = effects.due_at;
+                        outcomes[index] = Some(Ok(()));
+                        Some(effects)
+                    }
+                    Err(error) => {
+                        queued[index].clear();
+                        timers[index] = None;
+                        outcomes[index] = Some(Err(error));
+                        None
+                    }
+                }
+            })
+        });
+        let skipped = match written {
+            Ok(skipped) => skipped,
+            Err(error) => {
+                tracing::error!(%error, writes = jobs.len(), "store failure");
+                for job in jobs {
+                    job.finish(Err(ApiError::Internal(
+                        "An internal error occurred while accessing presence storage.".into(),
+                    )));
+                }
+                return;
+            }
+        };
+        for key in &skipped {
+            tracing::error!(tenant = %key.tenant_id, user = %key.user_id, "stored presence is corrupt; its timer was cleared");
+            outcomes[positions[key]] = Some(Err(ApiError::Store(StoreError::Corrupt {
+                tenant_id: key.tenant_id.clone(),
+                user_id: key.user_id.clone(),
+                reason: "the record cannot be decoded".into(),
+            })));
+        }
+        notifier.queued(&queued.concat());
+        notifier.timer_set(timers.into_iter().flatten().min());
+        for (job, outcome) in jobs.into_iter().zip(outcomes) {
+            job.finish(outcome.unwrap_or_else(|| Err(ApiError::Internal("the store did not run the update".into()))));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A write that records, when answered, its user and its place in the arrival order.
+    struct Probe {
+        key: UserKey,
+        arrival: usize,
+        answered: Arc<Mutex<Vec<(String, usize)>>>,
+    }
+
+    impl Job for Probe {
+        fn key(&self) -> &UserKey {
+            &self.key
+        }
+        fn apply(&mut self, _: &mut UserFacts, _: Timestamp) -> Result<Option<Presence>, ApiError> {
+            Ok(None)
+        }
+        fn finish(self: Box<Self>, _: Result<(), ApiError>) {
+            self.answered.lock().unwrap().push((self.key.user_id.clone(), self.arrival));
+        }
+    }
+
+    #[test]
+    fn a_batch_holds_distinct_users_and_keeps_each_users_order() {
+        let answered = Arc::new(Mutex::new(Vec::new()));
+        let mut waiting: VecDeque<Box<dyn Job>> = ["a", "b", "a", "c", "b", "a"]
+            .iter()
+            .enumerate()
+            .map(|(arrival, id)| {
+                let key = UserKey { tenant_id: "t".into(), user_id: (*id).into() };
+                Box::new(Probe { key, arrival, answered: answered.clone() }) as Box<dyn Job>
+            })
+            .collect();
+        let mut sizes = Vec::new();
+        loop {
+            let batch = next_batch(&mut waiting);
+            if batch.is_empty() {
+                break;
+            }
+            sizes.push(batch.len());
+            batch.into_iter().for_each(|job| job.finish(Ok(())));
+        }
+        assert_eq!(sizes, [3, 2, 1]);
+        let order: Vec<(String, usize)> = answered.lock().unwrap().clone();
+        let expected = [("a", 0), ("b", 1), ("c", 3), ("a", 2), ("b", 4), ("a", 5)];
+        assert_eq!(order, expected.map(|(id, arrival)| (id.to_owned(), arrival)));
+    }
+}
