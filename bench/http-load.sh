@@ -5,6 +5,7 @@
 # server (median of REPS runs, with the range) and the ratio presenced/floor.
 #
 #   bash bench/http-load.sh            # DURATION=10 seconds per run, REPS=3, USERS=100000
+#   SCENARIOS="get_many" bash bench/http-load.sh   # a subset of set_presence get_presence get_many
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration="${DURATION:-10}"
@@ -47,7 +48,7 @@ export TOKEN=$("$bin" --config "$work/presenced.toml" token)
 
 results="$work/results.jsonl"
 for rep in $(seq "$reps"); do
-  for scenario in set_presence get_presence get_many; do
+  for scenario in ${SCENARIOS:-set_presence get_presence get_many}; do
     for target in floor presenced; do
       url="http://127.0.0.1:$port"
       [ "$target" = floor ] && url="http://127.0.0.1:$floor_port"

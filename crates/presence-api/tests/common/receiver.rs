@@ -123,6 +123,26 @@ impl Receiver {
             .collect()
     }
 
+    /// How many notification items were POSTed to `path` so far (without copying them).
+    pub fn item_count(&self, path: &str) -> usize {
+        let posts = self.shared.posts.lock().unwrap();
+        posts
+            .iter()
+            .filter(|post| post.path == path)
+            .map(|post| post.body["value"].as_array().map_or(0, Vec::len))
+            .sum()
+    }
+
+    /// Waits (at most 20 seconds, as a guard against a hang) until `path` got at least `count` items, and
+    /// returns how many it got.
+    pub async fn wait_item_count(&self, path: &str, count: usize) -> usize {
+        self.wait_for(
+            || Some(self.item_count(path)).filter(|got| *got >= count),
+            || format!("{path}: expected {count} notification items, got {}", self.item_count(path)),
+        )
+        .await
+    }
+
     /// Waits (at most 20 seconds, as a guard against a hang) until `path` got at least `count` items.
     pub async fn wait_items(&self, path: &str, count: usize) -> Vec<Value> {
         self.wait_for(
