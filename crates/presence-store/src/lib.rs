@@ -96,6 +96,17 @@ pub struct Effects {
     pub timer_only: bool,
 }
 
+/// Counts for monitoring, at an instant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Users with stored facts.
+    pub users: u64,
+    /// Sessions that have not expired at the instant.
+    pub live_sessions: u64,
+    /// Users with a timer (a change of presence pending).
+    pub pending_timers: u64,
+}
+
 /// A stored subscription: its id, its tenant, and a body the store does not interpret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredSubscription {
@@ -175,4 +186,14 @@ pub trait PresenceStore: Send + Sync + 'static {
 
     /// Every queue with notifications waiting, and how many.
     fn queue_lengths(&self) -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// Counts for monitoring at `now` (milliseconds since the epoch). May read every record: call it
+    /// for a metrics scrape, not per request.
+    fn stats(&self, now: i64) -> Result<StoreStats, StoreError>;
+
+    /// Whether the store answers a trivial query (readiness).
+    fn ping(&self) -> Result<(), StoreError>;
+
+    /// Writes everything acknowledged into its final place (at shutdown).
+    fn flush(&self) -> Result<(), StoreError>;
 }

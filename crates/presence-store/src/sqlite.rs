@@ -19,7 +19,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::codec::{decode, encode};
 use crate::{
-    Effects, NewNotification, PresenceStore, QueuedNotification, StoreError, StoredSubscription, UpdateFn,
+    Effects, NewNotification, PresenceStore, QueuedNotification, StoreError, StoreStats, StoredSubscription, UpdateFn,
     UpdateManyFn, UserFacts, UserKey,
 };
 
@@ -607,5 +607,33 @@ impl PresenceStore for SqliteStore {
             reader.prepare_cached("SELECT queue, COUNT(*) FROM outbox GROUP BY queue ORDER BY queue")?;
         let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64)))?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn stats(&self, now: i64) -> Result<StoreStats, StoreError> {
+        let reader = self.reader()?;
+        let users: i64 = reader.query_row("SELECT COUNT(*) FROM presence", [], |row| row.get(0))?;
+        let pending: i64 =
+            reader.query_row("SELECT COUNT(*) FROM presence WHERE due_at IS NOT NULL", [], |row| row.get(0))?;
+        // Sessions are kept in each record's JSON until the user's next write; count those not expired.
+        let live: i64 = reader.query_row(
+            "SELECT COUNT(*) FROM presence, json_each(presence.facts, '$.sessions') AS session
+             WHERE json_extract(session.value, '$.expires') > ?1",
+            [now],
+            |row| row.get(0),
+        )?;
+        let count = |value: i64| u64::try_from(value).unwrap_or(0);
+        Ok(StoreStats { users: count(users), live_sessions: count(live), pending_timers: count(pending) })
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        // Copies the whole WAL into the database file and empties it, so the next start reads no WAL.
+        let writer = lock(&self.writer)?;
+        writer.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    fn ping(&self) -> Result<(), StoreError> {
+        self.reader()?.query_row("SELECT 1", [], |_| Ok(()))?;
+        Ok(())
     }
 }

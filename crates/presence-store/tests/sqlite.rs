@@ -112,6 +112,25 @@ fn checkpoints_run_beside_the_writes_and_copy_the_whole_wal() {
 }
 
 #[test]
+fn stats_count_users_live_sessions_and_timers_at_an_instant() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    assert_eq!(store.stats(0).unwrap(), presence_store::StoreStats::default());
+    for (user, due) in [("u1", Some(500)), ("u2", None)] {
+        store
+            .update(&key("t1", user), &mut |facts, _| {
+                busy(facts, None).map(|effects| Effects { due_at: due, ..effects })
+            })
+            .unwrap();
+    }
+    // `busy` sets a one-hour session at instant 1,000.
+    let at = |now| store.stats(now).unwrap();
+    assert_eq!(at(2_000), presence_store::StoreStats { users: 2, live_sessions: 2, pending_timers: 1 });
+    assert_eq!(at(1_000 + 3_600_000).live_sessions, 0);
+    store.ping().unwrap();
+}
+
+#[test]
 fn timers_and_queued_notifications_are_written_with_the_facts() {
     let dir = tempfile::tempdir().unwrap();
     {
