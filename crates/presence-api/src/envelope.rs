@@ -2,11 +2,15 @@
 
 use axum::body::Body;
 use axum::extract::Request;
+use axum::extract::{MatchedPath, State};
 use axum::http::{header, HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
+use tracing::Instrument as _;
 
 use crate::error::ErrorInfo;
+use crate::handlers::RouteLabel;
+use crate::AppState;
 
 /// The ids of one request: ours, and the client's (or ours again when the client sent none).
 #[derive(Debug, Clone)]
@@ -48,10 +52,28 @@ const CLIENT_REQUEST_ID: HeaderName = HeaderName::from_static("client-request-id
 /// request id. The request head is bounded anyway; this keeps error bodies small.
 const MAX_CLIENT_REQUEST_ID: usize = 1024;
 
-pub(crate) async fn envelope(mut request: Request, next: Next) -> Response {
+/// Gives every request its ids, a tracing span carrying the request id (so every log line of the request
+/// names it), the Graph error envelope on errors, an access log line, and its metrics.
+pub(crate) async fn envelope(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
     let ids = RequestIds::new(request.headers().get(&CLIENT_REQUEST_ID).and_then(|value| value.to_str().ok()));
+    let method = request.method().clone();
+    let matched = request.extensions().get::<MatchedPath>().map(|path| path.as_str().to_owned());
+    let span = tracing::info_span!("request", request_id = %ids.request_id, %method, path = %request.uri().path());
     request.extensions_mut().insert(ids.clone());
-    let mut response = next.run(request).await;
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let route = response
+        .extensions()
+        .get::<RouteLabel>()
+        .map(|label| label.0)
+        .or_else(|| matched.as_deref().map(route_of_path))
+        .unwrap_or("unmatched");
+    let status = response.status();
+    let elapsed = started.elapsed();
+    state.metrics().request(route, status.as_u16(), elapsed);
+    span.in_scope(|| {
+        tracing::info!(target: "presenced::access", route, status = status.as_u16(), elapsed_ms = elapsed.as_secs_f64() * 1000.0, "answered");
+    });
     if let Some(info) = response.extensions_mut().remove::<ErrorInfo>() {
         let body = error_json(info.code, &info.message, &ids);
         *response.body_mut() = Body::from(body.to_string());
@@ -67,4 +89,20 @@ pub(crate) async fn envelope(mut request: Request, next: Next) -> Response {
     }
     headers.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-cache"));
     response
+}
+
+/// The metrics label of a route served outside the Graph dispatch.
+fn route_of_path(path: &str) -> &'static str {
+    match path {
+        "/healthz" => "healthz",
+        "/readyz" => "readyz",
+        "/metrics" => "metrics",
+        "/board" => "board",
+        "/board/events" => "board_events",
+        "/discovery/v2.0/keys" => "jwks",
+        "/openapi/{document}" => "openapi",
+        "/_test/clock" | "/_test/clock/advance" => "test_clock",
+        _ if path.ends_with("openid-configuration") => "openid_configuration",
+        _ => "other",
+    }
 }

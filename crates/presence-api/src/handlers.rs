@@ -13,7 +13,7 @@ use presence_auth::{authorize, AuthError, Caller, Operation, Target};
 use presence_core::command::Change;
 use presence_core::{evaluate, Command, Timestamp, UserFacts};
 use presence_store::UserKey;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::action::{decode_action, json_object};
 use crate::envelope::envelope;
@@ -24,6 +24,10 @@ use crate::AppState;
 
 /// Most ids one getPresencesByUserId call (or one `$filter=id in (...)`) may name.
 pub const MAX_IDS_PER_REQUEST: usize = 650;
+
+/// Users per page of `GET /users`, by default and at most (Graph's).
+const DEFAULT_USERS_PAGE: usize = 100;
+const MAX_USERS_PAGE: usize = 999;
 
 /// Longest test-clock step accepted: ten years.
 const MAX_CLOCK_STEP_SECONDS: f64 = 10.0 * 366.0 * 86_400.0;
@@ -36,9 +40,56 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/openapi/{document}", get(openapi_document).fallback(method_not_allowed))
         .route("/_test/clock", get(clock_read).fallback(method_not_allowed))
         .route("/_test/clock/advance", post(clock_advance).fallback(method_not_allowed))
+        .route("/healthz", get(healthz).fallback(method_not_allowed))
+        .route("/readyz", get(readyz).fallback(method_not_allowed))
+        .route("/metrics", get(metrics).fallback(method_not_allowed))
+        .route("/board", get(crate::board::page).fallback(method_not_allowed))
+        .route("/board/events", get(crate::board::events).fallback(method_not_allowed))
         .fallback(graph)
-        .layer(middleware::from_fn(envelope))
+        .layer(middleware::from_fn_with_state(state.clone(), envelope))
         .with_state(state)
+}
+
+/// The process is up.
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Ready to serve: stored subscriptions and queues are loaded and the store answers.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let ready = state.inner.ready.load(std::sync::atomic::Ordering::SeqCst);
+    let inner = state.inner.clone();
+    let store = blocking(move || inner.store.ping().map_err(ApiError::from)).await;
+    let (status, body) = match (ready, store) {
+        (true, Ok(())) => (StatusCode::OK, json!({ "status": "ready" })),
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, json!({ "status": "starting" })),
+        (true, Err(error)) => {
+            tracing::error!(%error, "readiness: the store does not answer");
+            (StatusCode::SERVICE_UNAVAILABLE, json!({ "status": "store unavailable" }))
+        }
+    };
+    (status, Json(body)).into_response()
+}
+
+/// Prometheus metrics (OpenMetrics text), when enabled.
+async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    if !state.inner.config.metrics {
+        return Err(ApiError::NotFound);
+    }
+    let inner = state.inner.clone();
+    let stats = blocking(move || Ok(inner.store.stats(inner.clock.now().as_millis())?)).await?;
+    let metrics = &state.inner.metrics;
+    let (subscriptions, queues, queued) = state.inner.notifier.counts();
+    let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+    metrics.users.set(gauge(stats.users));
+    metrics.live_sessions.set(gauge(stats.live_sessions));
+    metrics.pending_timers.set(gauge(stats.pending_timers));
+    metrics.subscriptions.set(gauge(subscriptions as u64));
+    metrics.delivery_queues.set(gauge(queues as u64));
+    metrics.queued_notifications.set(gauge(queued as u64));
+    let mut response = metrics.encode().into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::metrics::CONTENT_TYPE));
+    Ok(response)
 }
 
 async fn method_not_allowed() -> ApiError {
@@ -56,11 +107,18 @@ async fn graph(State(state): State<AppState>, method: Method, uri: Uri, headers:
     } else {
         return ApiError::NotFound.into_response();
     };
-    match serve(&state, version, method, &uri, &headers, body).await {
+    let mut route = "graph_unresolved";
+    let mut response = match serve(&state, version, method, &uri, &headers, body, &mut route).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
-    }
+    };
+    response.extensions_mut().insert(RouteLabel(route));
+    response
 }
+
+/// The route a Graph request resolved to, for metrics and logs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RouteLabel(pub(crate) &'static str);
 
 /// One Graph request, start to end.
 async fn serve(
@@ -70,6 +128,7 @@ async fn serve(
     uri: &Uri,
     headers: &HeaderMap,
     body: Body,
+    route: &mut &'static str,
 ) -> Result<Response, ApiError> {
     let raw_path = uri.path().trim_start_matches('/');
     let raw_path = raw_path.get(version.len()..).unwrap_or_default();
@@ -84,13 +143,17 @@ async fn serve(
         .collect::<Result<Vec<_>, _>>()?;
     let segments: Vec<&str> = segments.iter().map(|segment| segment.as_ref()).collect();
     let endpoint = resolve(&method, &segments)?;
+    *route = endpoint.label();
     let caller = authenticate(state, headers)?;
     let query = Query::<Vec<(String, String)>>::try_from_uri(uri)
         .map_err(|_| ApiError::BadRequest("The query string is malformed.".into()))?
         .0;
     let body = read_body(state, body).await?;
     if !matches!(endpoint, Endpoint::GetUser(_) | Endpoint::Batch) {
-        state.inner.throttle.admit(&caller.tenant_id, &caller.app_id).map_err(ApiError::Throttled)?;
+        state.inner.throttle.admit(&caller.tenant_id, &caller.app_id).map_err(|retry_after| {
+            state.inner.metrics.throttled();
+            ApiError::Throttled(retry_after)
+        })?;
     }
     let context = Context { state, version, caller: &caller, query: &query };
     match endpoint {
@@ -130,6 +193,7 @@ async fn serve(
             context.many_presences(&ids, context_url).await
         }
         Endpoint::GetUser(path) => context.get_user(&path),
+        Endpoint::ListUsers => context.list_users(),
         endpoint @ (Endpoint::Subscriptions | Endpoint::Subscription(_) | Endpoint::Reauthorize(_)) => {
             crate::subscriptions::handle(state, version, &caller, endpoint, &method, content_type(headers), &body).await
         }
@@ -147,15 +211,17 @@ impl AppState {
         // Fast path: when no writer holds these users and a reader connection is free, the read (a few
         // index lookups) runs right here; a hand-off to a blocking thread would cost more than the read.
         let inner = &self.inner;
+        let started = std::time::Instant::now();
         let inline = inner.locks.try_read(&keys, || {
             let now = inner.clock.now();
             inner.store.try_get_many(&keys).map(|facts| facts.map(|facts| (facts, now)))
         });
         if let Some(Some(result)) = inline {
+            inner.metrics.store("read", started.elapsed());
             return Ok(result?);
         }
         let inner = self.inner.clone();
-        blocking(move || {
+        let result = blocking(move || {
             inner.locks.read(&keys, || {
                 let now = inner.clock.now();
                 let facts = match keys.as_slice() {
@@ -165,7 +231,9 @@ impl AppState {
                 Ok((facts, now))
             })
         })
-        .await
+        .await;
+        self.inner.metrics.store("read", started.elapsed());
+        result
     }
 
     /// Applies `command` to the user's facts at the current instant, taken under the user's lock, with the
@@ -180,7 +248,7 @@ impl AppState {
     }
 }
 
-fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(AuthError::MissingToken.into());
     };
@@ -372,6 +440,42 @@ impl Context<'_> {
             }
         }
         odata_json(&CollectionJson { context: context_url, value })
+    }
+
+    /// The caller's tenant's users, in configuration order: `$top` of them (default 100, at most 999) from
+    /// the `$skiptoken` offset, with `@odata.nextLink` while more remain.
+    fn list_users(&self) -> Result<Response, ApiError> {
+        authorize(self.caller, Operation::ReadUser, Target::Many)?;
+        let top = match query_option(self.query, "$top") {
+            None => DEFAULT_USERS_PAGE,
+            Some(text) => text
+                .parse::<usize>()
+                .ok()
+                .filter(|top| (1..=MAX_USERS_PAGE).contains(top))
+                .ok_or_else(|| ApiError::BadRequest(format!("$top must be between 1 and {MAX_USERS_PAGE}.")))?,
+        };
+        let skip = match query_option(self.query, "$skiptoken") {
+            None => 0,
+            Some(text) => {
+                text.parse::<usize>().map_err(|_| ApiError::BadRequest("The $skiptoken is not valid.".into()))?
+            }
+        };
+        let users =
+            self.state.inner.directory.tenant(&self.caller.tenant_id).map_or(&[][..], |tenant| &tenant.users[..]);
+        let page: Vec<Value> = users
+            .iter()
+            .skip(skip)
+            .take(top)
+            .map(|user| {
+                json!({ "id": user.id, "displayName": user.display_name, "userPrincipalName": user.user_principal_name })
+            })
+            .collect();
+        let base = format!("{}/{}", self.state.public_url(), self.version);
+        let mut body = json!({ "@odata.context": format!("{base}/$metadata#users"), "value": page });
+        if skip.saturating_add(top) < users.len() {
+            body["@odata.nextLink"] = format!("{base}/users?$top={top}&$skiptoken={}", skip + top).into();
+        }
+        odata_json(&body)
     }
 
     fn get_user(&self, path: &UserPath) -> Result<Response, ApiError> {

@@ -1,3 +1,5 @@
+#![recursion_limit = "256"]
+
 //! The Microsoft Graph presence API over HTTP: routing, wire types, the error envelope.
 //!
 //! Every request under `/v1.0` and `/beta` goes through one path: the [`envelope`] middleware gives it a
@@ -11,11 +13,13 @@
 
 mod action;
 pub mod batch;
+mod board;
 pub mod clock;
 mod consistency;
 mod envelope;
 pub mod error;
 mod handlers;
+mod metrics;
 pub mod notify;
 pub mod openapi;
 pub mod route;
@@ -57,6 +61,10 @@ pub struct ApiConfig {
     pub body_read_timeout: std::time::Duration,
     /// Change notifications: subscription limits, targets, delivery.
     pub notifications: NotifyConfig,
+    /// Serve Prometheus metrics at `/metrics`.
+    pub metrics: bool,
+    /// Serve the live presence board at `/board`.
+    pub board: bool,
 }
 
 impl Default for ApiConfig {
@@ -68,6 +76,8 @@ impl Default for ApiConfig {
             throttle: ThrottleConfig::default(),
             body_read_timeout: std::time::Duration::from_secs(30),
             notifications: NotifyConfig::default(),
+            metrics: true,
+            board: true,
         }
     }
 }
@@ -90,6 +100,13 @@ struct Inner {
     throttle: throttle::Throttle,
     locks: consistency::UserLocks,
     writer: writer::Writer,
+    metrics: metrics::Metrics,
+    /// Set once stored subscriptions and queues are loaded (`/readyz`).
+    ready: std::sync::atomic::AtomicBool,
+    /// Visible changes, for the board's listeners.
+    feed: board::Feed,
+    /// Set when the server starts shutting down: long-lived streams end.
+    stopping: tokio::sync::watch::Sender<bool>,
     config: ApiConfig,
 }
 
@@ -111,6 +128,8 @@ impl AppState {
             None => Arc::new(SystemClock::default()),
         };
         let throttle = throttle::Throttle::new(config.throttle);
+        let metrics = metrics::Metrics::new();
+        metrics.directory_users.set(directory.tenants().map(|tenant| tenant.users.len() as i64).sum());
         AppState {
             inner: Arc::new_cyclic(|inner| Inner {
                 store,
@@ -124,9 +143,24 @@ impl AppState {
                 throttle,
                 locks: consistency::UserLocks::new(),
                 writer: writer::Writer::start(inner.clone()),
+                metrics,
+                ready: std::sync::atomic::AtomicBool::new(false),
+                feed: board::Feed::new(),
+                stopping: tokio::sync::watch::Sender::new(false),
                 config,
             }),
         }
+    }
+}
+
+impl AppState {
+    pub(crate) fn metrics(&self) -> &metrics::Metrics {
+        &self.inner.metrics
+    }
+
+    /// Marks the start of shutdown: the board's event streams end, so that draining does not wait for them.
+    pub fn begin_shutdown(&self) {
+        self.inner.stopping.send_replace(true);
     }
 }
 

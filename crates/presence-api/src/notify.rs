@@ -34,6 +34,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::error::ApiError;
+use crate::metrics::DeliveryOutcome;
 use crate::webhook::{Posted, Webhooks};
 use crate::wire::{format_instant, sequence_text, PresenceJson};
 use crate::AppState;
@@ -233,6 +234,14 @@ impl Notifier {
     }
 
     /// Wakes the scheduler if a user's timer now falls before its planned wake-up.
+    /// Active subscriptions, queues with notifications waiting, and notifications waiting (for metrics).
+    pub(crate) fn counts(&self) -> (usize, usize, usize) {
+        let subscriptions = self.registry.read().unwrap_or_else(|poisoned| poisoned.into_inner()).subscriptions.len();
+        let deliveries = lock(&self.deliveries);
+        let queues = deliveries.lengths.values().filter(|length| **length > 0).count();
+        (subscriptions, queues, deliveries.lengths.values().sum())
+    }
+
     pub(crate) fn timer_set(&self, due_at: Option<i64>) {
         if due_at.is_some_and(|at| at < self.planned_wake.load(Ordering::SeqCst)) {
             self.wake();
@@ -343,16 +352,25 @@ impl Notifier {
     pub(crate) fn effects(
         watchers: &[Arc<Active>],
         key: &UserKey,
+        changes: &[Presence],
+        now: Timestamp,
+        facts_after: &UserFacts,
+    ) -> Effects {
+        let due_at = next_change(facts_after, now).map(|at| at.as_millis());
+        Effects { due_at, notifications: Self::render(watchers, key, changes, now), timer_only: false }
+    }
+
+    /// The visible changes a user's write or timer brings: those owed by the timer `due` (if it passed
+    /// before `now`), in order, then the write's own `visible` change.
+    pub(crate) fn changes(
         facts_before: &UserFacts,
         due: Option<i64>,
         now: Timestamp,
-        facts_after: &UserFacts,
         visible: Option<Presence>,
-    ) -> Effects {
+    ) -> Vec<Presence> {
         let (mut changes, _) = due_changes(facts_before, due.map(Timestamp), now);
         changes.extend(visible);
-        let due_at = next_change(facts_after, now).map(|at| at.as_millis());
-        Effects { due_at, notifications: Self::render(watchers, key, &changes, now), timer_only: false }
+        changes
     }
 
     /// Records newly queued notifications and marks their queues ready; queues over their bound are
@@ -465,7 +483,41 @@ impl AppState {
         let scheduler = tokio::spawn(self.clone().run_scheduler());
         let dispatcher = tokio::spawn(self.clone().run_dispatcher());
         self.notifier().dispatch.notify_one();
+        self.inner.ready.store(true, Ordering::SeqCst);
         Ok(vec![scheduler, dispatcher])
+    }
+
+    /// Stops cleanly: stops the timers and the dispatcher (`background`, from
+    /// [`AppState::start_notifications`]), lets deliveries in flight finish for at most `within` (one that
+    /// does not is delivered again after a restart), and flushes the store. Call once requests are drained.
+    pub async fn shutdown(&self, background: Vec<tokio::task::JoinHandle<()>>, within: std::time::Duration) {
+        for task in &background {
+            task.abort();
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let in_flight = lock(&self.notifier().deliveries)
+                .states
+                .values()
+                .filter(|state| matches!(state, QueueState::InFlight { .. }))
+                .count();
+            if in_flight == 0 {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    in_flight,
+                    "deliveries still in flight at shutdown; they are sent again after a restart"
+                );
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let inner = self.inner.clone();
+        match crate::handlers::blocking(move || Ok(inner.store.flush()?)).await {
+            Ok(()) => tracing::info!("store flushed"),
+            Err(error) => tracing::error!(%error, "flushing the store at shutdown failed"),
+        }
     }
 
     fn put_subscription(
@@ -519,20 +571,30 @@ impl AppState {
             if keys.is_empty() {
                 return Ok(());
             }
-            let (queued, skipped) = inner.locks.write_many(&keys, || {
+            let started = std::time::Instant::now();
+            let (queued, skipped, changed) = inner.locks.write_many(&keys, || {
                 let now = inner.clock.now();
                 let watchers: HashMap<&UserKey, Vec<Arc<Active>>> =
                     keys.iter().map(|key| (key, inner.notifier.watchers(key))).collect();
                 let mut queued = Vec::new();
+                let watched = inner.feed.is_watched();
+                let mut changed = HashMap::new();
                 let skipped = inner.store.update_many(&keys, &mut |key, facts, due| {
                     let watching = watchers.get(key).map(Vec::as_slice).unwrap_or_default();
-                    let mut effects = Notifier::effects(watching, key, facts, due, now, facts, None);
+                    let changes = Notifier::changes(facts, due, now, None);
+                    let mut effects = Notifier::effects(watching, key, &changes, now, facts);
                     effects.timer_only = true;
                     queued.extend(effects.notifications.iter().cloned());
+                    if let (true, Some(last)) = (watched, changes.last()) {
+                        changed.insert(key.clone(), last.clone());
+                    }
                     Some(effects)
                 })?;
-                Ok::<_, StoreError>((queued, skipped))
+                Ok::<_, StoreError>((queued, skipped, changed))
             })?;
+            let (queued, skipped, changed) = (queued, skipped, changed);
+            inner.feed.publish(changed);
+            inner.metrics.store("timer_pass", started.elapsed());
             for key in &skipped {
                 tracing::error!(tenant = %key.tenant_id, user = %key.user_id, "stored presence is corrupt; its timer was cleared");
             }
@@ -607,9 +669,17 @@ impl AppState {
         if farewell.is_empty() {
             queues.push(&lifecycle_queue);
         }
-        let existed = self.inner.store.remove_subscription(&record.id, &queues, &farewell)?;
-        self.notifier().unregister(&record.id);
-        self.notifier().queued(&farewell);
+        // Gone from memory before the farewell can be delivered (the dispatcher may read the lifecycle queue
+        // as soon as the store commits), so that whoever gets `subscriptionRemoved` finds it gone.
+        notifier.unregister(&record.id);
+        let existed = match self.inner.store.remove_subscription(&record.id, &queues, &farewell) {
+            Ok(existed) => existed,
+            Err(error) => {
+                notifier.register(record.clone());
+                return Err(error);
+            }
+        };
+        notifier.queued(&farewell);
         Ok(existed)
     }
 
@@ -799,6 +869,7 @@ impl AppState {
         if let Some(length) = lock(&self.notifier().deliveries).lengths.get_mut(queue) {
             *length = length.saturating_sub(dropped);
         }
+        self.inner.metrics.dropped(dropped);
         tracing::warn!(queue, dropped, why, "notifications dropped");
         if dropped > 0 {
             self.notifier().queued(&told);
@@ -873,6 +944,13 @@ impl AppState {
         // A timeout is a slow delivery; a refused connection is a failure, not slowness.
         let slow = if matches!(posted, Posted::TimedOut) { elapsed.max(config.delivery_timeout) } else { elapsed };
         notifier.record_delivery(&url, self.inner.clock.now().as_millis(), slow);
+        let outcome = match &posted {
+            Posted::Status(status) if (200..300).contains(status) => DeliveryOutcome::Delivered,
+            Posted::Status(_) => DeliveryOutcome::Rejected,
+            Posted::TimedOut => DeliveryOutcome::TimedOut,
+            Posted::Failed(_) => DeliveryOutcome::Failed,
+        };
+        self.inner.metrics.delivery(outcome, batch.len());
         match posted {
             Posted::Status(status) if (200..300).contains(&status) => {
                 let ids: Vec<i64> = batch.iter().map(|row| row.id).collect();

@@ -135,6 +135,19 @@ pub fn document(version: &str) -> Value {
                          "responses": responses("200", ok_json("user")) } }),
     );
     paths.insert(
+        "/users".into(),
+        json!({ "get": {
+            "operationId": "users.list",
+            "summary": "List the users of the caller's tenant, a page at a time",
+            "parameters": [
+                { "name": "$top", "in": "query", "required": false,
+                  "schema": { "type": "integer", "minimum": 1, "maximum": 999 } },
+                { "name": "$skiptoken", "in": "query", "required": false, "schema": { "type": "string" } }
+            ],
+            "responses": responses("200", ok_json("userCollection"))
+        } }),
+    );
+    paths.insert(
         "/me".into(),
         json!({ "get": { "operationId": "me.get", "summary": "Get the signed-in user",
                          "responses": responses("200", ok_json("user")) } }),
@@ -262,6 +275,15 @@ fn schemas() -> Value {
             "properties": {
                 "@odata.context": { "type": "string" },
                 "value": { "type": "array", "items": { "$ref": "#/components/schemas/presence" } }
+            }
+        },
+        "userCollection": {
+            "type": "object",
+            "required": ["value"],
+            "properties": {
+                "@odata.context": { "type": "string" },
+                "@odata.nextLink": { "type": "string" },
+                "value": { "type": "array", "items": { "$ref": "#/components/schemas/user" } }
             }
         },
         "user": {

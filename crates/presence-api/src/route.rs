@@ -105,6 +105,8 @@ pub enum Endpoint {
     ListPresences,
     /// GET a user.
     GetUser(UserPath),
+    /// GET `/users`: the caller's tenant's users, a page at a time.
+    ListUsers,
     /// POST `/$batch`.
     Batch,
     /// GET or POST `/subscriptions`.
@@ -113,6 +115,24 @@ pub enum Endpoint {
     Subscription(String),
     /// POST `/subscriptions/{id}/reauthorize`.
     Reauthorize(String),
+}
+
+impl Endpoint {
+    /// A short name of the endpoint, for metrics and logs (a bounded set of values).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Endpoint::GetPresence(_) => "getPresence",
+            Endpoint::PresenceAction(_, action) => action.name(),
+            Endpoint::GetPresencesByUserId => "getPresencesByUserId",
+            Endpoint::ListPresences => "listPresences",
+            Endpoint::GetUser(_) => "getUser",
+            Endpoint::ListUsers => "listUsers",
+            Endpoint::Batch => "batch",
+            Endpoint::Subscriptions => "subscriptions",
+            Endpoint::Subscription(_) => "subscription",
+            Endpoint::Reauthorize(_) => "reauthorize",
+        }
+    }
 }
 
 /// `name` without the optional `microsoft.graph.` namespace, when it then equals `expected` (ignoring case).
@@ -158,7 +178,7 @@ pub fn resolve(method: &Method, segments: &[&str]) -> Result<Endpoint, ApiError>
             Some(segment) => Err(ApiError::UnknownSegment((*segment).to_owned())),
         },
         Some("users") => match (segments.get(1), segments.get(2)) {
-            (None, _) => Err(ApiError::UnknownSegment(segments[0].to_owned())),
+            (None, _) => only(method, Method::GET, Endpoint::ListUsers),
             (Some(id), None) => only(method, Method::GET, Endpoint::GetUser(UserPath::IdOrUpn((*id).to_owned()))),
             (Some(id), Some(segment)) if segment.eq_ignore_ascii_case("presence") => {
                 presence(method, PresencePath::User((*id).to_owned()), &segments[3..])
@@ -241,6 +261,7 @@ mod tests {
             Ok(GetUser(UserPath::IdOrUpn("adele@contoso.example".into()))),
         );
         check(Method::GET, "me", Ok(GetUser(UserPath::Me)));
+        check(Method::GET, "users", Ok(ListUsers));
         check(Method::POST, "$batch", Ok(Batch));
         check(Method::POST, "$BATCH", Ok(Batch));
         check(Method::POST, "subscriptions", Ok(Subscriptions));
@@ -261,7 +282,7 @@ mod tests {
         check(Method::POST, "users/u1/presence/microsoft.graph.", Err("segment"));
         check(Method::GET, "users/u1/calendar", Err("segment"));
         check(Method::GET, "groups", Err("segment"));
-        check(Method::GET, "users", Err("segment"));
+        check(Method::POST, "users", Err("method"));
         check(Method::GET, "communications/calls", Err("segment"));
         check(Method::GET, "", Err("segment"));
         check(Method::POST, "users/u1/presence/setPresence/extra", Err("segment"));

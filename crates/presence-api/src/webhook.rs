@@ -70,15 +70,7 @@ fn describe(error: &reqwest::Error) -> String {
 impl Webhooks {
     /// A client under `policy`, trusting the platform's roots and `extra_roots`.
     pub(crate) fn new(policy: TargetPolicy, extra_roots: Vec<CertificateDer<'static>>) -> Result<Self, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(extra_roots, provider.clone())
-            .map_err(|error| format!("cannot load the trusted root certificates: {error}"))?;
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|error| error.to_string())?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth();
+        let tls = crate::tls::client_config(extra_roots)?;
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .dns_resolver(Arc::new(PolicyResolver { policy }))

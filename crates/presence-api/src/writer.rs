@@ -148,6 +148,9 @@ impl AppState {
         let mut outcomes: Vec<Option<Result<(), ApiError>>> = keys.iter().map(|_| None).collect();
         let mut queued: Vec<Vec<NewNotification>> = vec![Vec::new(); keys.len()];
         let mut timers: Vec<Option<i64>> = vec![None; keys.len()];
+        let watched = inner.feed.is_watched();
+        let mut latest: Vec<Option<Presence>> = vec![None; keys.len()];
+        let started = std::time::Instant::now();
         let written = inner.locks.write_many(&keys, || {
             let watchers: Vec<_> = keys.iter().map(|key| notifier.watchers(key)).collect();
             let now = inner.clock.now();
@@ -156,7 +159,9 @@ impl AppState {
                 let before = facts.clone();
                 match jobs[index].apply(facts, now) {
                     Ok(visible) => {
-                        let effects = Notifier::effects(&watchers[index], key, &before, due, now, facts, visible);
+                        let changes = Notifier::changes(&before, due, now, visible);
+                        let effects = Notifier::effects(&watchers[index], key, &changes, now, facts);
+                        latest[index] = changes.last().filter(|_| watched).cloned();
                         queued[index].clone_from(&effects.notifications);
                         timers[index] = effects.due_at;
                         outcomes[index] = Some(Ok(()));
@@ -164,6 +169,7 @@ impl AppState {
                     }
                     Err(error) => {
                         queued[index].clear();
+                        latest[index] = None;
                         timers[index] = None;
                         outcomes[index] = Some(Err(error));
                         None
@@ -171,6 +177,7 @@ impl AppState {
                 }
             })
         });
+        inner.metrics.store("write_batch", started.elapsed());
         let skipped = match written {
             Ok(skipped) => skipped,
             Err(error) => {
@@ -185,6 +192,7 @@ impl AppState {
         };
         for key in &skipped {
             tracing::error!(tenant = %key.tenant_id, user = %key.user_id, "stored presence is corrupt; its timer was cleared");
+            latest[positions[key]] = None;
             outcomes[positions[key]] = Some(Err(ApiError::Store(StoreError::Corrupt {
                 tenant_id: key.tenant_id.clone(),
                 user_id: key.user_id.clone(),
@@ -192,6 +200,7 @@ impl AppState {
             })));
         }
         notifier.queued(&queued.concat());
+        inner.feed.publish(keys.iter().zip(latest).filter_map(|(key, presence)| Some((key.clone(), presence?))));
         notifier.timer_set(timers.into_iter().flatten().min());
         for (job, outcome) in jobs.into_iter().zip(outcomes) {
             job.finish(outcome.unwrap_or_else(|| Err(ApiError::Internal("the store did not run the update".into()))));

@@ -159,6 +159,13 @@ impl Server {
         server
     }
 
+    /// A server with the test clock, its timers and deliveries running (so also ready).
+    pub fn started() -> Self {
+        let mut server = Self::new();
+        server.tasks = server.state.start_notifications().unwrap();
+        server
+    }
+
     /// Moves the test clock forward through the API, which also wakes the timers.
     pub async fn advance(&self, seconds: u64) {
         let reply = self.post("/_test/clock/advance", "", json!({ "seconds": seconds })).await;

@@ -1,0 +1,182 @@
+//! Prometheus metrics, served at `/metrics` in the OpenMetrics text format.
+//!
+//! Counters and histograms are updated where things happen (the envelope middleware for requests, the
+//! writer and the readers for the store, the dispatcher for deliveries). Gauges of state (users, live
+//! sessions, pending timers, queued notifications) are read from the store and the notifier when scraped.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// The content type of the exposition.
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+/// What a POST of notifications came to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum DeliveryOutcome {
+    /// Answered 2xx.
+    Delivered,
+    /// Answered something else.
+    Rejected,
+    /// No answer in time.
+    TimedOut,
+    /// Not sent, or the connection failed.
+    Failed,
+}
+
+fn seconds_histogram() -> Histogram {
+    // 100 µs to about 6.5 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 17))
+}
+
+/// Every metric, and the registry that encodes them.
+pub(crate) struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: Family<RouteLabels, Histogram>,
+    store_seconds: Family<OperationLabels, Histogram>,
+    throttled: Counter,
+    deliveries: Family<OutcomeLabels, Counter>,
+    notifications_delivered: Counter,
+    notifications_dropped: Counter,
+    pub(crate) directory_users: Gauge,
+    pub(crate) users: Gauge,
+    pub(crate) live_sessions: Gauge,
+    pub(crate) pending_timers: Gauge,
+    pub(crate) queued_notifications: Gauge,
+    pub(crate) delivery_queues: Gauge,
+    pub(crate) subscriptions: Gauge,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        let mut registry = Registry::with_prefix("presenced");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests answered, by route and status", requests.clone());
+        let request_seconds = Family::<RouteLabels, Histogram>::new_with_constructor(seconds_histogram as fn() -> _);
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer a request, by route",
+            request_seconds.clone(),
+        );
+        let store_seconds = Family::<OperationLabels, Histogram>::new_with_constructor(seconds_histogram as fn() -> _);
+        registry.register(
+            "store_operation_duration_seconds",
+            "Time of store operations, durability included (write_batch, read, timer_pass)",
+            store_seconds.clone(),
+        );
+        let throttled = Counter::default();
+        registry.register("throttled_requests", "Requests refused with 429 by throttling", throttled.clone());
+        let deliveries = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "notification_posts",
+            "Notification POSTs, by outcome (delivered, rejected, timed_out, failed)",
+            deliveries.clone(),
+        );
+        let notifications_delivered = Counter::default();
+        registry.register("notifications_delivered", "Notifications delivered (2xx)", notifications_delivered.clone());
+        let notifications_dropped = Counter::default();
+        registry.register(
+            "notifications_dropped",
+            "Notifications dropped (retry window over, queue bound, or a too slow endpoint)",
+            notifications_dropped.clone(),
+        );
+        let gauge = |registry: &mut Registry, name: &str, help: &str| {
+            let gauge = Gauge::default();
+            registry.register(name, help, gauge.clone());
+            gauge
+        };
+        let directory_users = gauge(&mut registry, "directory_users", "Users in the configured directory");
+        let users = gauge(&mut registry, "users", "Users with stored presence");
+        let live_sessions = gauge(&mut registry, "live_sessions", "Presence sessions not yet expired");
+        let pending_timers =
+            gauge(&mut registry, "pending_timers", "Users whose presence will change by itself (a timer)");
+        let queued_notifications =
+            gauge(&mut registry, "queued_notifications", "Notifications queued for delivery, all queues");
+        let delivery_queues = gauge(&mut registry, "delivery_queues", "Delivery queues with notifications waiting");
+        let subscriptions = gauge(&mut registry, "subscriptions", "Active subscriptions");
+        Metrics {
+            registry,
+            requests,
+            request_seconds,
+            store_seconds,
+            throttled,
+            deliveries,
+            notifications_delivered,
+            notifications_dropped,
+            directory_users,
+            users,
+            live_sessions,
+            pending_timers,
+            queued_notifications,
+            delivery_queues,
+            subscriptions,
+        }
+    }
+
+    pub(crate) fn request(&self, route: &'static str, status: u16, elapsed: Duration) {
+        self.requests.get_or_create(&RequestLabels { route, status }).inc();
+        self.request_seconds.get_or_create(&RouteLabels { route }).observe(elapsed.as_secs_f64());
+    }
+
+    pub(crate) fn store(&self, operation: &'static str, elapsed: Duration) {
+        self.store_seconds.get_or_create(&OperationLabels { operation }).observe(elapsed.as_secs_f64());
+    }
+
+    pub(crate) fn throttled(&self) {
+        self.throttled.inc();
+    }
+
+    /// One POST of `items` notifications.
+    pub(crate) fn delivery(&self, outcome: DeliveryOutcome, items: usize) {
+        let outcome_label = match outcome {
+            DeliveryOutcome::Delivered => "delivered",
+            DeliveryOutcome::Rejected => "rejected",
+            DeliveryOutcome::TimedOut => "timed_out",
+            DeliveryOutcome::Failed => "failed",
+        };
+        self.deliveries.get_or_create(&OutcomeLabels { outcome: outcome_label }).inc();
+        if let DeliveryOutcome::Delivered = outcome {
+            self.notifications_delivered.inc_by(items as u64);
+        }
+    }
+
+    pub(crate) fn dropped(&self, items: usize) {
+        self.notifications_dropped.inc_by(items as u64);
+    }
+
+    /// The exposition text.
+    pub(crate) fn encode(&self) -> String {
+        let mut text = String::new();
+        if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+            tracing::error!(%error, "encoding metrics failed");
+        }
+        text
+    }
+}
