@@ -30,6 +30,8 @@ path, data, port, users, tenant, app = sys.argv[1:]
 with open(path, "w") as out:
     out.write(f'listen = "127.0.0.1:{port}"\ndata_dir = "{data}"\nissuer = "https://login.presenced.local"\n')
     out.write("throttle_limit = 0\n")
+    # No line per request: the floor writes none either.
+    out.write('log_level = "warn"\n')
     out.write(f'[[tenants]]\nid = "{tenant}"\ndisplayName = "Bench"\n')
     out.write(f'[[tenants.apps]]\nid = "{app}"\ndisplayName = "Bench"\n')
     for i in range(int(users)):

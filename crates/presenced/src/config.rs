@@ -1,5 +1,12 @@
-//! The configuration file: one documented struct, read from TOML, overridden by command-line flags.
+//! The configuration: one documented struct, read from a TOML file, overridden by `PRESENCED_*`
+//! environment variables, overridden by command-line flags, and validated at start-up.
+//!
+//! Every key is listed once, in [`SETTINGS`], with its default and its documentation. The example file
+//! (`presenced config example`, checked in as `presenced.example.toml`, and the built-in default
+//! configuration) is generated from that list, and a missing key takes the default from it, so the
+//! documentation and the behaviour cannot drift.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -7,167 +14,323 @@ use anyhow::Context as _;
 use presence_auth::{Directory, Tenant};
 use serde::Deserialize;
 
-/// The built-in default configuration (a demo tenant), also shipped as `presenced.example.toml`.
-pub(crate) const DEFAULT_CONFIG: &str = include_str!("../../../presenced.example.toml");
+/// One configuration key.
+pub(crate) struct Setting {
+    /// The key, in the file; `PRESENCED_` and the key in upper case in the environment.
+    pub(crate) key: &'static str,
+    /// The default as a TOML value; `None` when unset by default.
+    pub(crate) default: Option<&'static str>,
+    /// For a key unset by default, a value shown (commented out) in the example file.
+    pub(crate) example: Option<&'static str>,
+    /// The documentation: comment lines written above the key in the example file.
+    pub(crate) doc: &'static str,
+}
 
-/// Everything presenced reads from its configuration file. See `presenced.example.toml` for each key.
+const fn set(key: &'static str, default: &'static str, doc: &'static str) -> Setting {
+    Setting { key, default: Some(default), example: None, doc }
+}
+
+const fn unset(key: &'static str, example: &'static str, doc: &'static str) -> Setting {
+    Setting { key, default: None, example: Some(example), doc }
+}
+
+/// Every configuration key, in the order of the example file.
+pub(crate) const SETTINGS: &[Setting] = &[
+    set("listen", "\"127.0.0.1:8080\"", "Address and port to listen on."),
+    set(
+        "data_dir",
+        "\"presenced-data\"",
+        "Directory holding all state: the SQLite database and the token-signing key. Created if missing.",
+    ),
+    unset(
+        "tls_cert_file",
+        "\"/etc/presenced/cert.pem\"",
+        "TLS: a PEM certificate chain and a PEM private key. With both set the server speaks HTTPS only (HTTP/2\n\
+         and HTTP/1.1); without them, plain HTTP. (`--tls-cert`, `--tls-key`.)",
+    ),
+    unset("tls_key_file", "\"/etc/presenced/key.pem\"", ""),
+    unset(
+        "public_url",
+        "\"http://127.0.0.1:8080\"",
+        "The URL clients use to reach this server (used in @odata.context and the OpenID metadata).\n\
+         Default: http://{listen}, or https://{listen} with TLS.",
+    ),
+    set(
+        "issuer",
+        "\"https://login.presenced.local\"",
+        "Base of the token issuer: tokens carry iss = \"{issuer}/{tenant id}/v2.0\", the way Entra ID's carry\n\
+         \"https://login.microsoftonline.com/{tenant id}/v2.0\". It names the issuer, it is not fetched, so it does\n\
+         not change with the listening address: `presenced token` and the server agree whatever port is used.",
+    ),
+    set("max_body_bytes", "262144", "Largest request body accepted, in bytes."),
+    set(
+        "max_connections",
+        "4096",
+        "Connection limits: most connections served at once (more wait to be accepted), time to send a complete\n\
+         HTTP/1 request head, time without a byte read or written before a connection is closed (a silent client,\n\
+         an idle keep-alive or HTTP/2 connection, a client that stops reading), largest request head in bytes\n\
+         (larger gets 431), time to send the body once the head arrived (slower gets 408), and how long in-flight\n\
+         requests may take to finish at shutdown.",
+    ),
+    set("header_read_timeout_seconds", "30", ""),
+    set("idle_timeout_seconds", "60", ""),
+    set("max_header_bytes", "65536", ""),
+    set("body_read_timeout_seconds", "30", ""),
+    set("drain_timeout_seconds", "10", ""),
+    set(
+        "throttle_limit",
+        "10000",
+        "Throttling of presence operations, per application and tenant (Graph: 10,000 requests per 30 seconds).\n\
+         Over the limit a request gets 429 with Retry-After. 0 disables throttling.",
+    ),
+    set("throttle_window_seconds", "30", ""),
+    set(
+        "subscription_max_lifetime_minutes",
+        "60",
+        "Change notifications (POST /subscriptions). Longest lifetime a subscription may ask for, in minutes: Graph\n\
+         allows 60 for presence; more is this server's extension.",
+    ),
+    set(
+        "notification_allow_http",
+        "false",
+        "Where notifications may go. By default only https:// URLs on public addresses: no plain HTTP, and no\n\
+         loopback, private (10/8, 172.16/12, 192.168/16, fc00::/7), link-local, CGNAT or other internal address,\n\
+         also when a public-looking name resolves to one. Allow them only for local development.",
+    ),
+    set("notification_allow_internal", "false", ""),
+    unset(
+        "notification_ca_file",
+        "\"/etc/presenced/webhook-ca.pem\"",
+        "A PEM file of extra root certificates to trust for notification endpoints (beside the system's roots),\n\
+         e.g. a local development CA.",
+    ),
+    set(
+        "notification_timeout_seconds",
+        "3",
+        "A subscriber has notification_timeout_seconds to answer a notification with 2xx (Graph: 3) and\n\
+         validation_timeout_seconds to answer the validation handshake (Graph: 10). Undelivered notifications are\n\
+         retried (10 s, 30 s, 1, 2, 5 minutes, then every 10 minutes) for notification_retry_minutes (Graph: 4\n\
+         hours), then dropped with a `missed` lifecycle event.",
+    ),
+    set("validation_timeout_seconds", "10", ""),
+    set("notification_retry_minutes", "240", ""),
+    set(
+        "max_subscriptions_per_app",
+        "1000",
+        "Bounds per subscriber: subscriptions per application and tenant, and notifications queued per subscription\n\
+         (beyond it the queue is dropped with a `missed` lifecycle event). Notifications per POST, and POSTs in\n\
+         flight at once.",
+    ),
+    set("max_queued_notifications", "10000", ""),
+    set("notification_batch_size", "100", ""),
+    set("max_concurrent_deliveries", "64", ""),
+    set(
+        "log_format",
+        "\"human\"",
+        "Logs go to standard output: \"human\" (readable lines) or \"json\" (one JSON object a line). Every line\n\
+         of a request carries its request id. log_level is a tracing filter: a level (error, warn, info, debug,\n\
+         trace) or directives such as \"info,presenced::access=warn\" (presenced::access is the line per request).\n\
+         RUST_LOG, when set, wins over log_level.",
+    ),
+    set("log_level", "\"info\"", ""),
+    set(
+        "metrics",
+        "true",
+        "Serve Prometheus metrics (OpenMetrics text) at /metrics. /healthz (the process is up) and /readyz (the\n\
+         store answers and recovery is done) are always served.",
+    ),
+    set(
+        "board",
+        "true",
+        "Serve the live presence board at /board: a page listing a tenant's users with their presence, updated as\n\
+         it changes. It signs in with a token and reads through the same API and permissions as any client.",
+    ),
+    set(
+        "test_clock",
+        "false",
+        "Serve /_test/clock and drive presence time from a clock that only moves when told to. Never in production.",
+    ),
+];
+
+/// The start of the example file.
+const EXAMPLE_HEADER: &str = "\
+# presenced configuration, as printed by `presenced config example`. It is also the built-in default:
+# `presenced` uses it when no --config is given. Copy it, edit it, and pass it with `--config FILE`.
+# Every key may be left out (it then takes the value shown here), set in the environment as PRESENCED_ and
+# the key in upper case (PRESENCED_LISTEN=0.0.0.0:8080), or set on the command line with --set KEY=VALUE.
+# The command line wins over the environment, which wins over the file.
+";
+
+/// The demo directory of the example file.
+const EXAMPLE_TENANTS: &str = include_str!("demo-tenants.toml");
+
+/// The documented example file: every key with its default, and the demo directory.
+pub(crate) fn example_file() -> String {
+    let mut text = EXAMPLE_HEADER.to_owned();
+    for setting in SETTINGS {
+        if !setting.doc.is_empty() {
+            text.push('\n');
+            for line in setting.doc.lines() {
+                let _ = writeln!(text, "# {}", line.trim_start());
+            }
+        }
+        match (setting.default, setting.example) {
+            (Some(default), _) => {
+                let _ = writeln!(text, "{} = {default}", setting.key);
+            }
+            (None, example) => {
+                let _ = writeln!(text, "# {} = {}", setting.key, example.unwrap_or("\"\""));
+            }
+        }
+    }
+    text.push('\n');
+    text.push_str(EXAMPLE_TENANTS);
+    text
+}
+
+/// Everything presenced reads from its configuration. [`SETTINGS`] documents each key and gives its
+/// default; the loader fills those in before this is deserialised, so no default is repeated here.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Config {
-    /// Address and port to listen on.
     pub(crate) listen: SocketAddr,
-    /// Directory holding the database and the signing key.
     pub(crate) data_dir: PathBuf,
-    /// URL clients reach the server at; default `http://{listen}`.
     pub(crate) public_url: Option<String>,
-    /// PEM certificate chain for TLS.
     pub(crate) tls_cert_file: Option<PathBuf>,
-    /// PEM private key for TLS.
     pub(crate) tls_key_file: Option<PathBuf>,
-    /// Base of the token issuer.
     pub(crate) issuer: String,
-    /// Largest request body accepted, in bytes.
-    #[serde(default = "default_max_body_bytes")]
     pub(crate) max_body_bytes: usize,
-    /// Most connections served at once.
-    #[serde(default = "default_max_connections")]
     pub(crate) max_connections: usize,
-    /// Seconds a client has to send a request head; also the keep-alive idle limit.
-    #[serde(default = "default_thirty")]
     pub(crate) header_read_timeout_seconds: u64,
-    /// Largest request head in bytes.
-    #[serde(default = "default_max_header_bytes")]
     pub(crate) max_header_bytes: usize,
-    /// Seconds a client has to send a request body.
-    #[serde(default = "default_thirty")]
     pub(crate) body_read_timeout_seconds: u64,
-    /// Seconds without a byte read or written after which a connection is closed.
-    #[serde(default = "default_idle_timeout_seconds")]
     pub(crate) idle_timeout_seconds: u64,
-    /// Seconds in-flight requests get at shutdown.
-    #[serde(default = "default_drain_timeout_seconds")]
     pub(crate) drain_timeout_seconds: u64,
-    /// Presence requests allowed per window, application and tenant; 0 disables throttling.
-    #[serde(default = "default_throttle_limit")]
     pub(crate) throttle_limit: u32,
-    /// The throttling window in seconds.
-    #[serde(default = "default_throttle_window_seconds")]
     pub(crate) throttle_window_seconds: u64,
-    /// Serve the test clock.
-    #[serde(default)]
     pub(crate) test_clock: bool,
-    /// Longest subscription lifetime a create or renewal may ask for, in minutes (Graph: 60).
-    #[serde(default = "default_subscription_max_lifetime_minutes")]
     pub(crate) subscription_max_lifetime_minutes: u64,
-    /// Accept `http://` notification URLs (local development only).
-    #[serde(default)]
     pub(crate) notification_allow_http: bool,
-    /// Accept notification URLs on loopback, private, link-local and other internal addresses.
-    #[serde(default)]
     pub(crate) notification_allow_internal: bool,
-    /// PEM file of extra root certificates trusted for notification endpoints.
     pub(crate) notification_ca_file: Option<PathBuf>,
-    /// Seconds a subscriber has to answer a notification (Graph: 3).
-    #[serde(default = "default_notification_timeout_seconds")]
     pub(crate) notification_timeout_seconds: u64,
-    /// Seconds a subscriber has to answer the validation handshake (Graph: 10).
-    #[serde(default = "default_validation_timeout_seconds")]
     pub(crate) validation_timeout_seconds: u64,
-    /// Minutes undelivered notifications are retried before being dropped (Graph: 240).
-    #[serde(default = "default_notification_retry_minutes")]
     pub(crate) notification_retry_minutes: u64,
-    /// Most subscriptions per application and tenant.
-    #[serde(default = "default_max_subscriptions_per_app")]
     pub(crate) max_subscriptions_per_app: usize,
-    /// Most notifications queued for one subscription.
-    #[serde(default = "default_max_queued_notifications")]
     pub(crate) max_queued_notifications: usize,
-    /// Most notifications in one POST.
-    #[serde(default = "default_notification_batch_size")]
     pub(crate) notification_batch_size: usize,
-    /// Most notification POSTs in flight at once.
-    #[serde(default = "default_max_concurrent_deliveries")]
     pub(crate) max_concurrent_deliveries: usize,
+    pub(crate) log_format: LogFormat,
+    pub(crate) log_level: String,
+    pub(crate) metrics: bool,
+    pub(crate) board: bool,
+    /// `PRESENCED_*` environment variables that name no key: reported at start-up.
+    #[serde(skip)]
+    pub(crate) ignored_variables: Vec<String>,
     /// Tenants with their users and apps.
     #[serde(default)]
     pub(crate) tenants: Vec<Tenant>,
 }
 
-fn default_max_body_bytes() -> usize {
-    256 * 1024
+/// How logs are written.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    /// Readable lines.
+    Human,
+    /// One JSON object a line.
+    Json,
 }
 
-fn default_max_connections() -> usize {
-    4096
+/// An override's value: TOML when it parses as a TOML value (`8080`, `true`, `"x"`), else the text itself.
+fn override_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("value = {raw}"))
+        .ok()
+        .and_then(|mut table| table.remove("value"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
 }
 
-fn default_thirty() -> u64 {
-    30
+fn setting(key: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|setting| setting.key == key)
 }
 
-fn default_max_header_bytes() -> usize {
-    64 * 1024
-}
-
-fn default_idle_timeout_seconds() -> u64 {
-    60
-}
-
-fn default_drain_timeout_seconds() -> u64 {
-    10
-}
-
-fn default_throttle_limit() -> u32 {
-    10_000
-}
-
-fn default_throttle_window_seconds() -> u64 {
-    30
-}
-
-fn default_subscription_max_lifetime_minutes() -> u64 {
-    60
-}
-
-fn default_notification_timeout_seconds() -> u64 {
-    3
-}
-
-fn default_validation_timeout_seconds() -> u64 {
-    10
-}
-
-fn default_notification_retry_minutes() -> u64 {
-    240
-}
-
-fn default_max_subscriptions_per_app() -> usize {
-    1000
-}
-
-fn default_max_queued_notifications() -> usize {
-    10_000
-}
-
-fn default_notification_batch_size() -> usize {
-    100
-}
-
-fn default_max_concurrent_deliveries() -> usize {
-    64
-}
+/// Environment variables that are not configuration keys: the file, and the command-line client's URL and
+/// token.
+const ENVIRONMENT_FLAGS: [&str; 3] = ["PRESENCED_CONFIG", "PRESENCED_URL", "PRESENCED_TOKEN"];
 
 impl Config {
-    /// Reads `path`, or the built-in default when `None`.
-    pub(crate) fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+    /// Reads `path` (the built-in default when `None`), fills in the defaults of missing keys, applies the
+    /// `PRESENCED_*` variables of `environment` and then the `KEY=VALUE` overrides of `flags`, and
+    /// validates the result. Every error names the key and the value.
+    pub(crate) fn load(
+        path: Option<&Path>,
+        environment: impl IntoIterator<Item = (String, String)>,
+        flags: &[String],
+    ) -> anyhow::Result<Self> {
+        let (merged, origin, ignored) = Self::effective(path, environment, flags)?;
+        let mut config: Config =
+            toml::from_str(&merged).with_context(|| format!("invalid configuration ({origin})"))?;
+        config.validate(&origin)?;
+        config.ignored_variables = ignored;
+        Ok(config)
+    }
+
+    /// The configuration in effect, as TOML (`presenced config show`), where it came from, and the
+    /// `PRESENCED_*` variables that name no key (ignored).
+    pub(crate) fn effective(
+        path: Option<&Path>,
+        environment: impl IntoIterator<Item = (String, String)>,
+        flags: &[String],
+    ) -> anyhow::Result<(String, String, Vec<String>)> {
         let (text, origin) = match path {
             Some(path) => (
                 std::fs::read_to_string(path).with_context(|| format!("reading configuration {}", path.display()))?,
                 path.display().to_string(),
             ),
-            None => (DEFAULT_CONFIG.to_owned(), "the built-in default configuration".to_owned()),
+            None => (example_file(), "the built-in default configuration".to_owned()),
         };
-        let config: Config = toml::from_str(&text).with_context(|| format!("invalid configuration in {origin}"))?;
+        let mut table: toml::Table =
+            toml::from_str(&text).with_context(|| format!("invalid configuration in {origin}"))?;
+        let mut ignored = Vec::new();
+        for setting in SETTINGS {
+            if let Some(default) = setting.default {
+                if !table.contains_key(setting.key) {
+                    table.insert(setting.key.to_owned(), override_value(default));
+                }
+            }
+        }
+        for (name, raw) in environment {
+            let Some(key) = name.strip_prefix("PRESENCED_") else { continue };
+            if ENVIRONMENT_FLAGS.contains(&name.as_str()) {
+                continue;
+            }
+            let key = key.to_ascii_lowercase();
+            if setting(&key).is_none() {
+                // The environment is shared with other tools (test harnesses set PRESENCED_BIN): an unknown
+                // variable is reported at start-up, not refused.
+                ignored.push(name);
+                continue;
+            }
+            table.insert(key, override_value(&raw));
+        }
+        for flag in flags {
+            let Some((key, raw)) = flag.split_once('=') else {
+                anyhow::bail!("invalid configuration: --set {flag}: expected KEY=VALUE");
+            };
+            let key = key.trim();
+            if setting(key).is_none() {
+                anyhow::bail!("invalid configuration: --set {flag}: {key} is not a configuration key");
+            }
+            table.insert(key.to_owned(), override_value(raw.trim()));
+        }
+        let origin = format!("{origin} with PRESENCED_* variables and --set flags applied");
+        Ok((toml::to_string(&table).context("re-encoding the configuration")?, origin, ignored))
+    }
+
+    /// Checks the ranges of numeric keys.
+    fn validate(&self, origin: &str) -> anyhow::Result<()> {
+        let config = self;
+        self.log_filter()?;
         if !(1024..=64 * 1024 * 1024).contains(&config.max_body_bytes) {
             anyhow::bail!(
                 "invalid configuration in {origin}: max_body_bytes = {} must be between 1024 and 67108864",
@@ -196,7 +359,13 @@ impl Config {
                 anyhow::bail!("invalid configuration in {origin}: {key} = {value} must be between {min} and {max}");
             }
         }
-        Ok(config)
+        Ok(())
+    }
+
+    /// The log filter of `log_level`.
+    pub(crate) fn log_filter(&self) -> anyhow::Result<tracing_subscriber::EnvFilter> {
+        tracing_subscriber::EnvFilter::try_new(&self.log_level)
+            .map_err(|error| anyhow::anyhow!("invalid configuration: log_level = {:?}: {error}", self.log_level))
     }
 
     /// The settings of change notifications.
@@ -264,9 +433,24 @@ impl Config {
 mod tests {
     use super::*;
 
+    fn no_overrides() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("presenced.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    fn error_of(result: anyhow::Result<Config>) -> String {
+        format!("{:#}", result.unwrap_err())
+    }
+
     #[test]
     fn the_default_configuration_is_valid() {
-        let config = Config::load(None).unwrap();
+        let config = Config::load(None, no_overrides(), &[]).unwrap();
         assert_eq!(config.public_url(), "http://127.0.0.1:8080");
         assert_eq!(config.issuer_base(), "https://login.presenced.local");
         assert!(!config.test_clock);
@@ -275,22 +459,71 @@ mod tests {
     }
 
     #[test]
-    fn unknown_keys_are_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bad.toml");
-        std::fs::write(&path, "listen = \"127.0.0.1:1\"\ndata_dir = \"d\"\nissuer = \"https://i\"\nlisen = 3\n")
-            .unwrap();
-        let error = format!("{:#}", Config::load(Some(&path)).unwrap_err());
-        assert!(error.contains("lisen"), "{error}");
+    fn the_checked_in_example_is_the_generated_one() {
+        let checked_in = include_str!("../../../presenced.example.toml");
+        assert!(
+            checked_in == example_file(),
+            "presenced.example.toml is stale: regenerate it with `cargo run -- config example > presenced.example.toml`"
+        );
     }
 
     #[test]
-    fn out_of_range_values_are_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bad.toml");
-        let text = "listen = \"127.0.0.1:1\"\ndata_dir = \"d\"\nissuer = \"https://i\"\nmax_header_bytes = 10\n";
-        std::fs::write(&path, text).unwrap();
-        let error = format!("{:#}", Config::load(Some(&path)).unwrap_err());
-        assert!(error.contains("max_header_bytes = 10"), "{error}");
+    fn every_key_is_documented_and_every_default_is_valid() {
+        let readme = include_str!("../../../README.md");
+        for setting in SETTINGS {
+            assert!(example_file().contains(&format!("{} = ", setting.key)), "{}", setting.key);
+            assert!(
+                readme.contains(&format!("| `{}`", setting.key)) || readme.contains(&format!(", `{}` |", setting.key)),
+                "README's configuration table lacks {}",
+                setting.key
+            );
+        }
+        let (_dir, path) = write("");
+        let config = Config::load(Some(&path), no_overrides(), &[]).unwrap();
+        assert_eq!(config.max_body_bytes, 262_144);
+        assert_eq!(config.notification_batch_size, 100);
+        assert!(config.tenants.is_empty(), "a file without tenants has none");
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file_and_flags_override_the_environment() {
+        let (_dir, path) = write("listen = \"127.0.0.1:1000\"\nthrottle_limit = 5\nmax_body_bytes = 4096\n");
+        let environment = vec![
+            ("PRESENCED_LISTEN".to_owned(), "0.0.0.0:2000".to_owned()),
+            ("PRESENCED_THROTTLE_LIMIT".to_owned(), "7".to_owned()),
+            ("PRESENCED_CONFIG".to_owned(), "ignored: it names the file".to_owned()),
+            ("PATH".to_owned(), "/bin".to_owned()),
+        ];
+        let flags = ["throttle_limit=9".to_owned(), "test_clock = true".to_owned()];
+        let config = Config::load(Some(&path), environment, &flags).unwrap();
+        assert_eq!(config.listen.to_string(), "0.0.0.0:2000", "environment over file");
+        assert_eq!(config.throttle_limit, 9, "flag over environment");
+        assert_eq!(config.max_body_bytes, 4096, "file over default");
+        assert!(config.test_clock);
+    }
+
+    #[test]
+    fn bad_keys_and_values_are_named_wherever_they_come_from() {
+        let (_dir, path) = write("listen = \"127.0.0.1:1\"\nlisen = 3\n");
+        assert!(error_of(Config::load(Some(&path), no_overrides(), &[])).contains("lisen"));
+        let (_dir, path) = write("max_header_bytes = 10\n");
+        assert!(error_of(Config::load(Some(&path), no_overrides(), &[])).contains("max_header_bytes = 10"));
+        let (_dir, path) = write("");
+        let bad_type = vec![("PRESENCED_MAX_BODY_BYTES".to_owned(), "lots".to_owned())];
+        let error = error_of(Config::load(Some(&path), bad_type, &[]));
+        assert!(error.contains("max_body_bytes") && error.contains("lots"), "{error}");
+        let unknown = vec![("PRESENCED_LISEN".to_owned(), "x".to_owned())];
+        let config = Config::load(Some(&path), unknown, &[]).unwrap();
+        assert_eq!(config.ignored_variables, ["PRESENCED_LISEN"], "reported at start-up, not applied");
+        let error = error_of(Config::load(Some(&path), no_overrides(), &["lisen=1".to_owned()]));
+        assert!(error.contains("lisen"), "{error}");
+        let error = error_of(Config::load(Some(&path), no_overrides(), &["listen".to_owned()]));
+        assert!(error.contains("KEY=VALUE"), "{error}");
+        let error = error_of(Config::load(Some(&path), no_overrides(), &["listen=nowhere".to_owned()]));
+        assert!(error.contains("listen") && error.contains("nowhere"), "{error}");
+        let error = error_of(Config::load(Some(&path), no_overrides(), &["log_format=xml".to_owned()]));
+        assert!(error.contains("log_format") && error.contains("xml"), "{error}");
+        let error = error_of(Config::load(Some(&path), no_overrides(), &["log_level=info,[".to_owned()]));
+        assert!(error.contains("log_level"), "{error}");
     }
 }

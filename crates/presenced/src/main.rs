@@ -3,6 +3,7 @@
 //! The binary only parses flags, loads the configuration, and wires the layers: the SQLite store, the
 //! directory and token verifier, and the HTTP router. `presenced token` mints tokens from the same key.
 
+mod client;
 mod config;
 
 use std::path::PathBuf;
@@ -25,8 +26,12 @@ struct Cli {
     #[arg(long, global = true, env = "PRESENCED_CONFIG")]
     config: Option<PathBuf>,
     /// Data directory; overrides `data_dir` of the configuration.
-    #[arg(long, global = true, env = "PRESENCED_DATA_DIR")]
+    #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
+    /// Set a configuration key, overriding the file and the environment (repeatable): `--set
+    /// throttle_limit=0`.
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    set: Vec<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -37,6 +42,19 @@ enum Command {
     Serve(ServeArgs),
     /// Print a signed access token for a configured tenant, application and (optionally) user.
     Token(TokenArgs),
+    /// The configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Read and change presence on a server: get, set, clear, prefer, status.
+    Presence(client::PresenceArgs),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the documented example configuration (every key with its default, and a demo directory).
+    Example,
+    /// Print the configuration in effect: the file with the environment and flags applied.
+    Show,
 }
 
 #[derive(Args, Default)]
@@ -81,15 +99,50 @@ struct TokenArgs {
     lifetime: i64,
 }
 
+impl Default for TokenArgs {
+    /// An application token of the first tenant's first application, as `presenced token` gives.
+    fn default() -> Self {
+        TokenArgs {
+            tenant: None,
+            app: None,
+            user: None,
+            scopes: "Presence.Read.All Presence.ReadWrite".into(),
+            roles: "Presence.ReadWrite.All".into(),
+            lifetime: 3600,
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let mut config = Config::load(cli.config.as_deref())?;
+    let command = cli.command.unwrap_or(Command::Serve(ServeArgs::default()));
+    match command {
+        Command::Config(ConfigCommand::Example) => {
+            print!("{}", config::example_file());
+            return Ok(());
+        }
+        Command::Config(ConfigCommand::Show) => {
+            let (text, _, _) = Config::effective(cli.config.as_deref(), std::env::vars(), &cli.set)?;
+            print!("{text}");
+            return Ok(());
+        }
+        _ => {}
+    }
+    let mut config = Config::load(cli.config.as_deref(), std::env::vars(), &cli.set)?;
     if let Some(data_dir) = cli.data_dir {
         config.data_dir = data_dir;
     }
-    match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+    match command {
         Command::Serve(args) => serve(config, args),
-        Command::Token(args) => token(&config, &args),
+        Command::Token(args) => {
+            println!("{}", mint(&config, &args)?);
+            Ok(())
+        }
+        Command::Presence(args) => {
+            let url = config.public_url();
+            client::run(args, url, || mint(&config, &TokenArgs::default()))
+        }
+        Command::Config(_) => Ok(()),
     }
 }
 
@@ -100,11 +153,10 @@ fn open_key(config: &Config) -> anyhow::Result<SigningKey> {
 }
 
 fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,presenced=info".into()),
-        )
-        .init();
+    init_logs(&config)?;
+    for name in &config.ignored_variables {
+        tracing::warn!(variable = %name, "ignoring an environment variable that names no configuration key");
+    }
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
@@ -135,6 +187,8 @@ fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         },
         body_read_timeout: Duration::from_secs(config.body_read_timeout_seconds),
         notifications: config.notifications()?,
+        metrics: config.metrics,
+        board: config.board,
     };
     let limits = ConnectionLimits {
         max_connections: config.max_connections,
@@ -151,18 +205,47 @@ fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
             tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let address = listener.local_addr()?;
         let public = config.public_url();
-        println!("presenced listening on {address}, reachable as {public} (data in {})", config.data_dir.display());
-        println!("Graph API: {public}/v1.0 and {public}/beta");
-        println!("Get a token:  cargo run --release -- token            (application, Presence.ReadWrite.All)");
-        println!("              cargo run --release -- token --user adele@contoso.example   (delegated)");
-        tracing::info!(%address, "listening");
-        presence_api::serve(listener, presence_api::router(state), limits, tls, shutdown_signal()).await;
-        for task in background {
-            task.abort();
+        // The banner is for people; JSON logs are for machines, and stay one object a line.
+        if config.log_format == config::LogFormat::Human {
+            println!("presenced listening on {address}, reachable as {public} (data in {})", config.data_dir.display());
+            println!("Graph API: {public}/v1.0 and {public}/beta");
+            if config.board {
+                println!("Presence board: {public}/board");
+            }
+            println!("Get a token:  cargo run --release -- token            (application, Presence.ReadWrite.All)");
+            println!("              cargo run --release -- token --user adele@contoso.example   (delegated)");
         }
+        tracing::info!(%address, "listening");
+        let drain = limits.drain_timeout;
+        let signal = {
+            let state = state.clone();
+            async move {
+                shutdown_signal().await;
+                tracing::info!("shutting down: draining requests");
+                state.begin_shutdown();
+            }
+        };
+        presence_api::serve(listener, presence_api::router(state.clone()), limits, tls, signal).await;
+        state.shutdown(background, drain).await;
         tracing::info!("stopped");
         anyhow::Ok(())
     })
+}
+
+/// Logs to standard output: human-readable or one JSON object a line, at `log_level` (`RUST_LOG`, when
+/// set, wins). Each line of a request carries its request id (the `request` span).
+fn init_logs(config: &Config) -> anyhow::Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) => tracing_subscriber::EnvFilter::try_new(&directives)
+            .map_err(|error| anyhow::anyhow!("invalid RUST_LOG {directives:?}: {error}"))?,
+        Err(_) => config.log_filter()?,
+    };
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.log_format {
+        config::LogFormat::Human => logs.init(),
+        config::LogFormat::Json => logs.json().with_current_span(true).with_span_list(false).init(),
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {
@@ -186,7 +269,8 @@ async fn shutdown_signal() {
     }
 }
 
-fn token(config: &Config, args: &TokenArgs) -> anyhow::Result<()> {
+/// A token signed by the local issuer (the key in the data directory).
+fn mint(config: &Config, args: &TokenArgs) -> anyhow::Result<String> {
     let directory = config.directory()?;
     let tenant = match &args.tenant {
         Some(id) => directory.tenant(id).with_context(|| format!("tenant '{id}' is not configured"))?,
@@ -221,6 +305,5 @@ fn token(config: &Config, args: &TokenArgs) -> anyhow::Result<()> {
         issued_at,
         lifetime_seconds: args.lifetime,
     });
-    println!("{token}");
-    Ok(())
+    Ok(token)
 }

@@ -1,5 +1,5 @@
-//! The real binary: what it acknowledged survives SIGKILL (presence and queued notifications), and its
-//! token command mints tokens it accepts.
+//! The real binary: what it acknowledged survives SIGKILL (presence and queued notifications), SIGTERM
+//! stops it cleanly, its token command mints tokens it accepts, and its command-line client works.
 
 #[path = "../../presence-api/tests/common/receiver.rs"]
 mod receiver;
@@ -216,4 +216,112 @@ async fn queued_notifications_survive_sigkill_and_are_delivered_in_order_after_r
     assert!(delivered.iter().all(|item| item["subscriptionId"] == id.as_str() && item["clientState"] == "kept"));
     let (_, now) = call(&server.base, Method::GET, &format!("/v1.0/users/{ADELE}/presence"), &reader, None).await;
     assert_eq!(sequences[2], now["sequenceNumber"].as_str().unwrap(), "the last one is the current version");
+}
+
+/// Runs the binary's command-line client against `base` with a locally minted token.
+fn cli(data_dir: &Path, base: &str, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(BINARY)
+        .args(["--data-dir", data_dir.to_str().unwrap(), "presence", "--url", base])
+        .args(args)
+        .output()
+        .unwrap();
+    (output.status.success(), String::from_utf8(output.stdout).unwrap(), String::from_utf8(output.stderr).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_client_reads_and_changes_presence() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let (ok, out, err) =
+        cli(dir.path(), &server.base, &["set", "adele@contoso.example", "Busy", "InACall", "--expires", "PT2H"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("availability    Busy\n") && out.contains("activity        InACall\n"), "{out}");
+    assert!(out.contains(&format!("user            {ADELE}\n")), "{out}");
+
+    let (ok, out, err) = cli(
+        dir.path(),
+        &server.base,
+        &["status", ADELE, "Back at 3", "--expires", "2030-01-01T15:00:00", "--time-zone", "UTC"],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("status message  \"Back at 3\""), "{out}");
+
+    let (ok, out, err) = cli(dir.path(), &server.base, &["prefer", ADELE, "DoNotDisturb", "DoNotDisturb"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("availability    DoNotDisturb\n"), "{out}");
+
+    let (ok, out, err) = cli(dir.path(), &server.base, &["--json", "get", ADELE]);
+    assert!(ok, "{err}");
+    let presence: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((presence["availability"].as_str(), presence["id"].as_str()), (Some("DoNotDisturb"), Some(ADELE)));
+
+    for args in [&["prefer", ADELE, "--clear"][..], &["status", ADELE, "--clear"], &["clear", ADELE]] {
+        let (ok, _, err) = cli(dir.path(), &server.base, args);
+        assert!(ok, "{args:?}: {err}");
+    }
+    let (_, out, _) = cli(dir.path(), &server.base, &["get", ADELE]);
+    assert!(out.contains("availability    Offline\n") && !out.contains("status message"), "{out}");
+
+    let (ok, _, err) = cli(dir.path(), &server.base, &["set", ADELE, "Busy", "Busy"]);
+    assert!(!ok);
+    assert!(
+        err.contains("400 Bad Request: BadRequest The combination of availability 'Busy' and activity 'Busy'"),
+        "{err}"
+    );
+    let (ok, _, err) = cli(dir.path(), &server.base, &["get", "nobody@contoso.example"]);
+    assert!(!ok);
+    assert!(err.contains("404"), "{err}");
+}
+
+/// Waits (at most `within`) for the process to exit, and returns its status.
+fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_ends_streams_flushes_the_store_and_a_restart_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path());
+    let writer = token(dir.path(), &[]);
+    let body =
+        json!({ "sessionId": APP, "availability": "Available", "activity": "Available", "expirationDuration": "PT1H" });
+    let path = format!("/v1.0/users/{ADELE}/presence/setPresence");
+    assert_eq!(call(&server.base, Method::POST, &path, &writer, Some(body)).await.0, 200);
+
+    // A board stream stays open until the server stops: shutdown must end it rather than wait for it.
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let request = Request::builder()
+        .uri(format!("{}/board/events", server.base))
+        .header("authorization", format!("Bearer {writer}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let stream = client.request(request).await.unwrap();
+    assert_eq!(stream.status(), 200);
+
+    let started = Instant::now();
+    let terminated = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    assert!(terminated.success());
+    let status = wait_exit(&mut server.child, Duration::from_secs(8)).expect("no exit within 8 s of SIGTERM");
+    assert!(status.success(), "{status}");
+    assert!(started.elapsed() < Duration::from_secs(8));
+    let ended = tokio::time::timeout(Duration::from_secs(5), stream.into_body().collect()).await;
+    assert!(ended.is_ok(), "the board stream did not end");
+    // Flushed: the WAL was copied into the database file and emptied.
+    let wal = dir.path().join(format!("{}-wal", presence_store::DATABASE_FILE));
+    assert_eq!(std::fs::metadata(&wal).map(|metadata| metadata.len()).unwrap_or(0), 0, "the WAL is not empty");
+
+    // After the restart the presence is there.
+    let server = start(dir.path());
+    let reader = token(dir.path(), &["--roles", "Presence.Read.All"]);
+    let (_, adele) = call(&server.base, Method::GET, &format!("/v1.0/users/{ADELE}/presence"), &reader, None).await;
+    assert_eq!(adele["availability"], "Available");
 }

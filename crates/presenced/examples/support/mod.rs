@@ -45,7 +45,7 @@ pub(crate) fn free_port() -> u16 {
 pub(crate) fn write_config(dir: &Path, data_dir: &Path, port: u16, users: usize, extra: &str) -> PathBuf {
     let mut config = format!(
         "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\nissuer = \"https://login.presenced.local\"\n\
-         test_clock = true\nthrottle_limit = 0\n{extra}\n\
+         test_clock = true\nthrottle_limit = 0\nlog_level = \"warn\"\n{extra}\n\
          [[tenants]]\nid = \"{TENANT}\"\ndisplayName = \"Bench\"\n\
          [[tenants.apps]]\nid = \"{APP}\"\ndisplayName = \"Bench\"\n\
          [[tenants.apps]]\nid = \"{SECOND_APP}\"\ndisplayName = \"Bench two\"\n",
