@@ -6,8 +6,9 @@
 //! and carries each visible change of the caller's tenant (writes and timer-driven fades and expiries) as
 //! the presence JSON a GET would return.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -16,7 +17,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use futures_util::stream::{self, Stream};
 use presence_auth::{authorize, Operation, Target};
-use presence_core::Presence;
+use presence_core::evaluate;
 use presence_store::UserKey;
 use tokio::sync::broadcast;
 
@@ -24,24 +25,26 @@ use crate::error::ApiError;
 use crate::wire::PresenceJson;
 use crate::AppState;
 
-/// Changes buffered for slow listeners; a listener that falls further behind is told to reload.
+/// Changes buffered for slow listeners; a listener that falls further behind is told to reload. An entry is
+/// a user's key only (the stream reads the presence when it sends it), so a stalled listener pins little.
 const FEED_CAPACITY: usize = 4096;
 
-/// One user's presence after a change.
-#[derive(Debug)]
-pub(crate) struct Changed {
-    key: UserKey,
-    presence: Presence,
-}
+/// Streams one application of a tenant may hold open at once; more get `429`.
+const MAX_STREAMS_PER_APP: usize = 64;
 
-/// Every visible change, as it becomes durable, for the board's listeners.
+/// How often an open stream checks that its token is still valid (it ends when it is not).
+const TOKEN_CHECK: Duration = Duration::from_secs(30);
+
+/// Every user whose presence changed visibly, as the change becomes durable, for the board's listeners.
 pub(crate) struct Feed {
-    sender: broadcast::Sender<Arc<Changed>>,
+    sender: broadcast::Sender<Arc<UserKey>>,
+    /// Open streams per (tenant, application).
+    streams: Mutex<HashMap<(String, String), usize>>,
 }
 
 impl Feed {
     pub(crate) fn new() -> Self {
-        Feed { sender: broadcast::channel(FEED_CAPACITY).0 }
+        Feed { sender: broadcast::channel(FEED_CAPACITY).0, streams: Mutex::default() }
     }
 
     /// Whether anyone listens (so that writers skip collecting changes when no one does).
@@ -49,11 +52,40 @@ impl Feed {
         self.sender.receiver_count() > 0
     }
 
-    /// Sends the latest presence of each changed user.
-    pub(crate) fn publish(&self, changes: impl IntoIterator<Item = (UserKey, Presence)>) {
-        for (key, presence) in changes {
+    /// Announces the users whose presence changed.
+    pub(crate) fn publish(&self, changed: impl IntoIterator<Item = UserKey>) {
+        for key in changed {
             // No listener is not an error: the change is simply not shown anywhere.
-            let _ = self.sender.send(Arc::new(Changed { key, presence }));
+            let _ = self.sender.send(Arc::new(key));
+        }
+    }
+
+    /// Counts a new stream of `owner`, unless it has [`MAX_STREAMS_PER_APP`] already.
+    fn open(self: &Arc<Self>, owner: (String, String)) -> Option<StreamSlot> {
+        let mut streams = self.streams.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let open = streams.entry(owner.clone()).or_default();
+        if *open >= MAX_STREAMS_PER_APP {
+            return None;
+        }
+        *open += 1;
+        Some(StreamSlot { feed: self.clone(), owner })
+    }
+}
+
+/// One open stream, counted until dropped.
+struct StreamSlot {
+    feed: Arc<Feed>,
+    owner: (String, String),
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut streams = self.feed.streams.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(open) = streams.get_mut(&self.owner) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                streams.remove(&self.owner);
+            }
         }
     }
 }
@@ -71,38 +103,86 @@ pub(crate) async fn page(State(state): State<AppState>) -> Result<Response, ApiE
     Ok(response)
 }
 
-/// The stream of the caller's tenant's presence changes: `presence` events carrying the presence JSON,
-/// and `resync` when changes were missed (the page then reloads every presence).
+/// The stream of the caller's tenant's presence changes: `ready` first, then `presence` events carrying the
+/// presence JSON a GET returns, and `resync` when changes were missed (the page then reloads every presence). It ends when the
+/// token expires and when the server shuts down.
 pub(crate) async fn events(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     if !state.inner.config.board {
         return Err(ApiError::NotFound);
     }
     let caller = crate::handlers::authenticate(&state, &headers)?;
     authorize(&caller, Operation::ReadManyPresences, Target::Many)?;
-    let receiver = state.inner.feed.sender.subscribe();
-    let stopping = state.inner.stopping.subscribe();
-    let tenant = caller.tenant_id.clone();
-    let events = stream::unfold((receiver, stopping, tenant), |(mut receiver, mut stopping, tenant)| async move {
+    let token = crate::handlers::bearer_token(&headers)?.to_owned();
+    let slot = state
+        .inner
+        .feed
+        .open((caller.tenant_id.clone(), caller.app_id.clone()))
+        .ok_or(ApiError::Throttled(TOKEN_CHECK.as_secs()))?;
+    let listener = Listener {
+        receiver: state.inner.feed.sender.subscribe(),
+        stopping: state.inner.stopping.subscribe(),
+        check: tokio::time::interval_at(tokio::time::Instant::now() + TOKEN_CHECK, TOKEN_CHECK),
+        state,
+        caller,
+        token,
+        greeted: false,
+        _slot: slot,
+    };
+    Ok(sse(stream::unfold(listener, |mut listener| async move {
+        let event = listener.next().await?;
+        Some((Ok::<_, Infallible>(event), listener))
+    })))
+}
+
+/// The state of one open stream.
+struct Listener {
+    receiver: broadcast::Receiver<Arc<UserKey>>,
+    stopping: tokio::sync::watch::Receiver<bool>,
+    check: tokio::time::Interval,
+    state: AppState,
+    caller: presence_auth::Caller,
+    token: String,
+    /// Whether the first event (`ready`) was sent: it gets the response's head to the client at once.
+    greeted: bool,
+    _slot: StreamSlot,
+}
+
+impl Listener {
+    /// The next event to send, or `None` to end the stream.
+    async fn next(&mut self) -> Option<Event> {
+        if !self.greeted {
+            self.greeted = true;
+            return Some(Event::default().event("ready").data("{}"));
+        }
         loop {
             let received = tokio::select! {
-                received = receiver.recv() => received,
+                received = self.receiver.recv() => received,
                 // The server is shutting down: end the stream, so the drain does not wait for it.
-                _ = stopping.wait_for(|stopping| *stopping) => return None,
-            };
-            let event = match received {
-                Ok(changed) if changed.key.tenant_id == tenant => {
-                    let json = PresenceJson::known(&changed.key.user_id, changed.presence.clone(), false, None);
-                    let data = serde_json::to_string(&json).unwrap_or_default();
-                    Event::default().event("presence").data(data)
+                _ = self.stopping.wait_for(|stopping| *stopping) => return None,
+                _ = self.check.tick() => {
+                    if self.state.inner.verifier.verify(&self.token).is_err() {
+                        return None;
+                    }
+                    continue;
                 }
-                Ok(_) => continue,
-                Err(broadcast::error::RecvError::Lagged(_)) => Event::default().event("resync").data("{}"),
-                Err(broadcast::error::RecvError::Closed) => return None,
             };
-            return Some((Ok::<_, Infallible>(event), (receiver, stopping, tenant)));
+            match received {
+                Ok(key) if key.tenant_id == self.caller.tenant_id => {
+                    // The presence now, read like a GET (the change may be superseded already: fine).
+                    let read = self.state.read_facts(vec![(*key).clone()]).await;
+                    let Ok((facts, now)) = read else { continue };
+                    let presence = evaluate(&facts.into_iter().next().flatten().unwrap_or_default(), now);
+                    let json = PresenceJson::known(&key.user_id, presence, false, None);
+                    return Some(Event::default().event("presence").data(serde_json::to_string(&json).ok()?));
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    return Some(Event::default().event("resync").data("{}"))
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
         }
-    });
-    Ok(sse(events))
+    }
 }
 
 fn sse(events: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -> Response {

@@ -76,6 +76,7 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     if !state.inner.config.metrics {
         return Err(ApiError::NotFound);
     }
+    let _one_at_a_time = state.inner.metrics.scrape.lock().await;
     let inner = state.inner.clone();
     let stats = blocking(move || Ok(inner.store.stats(inner.clock.now().as_millis())?)).await?;
     let metrics = &state.inner.metrics;
@@ -207,7 +208,7 @@ impl AppState {
 
     /// The stored facts of `keys` and the instant to evaluate them at, read with no write of those users in
     /// between (see `consistency`).
-    async fn read_facts(&self, keys: Vec<UserKey>) -> Result<(Vec<Option<UserFacts>>, Timestamp), ApiError> {
+    pub(crate) async fn read_facts(&self, keys: Vec<UserKey>) -> Result<(Vec<Option<UserFacts>>, Timestamp), ApiError> {
         // Fast path: when no writer holds these users and a reader connection is free, the read (a few
         // index lookups) runs right here; a hand-off to a blocking thread would cost more than the read.
         let inner = &self.inner;
@@ -249,17 +250,21 @@ impl AppState {
 }
 
 pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    Ok(state.inner.verifier.verify(bearer_token(headers)?)?)
+}
+
+/// The token of the `Authorization: Bearer` header (empty when there is none to verify).
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(AuthError::MissingToken.into());
     };
     let value = value.to_str().map_err(|_| AuthError::InvalidToken("IDX14100: JWT is not well formed.".into()))?;
     let value = value.trim();
-    let token = match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-        None if value.is_empty() || value.eq_ignore_ascii_case("bearer") => "",
-        _ => return Err(AuthError::InvalidToken("The Authorization header must use the Bearer scheme.".into()).into()),
-    };
-    Ok(state.inner.verifier.verify(token)?)
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(token.trim()),
+        None if value.is_empty() || value.eq_ignore_ascii_case("bearer") => Ok(""),
+        _ => Err(AuthError::InvalidToken("The Authorization header must use the Bearer scheme.".into()).into()),
+    }
 }
 
 async fn read_body(state: &AppState, body: Body) -> Result<Bytes, ApiError> {
@@ -445,7 +450,7 @@ impl Context<'_> {
     /// The caller's tenant's users, in configuration order: `$top` of them (default 100, at most 999) from
     /// the `$skiptoken` offset, with `@odata.nextLink` while more remain.
     fn list_users(&self) -> Result<Response, ApiError> {
-        authorize(self.caller, Operation::ReadUser, Target::Many)?;
+        authorize(self.caller, Operation::ListUsers, Target::Many)?;
         let top = match query_option(self.query, "$top") {
             None => DEFAULT_USERS_PAGE,
             Some(text) => text

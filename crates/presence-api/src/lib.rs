@@ -104,7 +104,7 @@ struct Inner {
     /// Set once stored subscriptions and queues are loaded (`/readyz`).
     ready: std::sync::atomic::AtomicBool,
     /// Visible changes, for the board's listeners.
-    feed: board::Feed,
+    feed: Arc<board::Feed>,
     /// Set when the server starts shutting down: long-lived streams end.
     stopping: tokio::sync::watch::Sender<bool>,
     config: ApiConfig,
@@ -145,7 +145,7 @@ impl AppState {
                 writer: writer::Writer::start(inner.clone()),
                 metrics,
                 ready: std::sync::atomic::AtomicBool::new(false),
-                feed: board::Feed::new(),
+                feed: Arc::new(board::Feed::new()),
                 stopping: tokio::sync::watch::Sender::new(false),
                 config,
             }),

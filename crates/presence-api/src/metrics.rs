@@ -72,6 +72,8 @@ pub(crate) struct Metrics {
     pub(crate) queued_notifications: Gauge,
     pub(crate) delivery_queues: Gauge,
     pub(crate) subscriptions: Gauge,
+    /// One scrape reads the store at a time: concurrent scrapes wait rather than scan in parallel.
+    pub(crate) scrape: tokio::sync::Mutex<()>,
 }
 
 impl Metrics {
@@ -137,6 +139,7 @@ impl Metrics {
             queued_notifications,
             delivery_queues,
             subscriptions,
+            scrape: tokio::sync::Mutex::new(()),
         }
     }
 

@@ -18,7 +18,7 @@
 //! new subscription timer or the test clock wakes it. Subscription expiry and `reauthorizationRequired`
 //! are in-memory timers rebuilt from the stored subscriptions at start-up.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -488,12 +488,14 @@ impl AppState {
     }
 
     /// Stops cleanly: stops the timers and the dispatcher (`background`, from
-    /// [`AppState::start_notifications`]), lets deliveries in flight finish for at most `within` (one that
-    /// does not is delivered again after a restart), and flushes the store. Call once requests are drained.
-    pub async fn shutdown(&self, background: Vec<tokio::task::JoinHandle<()>>, within: std::time::Duration) {
+    /// [`AppState::start_notifications`]), lets deliveries in flight finish (each has the notification
+    /// timeout; one that does not finish is delivered again after a restart), and flushes the store. Call
+    /// once requests are drained.
+    pub async fn shutdown(&self, background: Vec<tokio::task::JoinHandle<()>>) {
         for task in &background {
             task.abort();
         }
+        let within = self.notifier().config.delivery_timeout + std::time::Duration::from_secs(1);
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let in_flight = lock(&self.notifier().deliveries)
@@ -578,15 +580,15 @@ impl AppState {
                     keys.iter().map(|key| (key, inner.notifier.watchers(key))).collect();
                 let mut queued = Vec::new();
                 let watched = inner.feed.is_watched();
-                let mut changed = HashMap::new();
+                let mut changed = HashSet::new();
                 let skipped = inner.store.update_many(&keys, &mut |key, facts, due| {
                     let watching = watchers.get(key).map(Vec::as_slice).unwrap_or_default();
                     let changes = Notifier::changes(facts, due, now, None);
                     let mut effects = Notifier::effects(watching, key, &changes, now, facts);
                     effects.timer_only = true;
                     queued.extend(effects.notifications.iter().cloned());
-                    if let (true, Some(last)) = (watched, changes.last()) {
-                        changed.insert(key.clone(), last.clone());
+                    if watched && !changes.is_empty() {
+                        changed.insert(key.clone());
                     }
                     Some(effects)
                 })?;

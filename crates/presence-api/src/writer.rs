@@ -149,7 +149,7 @@ impl AppState {
         let mut queued: Vec<Vec<NewNotification>> = vec![Vec::new(); keys.len()];
         let mut timers: Vec<Option<i64>> = vec![None; keys.len()];
         let watched = inner.feed.is_watched();
-        let mut latest: Vec<Option<Presence>> = vec![None; keys.len()];
+        let mut changed = vec![false; keys.len()];
         let started = std::time::Instant::now();
         let written = inner.locks.write_many(&keys, || {
             let watchers: Vec<_> = keys.iter().map(|key| notifier.watchers(key)).collect();
@@ -161,7 +161,7 @@ impl AppState {
                     Ok(visible) => {
                         let changes = Notifier::changes(&before, due, now, visible);
                         let effects = Notifier::effects(&watchers[index], key, &changes, now, facts);
-                        latest[index] = changes.last().filter(|_| watched).cloned();
+                        changed[index] = watched && !changes.is_empty();
                         queued[index].clone_from(&effects.notifications);
                         timers[index] = effects.due_at;
                         outcomes[index] = Some(Ok(()));
@@ -169,7 +169,7 @@ impl AppState {
                     }
                     Err(error) => {
                         queued[index].clear();
-                        latest[index] = None;
+                        changed[index] = false;
                         timers[index] = None;
                         outcomes[index] = Some(Err(error));
                         None
@@ -192,7 +192,7 @@ impl AppState {
         };
         for key in &skipped {
             tracing::error!(tenant = %key.tenant_id, user = %key.user_id, "stored presence is corrupt; its timer was cleared");
-            latest[positions[key]] = None;
+            changed[positions[key]] = false;
             outcomes[positions[key]] = Some(Err(ApiError::Store(StoreError::Corrupt {
                 tenant_id: key.tenant_id.clone(),
                 user_id: key.user_id.clone(),
@@ -200,7 +200,7 @@ impl AppState {
             })));
         }
         notifier.queued(&queued.concat());
-        inner.feed.publish(keys.iter().zip(latest).filter_map(|(key, presence)| Some((key.clone(), presence?))));
+        inner.feed.publish(keys.iter().zip(changed).filter(|(_, changed)| *changed).map(|(key, _)| key.clone()));
         notifier.timer_set(timers.into_iter().flatten().min());
         for (job, outcome) in jobs.into_iter().zip(outcomes) {
             job.finish(outcome.unwrap_or_else(|| Err(ApiError::Internal("the store did not run the update".into()))));

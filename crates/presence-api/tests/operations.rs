@@ -96,6 +96,10 @@ async fn the_user_list_pages_through_the_callers_tenant_only() {
     assert!(message.contains("$top"), "{message}");
     server.get("/v1.0/users?$skiptoken=abc", &token).await.error(400, "BadRequest");
     server.get("/v1.0/users", "").await.error(401, "InvalidAuthenticationToken");
+    let own_presence_only = server.user(ADELE, &["Presence.ReadWrite"]);
+    server.get("/v1.0/users", &own_presence_only).await.error(403, "Authorization_RequestDenied");
+    let directory_reader = server.user(ADELE, &["User.ReadBasic.All"]);
+    assert_eq!(server.get("/v1.0/users", &directory_reader).await.status, StatusCode::OK);
 }
 
 #[tokio::test]

@@ -24,6 +24,8 @@ pub enum Operation {
     WriteLocation,
     /// Reading a user of the directory.
     ReadUser,
+    /// Listing the users of the tenant (`GET /users`).
+    ListUsers,
 }
 
 /// Whose presence an operation touches.
@@ -48,6 +50,9 @@ pub fn authorize(caller: &Caller, operation: Operation, target: Target<'_>) -> R
         CallerKind::Application { roles } => {
             let (wanted, name): (&[&str], _) = match operation {
                 Operation::ReadUser => return Ok(()),
+                Operation::ListUsers => {
+                    (&["User.Read.All", "User.ReadWrite.All", READ_ALL, READ_WRITE_ALL], "User.Read.All")
+                }
                 Operation::ReadPresence | Operation::ReadManyPresences => (&[READ_ALL, READ_WRITE_ALL], READ_ALL),
                 Operation::WritePresence => (&[READ_WRITE_ALL], READ_WRITE_ALL),
                 Operation::WriteLocation => return Err(AuthError::ApplicationNotSupported),
@@ -62,6 +67,7 @@ pub fn authorize(caller: &Caller, operation: Operation, target: Target<'_>) -> R
             let is_self = matches!(target, Target::User(target) if target == user_id);
             let wanted: &[&str] = match operation {
                 Operation::ReadUser => return Ok(()),
+                Operation::ListUsers => &["User.ReadBasic.All", "User.Read.All", "User.ReadWrite.All", READ_ALL],
                 Operation::ReadPresence if is_self => &["Presence.Read", READ_ALL, "Presence.ReadWrite"],
                 Operation::ReadPresence | Operation::ReadManyPresences => &[READ_ALL],
                 Operation::WritePresence | Operation::WriteLocation => &["Presence.ReadWrite"],
@@ -124,7 +130,12 @@ mod tests {
         );
         check(&delegated(&["Presence.Read.All"]), WritePresence, Target::User(ME), Err(AuthError::MissingScope));
         check(&delegated(&["Presence.ReadWrite"]), WriteLocation, Target::User(ME), ok.clone());
-        check(&delegated(&[]), ReadUser, Target::User(OTHER), ok);
+        check(&delegated(&[]), ReadUser, Target::User(OTHER), ok.clone());
+        check(&delegated(&["Presence.ReadWrite"]), ListUsers, Target::Many, Err(AuthError::MissingScope));
+        check(&delegated(&["User.ReadBasic.All"]), ListUsers, Target::Many, ok.clone());
+        check(&delegated(&["Presence.Read.All"]), ListUsers, Target::Many, ok.clone());
+        check(&application(&["Presence.ReadWrite.All"]), ListUsers, Target::Many, ok.clone());
+        check(&application(&[]), ListUsers, Target::Many, Err(AuthError::MissingRole("User.Read.All")));
     }
 
     #[test]

@@ -616,7 +616,8 @@ impl PresenceStore for SqliteStore {
             reader.query_row("SELECT COUNT(*) FROM presence WHERE due_at IS NOT NULL", [], |row| row.get(0))?;
         // Sessions are kept in each record's JSON until the user's next write; count those not expired.
         let live: i64 = reader.query_row(
-            "SELECT COUNT(*) FROM presence, json_each(presence.facts, '$.sessions') AS session
+            "SELECT COUNT(*) FROM (SELECT facts FROM presence WHERE json_valid(facts)) AS valid,
+                 json_each(valid.facts, '$.sessions') AS session
              WHERE json_extract(session.value, '$.expires') > ?1",
             [now],
             |row| row.get(0),
@@ -628,7 +629,15 @@ impl PresenceStore for SqliteStore {
     fn flush(&self) -> Result<(), StoreError> {
         // Copies the whole WAL into the database file and empties it, so the next start reads no WAL.
         let writer = lock(&self.writer)?;
-        writer.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        let busy: i64 = writer.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))?;
+        if busy != 0 {
+            // A reader still holds the WAL: what is acknowledged is durable in it, and the next start
+            // checkpoints it.
+            return Err(StoreError::Database(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                Some("the WAL could not be fully checkpointed: a reader is still open".into()),
+            )));
+        }
         Ok(())
     }
 

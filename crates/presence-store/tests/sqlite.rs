@@ -128,6 +128,7 @@ fn stats_count_users_live_sessions_and_timers_at_an_instant() {
     assert_eq!(at(2_000), presence_store::StoreStats { users: 2, live_sessions: 2, pending_timers: 1 });
     assert_eq!(at(1_000 + 3_600_000).live_sessions, 0);
     store.ping().unwrap();
+    store.flush().unwrap();
 }
 
 #[test]

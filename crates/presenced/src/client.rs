@@ -114,6 +114,7 @@ pub(crate) fn run(
             | PresenceAction::Prefer { user, .. }
             | PresenceAction::Status { user, .. } => client.user_id(user).await?,
         };
+        let user = segment(&user);
         let (action, body) = match args.action {
             PresenceAction::Get { .. } => (None, Value::Null),
             PresenceAction::Set { availability, activity, session, expires, .. } => {
@@ -209,7 +210,7 @@ impl Client {
         if presence_auth::is_guid(user) {
             return Ok(user.to_owned());
         }
-        let found = self.send(reqwest::Method::GET, &format!("/users/{user}"), None).await?;
+        let found = self.send(reqwest::Method::GET, &format!("/users/{}", segment(user)), None).await?;
         found["id"].as_str().map(str::to_owned).with_context(|| format!("the server did not give {user}'s id"))
     }
 
@@ -234,6 +235,11 @@ impl Client {
         }
         Ok(value)
     }
+}
+
+/// `text` as one URL path segment (a guest's userPrincipalName holds `#`).
+fn segment(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 /// A presence as a few aligned lines.
@@ -263,6 +269,11 @@ fn readable(presence: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_names_are_one_path_segment() {
+        assert_eq!(segment("a_b.com#EXT#@t.example"), "a%5Fb%2Ecom%23EXT%23%40t%2Eexample");
+    }
 
     #[test]
     fn a_presence_reads_as_aligned_lines() {

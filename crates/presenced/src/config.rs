@@ -305,6 +305,10 @@ impl Config {
                 continue;
             }
             let key = key.to_ascii_lowercase();
+            if raw.is_empty() {
+                // Set but empty (`PRESENCED_PUBLIC_URL=`) is taken as unset, as shells and unit files mean it.
+                continue;
+            }
             if setting(&key).is_none() {
                 // The environment is shared with other tools (test harnesses set PRESENCED_BIN): an unknown
                 // variable is reported at start-up, not refused.
@@ -495,11 +499,14 @@ mod tests {
             ("PATH".to_owned(), "/bin".to_owned()),
         ];
         let flags = ["throttle_limit=9".to_owned(), "test_clock = true".to_owned()];
+        let environment =
+            environment.into_iter().chain([("PRESENCED_PUBLIC_URL".to_owned(), String::new())]).collect::<Vec<_>>();
         let config = Config::load(Some(&path), environment, &flags).unwrap();
         assert_eq!(config.listen.to_string(), "0.0.0.0:2000", "environment over file");
         assert_eq!(config.throttle_limit, 9, "flag over environment");
         assert_eq!(config.max_body_bytes, 4096, "file over default");
         assert!(config.test_clock);
+        assert_eq!(config.public_url, None, "an empty variable is unset");
     }
 
     #[test]

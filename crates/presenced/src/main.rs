@@ -122,7 +122,13 @@ fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Config(ConfigCommand::Show) => {
-            let (text, _, _) = Config::effective(cli.config.as_deref(), std::env::vars(), &cli.set)?;
+            let mut flags = cli.set.clone();
+            if let Some(data_dir) = &cli.data_dir {
+                flags.push(format!("data_dir={:?}", data_dir.display().to_string()));
+            }
+            // Validated like a start, then shown as merged.
+            Config::load(cli.config.as_deref(), std::env::vars(), &flags)?;
+            let (text, _, _) = Config::effective(cli.config.as_deref(), std::env::vars(), &flags)?;
             print!("{text}");
             return Ok(());
         }
@@ -216,7 +222,6 @@ fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
             println!("              cargo run --release -- token --user adele@contoso.example   (delegated)");
         }
         tracing::info!(%address, "listening");
-        let drain = limits.drain_timeout;
         let signal = {
             let state = state.clone();
             async move {
@@ -226,7 +231,7 @@ fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
             }
         };
         presence_api::serve(listener, presence_api::router(state.clone()), limits, tls, signal).await;
-        state.shutdown(background, drain).await;
+        state.shutdown(background).await;
         tracing::info!("stopped");
         anyhow::Ok(())
     })
