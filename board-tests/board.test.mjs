@@ -5,9 +5,9 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
 import fs from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
@@ -16,6 +16,8 @@ const REPO = path.resolve(HERE, "..");
 const BINARY = process.env.PRESENCED_BIN || path.join(REPO, "target", "release", "presenced");
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const ARTIFACTS = path.join(HERE, "artifacts");
+// The SDK suites' helper (plain Node, no dependencies) finds a free port.
+const { freePort } = createRequire(import.meta.url)("../sdk-tests/js/presenced.js");
 
 // The demo directory of the default configuration.
 const ADELE = "7d3b5e0a-2c61-4f3e-9d1a-5a2b8c9e0f11";
@@ -23,17 +25,6 @@ const ALEX = "5e9a1c7b-8d44-4b0e-a3f2-6c1d2e3f4a5b";
 const MEGAN = "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d";
 const LEE = "b2c3d4e5-f6a7-4b8c-9d0e-1f2a3b4c5d6e";
 const APP = "0a0f1e5c-8f62-4d3f-9d52-3b1c3b0d5e11";
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer();
-    probe.once("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const { port } = probe.address();
-      probe.close(() => resolve(port));
-    });
-  });
-}
 
 async function startServer() {
   const port = await freePort();

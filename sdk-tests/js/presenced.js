@@ -62,6 +62,7 @@ async function start({ throttleLimit = 10000, throttleWindowSeconds = 30 } = {})
 
 module.exports = {
   start,
+  freePort,
   ADELE: "7d3b5e0a-2c61-4f3e-9d1a-5a2b8c9e0f11",
   ALEX: "5e9a1c7b-8d44-4b0e-a3f2-6c1d2e3f4a5b",
   APP: "0a0f1e5c-8f62-4d3f-9d52-3b1c3b0d5e11",
