@@ -594,7 +594,6 @@ impl AppState {
                 })?;
                 Ok::<_, StoreError>((queued, skipped, changed))
             })?;
-            let (queued, skipped, changed) = (queued, skipped, changed);
             inner.feed.publish(changed);
             inner.metrics.store("timer_pass", started.elapsed());
             for key in &skipped {
