@@ -7,37 +7,10 @@ use presence_core::command::{LocationLayer, NewStatusMessage};
 use presence_core::{Command, StatusExpiry};
 use serde_json::{Map, Value};
 
+use crate::body::json_object;
 use crate::error::ApiError;
 use crate::route::Action;
 use crate::wire::{object_member, string_member};
-
-/// True when the Content-Type's media type is `application/json` (parameters such as charset allowed).
-pub(crate) fn is_json(content_type: Option<&str>) -> bool {
-    content_type
-        .and_then(|value| value.split(';').next())
-        .is_some_and(|media_type| media_type.trim().eq_ignore_ascii_case("application/json"))
-}
-
-/// The body as a JSON object. An empty body is `{}` unless `needs_parameters`.
-///
-/// `content_type` is the request's Content-Type; a non-empty body must be `application/json`.
-pub(crate) fn json_object(
-    content_type: Option<&str>,
-    body: &[u8],
-    needs_parameters: bool,
-) -> Result<Map<String, Value>, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return if needs_parameters { Err(ApiError::EmptyPayload) } else { Ok(Map::new()) };
-    }
-    if !is_json(content_type) {
-        return Err(ApiError::InvalidJson);
-    }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(object)) => Ok(object),
-        Ok(_) => Err(ApiError::BadRequest("The request body must be a JSON object.".into())),
-        Err(_) => Err(ApiError::InvalidJson),
-    }
-}
 
 /// True for the actions that take no parameters (an empty body is fine).
 fn takes_no_parameters(action: Action) -> bool {

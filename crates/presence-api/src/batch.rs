@@ -15,9 +15,9 @@ use axum::Router;
 use serde_json::{Map, Value};
 use tower::ServiceExt;
 
+use crate::body::is_json;
 use crate::envelope::{error_json, RequestIds};
 use crate::error::ApiError;
-use crate::AppState;
 
 /// Most requests one batch may hold.
 pub const MAX_BATCH_REQUESTS: usize = 20;
@@ -269,9 +269,11 @@ fn display_name(name: &header::HeaderName) -> String {
     }
 }
 
-/// Runs a parsed batch and renders its response.
+/// Runs a batch through `router` (the router the batch itself came through) and renders its response;
+/// absolute URLs must start with `public_url`.
 pub(crate) async fn run(
-    state: &AppState,
+    router: Router,
+    public_url: &str,
     version: &str,
     headers: &HeaderMap,
     body: &Bytes,
@@ -279,12 +281,11 @@ pub(crate) async fn run(
     if body.is_empty() {
         return Err(ApiError::EmptyPayload);
     }
-    if !crate::action::is_json(headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok())) {
+    if !is_json(headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok())) {
         return Err(ApiError::InvalidJson);
     }
     let requests = parse_batch(body)?;
     let authorization = headers.get(header::AUTHORIZATION).cloned();
-    let router = crate::handlers::router(state.clone());
     let mut outcomes: Vec<Option<Outcome>> = requests.iter().map(|_| None).collect();
     let mut started = vec![false; requests.len()];
     let mut running = tokio::task::JoinSet::new();
@@ -311,7 +312,7 @@ pub(crate) async fn run(
                         Some(Outcome::error(StatusCode::FAILED_DEPENDENCY, "FailedDependency", message, &ids));
                     continue;
                 }
-                match inner_path(&request.url, version, state.public_url()) {
+                match inner_path(&request.url, version, public_url) {
                     Ok(path) => {
                         let (router, request, authorization) = (router.clone(), request.clone(), authorization.clone());
                         running.spawn(async move { (index, run_one(router, request, path, authorization).await) });

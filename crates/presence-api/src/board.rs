@@ -6,9 +6,7 @@
 //! and carries each visible change of the caller's tenant (writes and timer-driven fades and expiries) as
 //! the presence JSON a GET would return.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -17,17 +15,13 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use futures_util::stream::{self, Stream};
 use presence_auth::{authorize, Operation, Target};
-use presence_core::evaluate;
-use presence_store::UserKey;
+use presence_service::ChangeFeed;
 use tokio::sync::broadcast;
 
+use crate::auth::{authenticate, bearer_token};
 use crate::error::ApiError;
+use crate::state::AppState;
 use crate::wire::PresenceJson;
-use crate::AppState;
-
-/// Changes buffered for slow listeners; a listener that falls further behind is told to reload. An entry is
-/// a user's key only (the stream reads the presence when it sends it), so a stalled listener pins little.
-const FEED_CAPACITY: usize = 4096;
 
 /// Streams one application of a tenant may hold open at once; more get `429`.
 const MAX_STREAMS_PER_APP: usize = 64;
@@ -35,52 +29,28 @@ const MAX_STREAMS_PER_APP: usize = 64;
 /// How often an open stream checks that its token is still valid (it ends when it is not).
 const TOKEN_CHECK: Duration = Duration::from_secs(30);
 
-/// Every user whose presence changed visibly, as the change becomes durable, for the board's listeners.
-pub(crate) struct Feed {
-    sender: broadcast::Sender<Arc<UserKey>>,
-    /// Open streams per (tenant, application).
-    streams: Mutex<HashMap<(String, String), usize>>,
+/// One open stream, counted in the state's open streams until dropped.
+struct StreamSlot {
+    state: AppState,
+    owner: (String, String),
 }
 
-impl Feed {
-    pub(crate) fn new() -> Self {
-        Feed { sender: broadcast::channel(FEED_CAPACITY).0, streams: Mutex::default() }
-    }
-
-    /// Whether anyone listens (so that writers skip collecting changes when no one does).
-    pub(crate) fn is_watched(&self) -> bool {
-        self.sender.receiver_count() > 0
-    }
-
-    /// Announces the users whose presence changed.
-    pub(crate) fn publish(&self, changed: impl IntoIterator<Item = UserKey>) {
-        for key in changed {
-            // No listener is not an error: the change is simply not shown anywhere.
-            let _ = self.sender.send(Arc::new(key));
-        }
-    }
-
+impl StreamSlot {
     /// Counts a new stream of `owner`, unless it has [`MAX_STREAMS_PER_APP`] already.
-    fn open(self: &Arc<Self>, owner: (String, String)) -> Option<StreamSlot> {
-        let mut streams = self.streams.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    fn open(state: &AppState, owner: (String, String)) -> Option<StreamSlot> {
+        let mut streams = state.inner.streams.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let open = streams.entry(owner.clone()).or_default();
         if *open >= MAX_STREAMS_PER_APP {
             return None;
         }
         *open += 1;
-        Some(StreamSlot { feed: self.clone(), owner })
+        Some(StreamSlot { state: state.clone(), owner })
     }
-}
-
-/// One open stream, counted until dropped.
-struct StreamSlot {
-    feed: Arc<Feed>,
-    owner: (String, String),
 }
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        let mut streams = self.feed.streams.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut streams = self.state.inner.streams.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(open) = streams.get_mut(&self.owner) {
             *open = open.saturating_sub(1);
             if *open == 0 {
@@ -92,7 +62,7 @@ impl Drop for StreamSlot {
 
 /// The page: plain HTML, CSS and JavaScript, served from the binary.
 pub(crate) async fn page(State(state): State<AppState>) -> Result<Response, ApiError> {
-    if !state.inner.config.board {
+    if !state.inner.serve_board {
         return Err(ApiError::NotFound);
     }
     let mut response = Html(include_str!("board.html")).into_response();
@@ -107,19 +77,16 @@ pub(crate) async fn page(State(state): State<AppState>) -> Result<Response, ApiE
 /// presence JSON a GET returns, and `resync` when changes were missed (the page then reloads every presence). It ends when the
 /// token expires and when the server shuts down.
 pub(crate) async fn events(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    if !state.inner.config.board {
+    if !state.inner.serve_board {
         return Err(ApiError::NotFound);
     }
-    let caller = crate::handlers::authenticate(&state, &headers)?;
+    let caller = authenticate(&state, &headers)?;
     authorize(&caller, Operation::ReadManyPresences, Target::Many)?;
-    let token = crate::handlers::bearer_token(&headers)?.to_owned();
-    let slot = state
-        .inner
-        .feed
-        .open((caller.tenant_id.clone(), caller.app_id.clone()))
+    let token = bearer_token(&headers)?.to_owned();
+    let slot = StreamSlot::open(&state, (caller.tenant_id.clone(), caller.app_id.clone()))
         .ok_or(ApiError::Throttled(TOKEN_CHECK.as_secs()))?;
     let listener = Listener {
-        receiver: state.inner.feed.sender.subscribe(),
+        receiver: state.service().follow_changes(),
         stopping: state.inner.stopping.subscribe(),
         check: tokio::time::interval_at(tokio::time::Instant::now() + TOKEN_CHECK, TOKEN_CHECK),
         state,
@@ -136,7 +103,7 @@ pub(crate) async fn events(State(state): State<AppState>, headers: HeaderMap) ->
 
 /// The state of one open stream.
 struct Listener {
-    receiver: broadcast::Receiver<Arc<UserKey>>,
+    receiver: ChangeFeed,
     stopping: tokio::sync::watch::Receiver<bool>,
     check: tokio::time::Interval,
     state: AppState,
@@ -169,9 +136,9 @@ impl Listener {
             match received {
                 Ok(key) if key.tenant_id == self.caller.tenant_id => {
                     // The presence now, read like a GET (the change may be superseded already: fine).
-                    let read = self.state.read_facts(vec![(*key).clone()]).await;
-                    let Ok((facts, now)) = read else { continue };
-                    let presence = evaluate(&facts.into_iter().next().flatten().unwrap_or_default(), now);
+                    let Ok(presence) = self.state.service().read((*key).clone()).await else {
+                        continue;
+                    };
                     let json = PresenceJson::known(&key.user_id, presence, false, None);
                     return Some(Event::default().event("presence").data(serde_json::to_string(&json).ok()?));
                 }

@@ -9,8 +9,8 @@ use axum::response::Response;
 use tracing::Instrument as _;
 
 use crate::error::ErrorInfo;
-use crate::handlers::RouteLabel;
-use crate::AppState;
+use crate::route::RouteLabel;
+use crate::state::AppState;
 
 /// The ids of one request: ours, and the client's (or ours again when the client sent none).
 #[derive(Debug, Clone)]
@@ -70,7 +70,7 @@ pub(crate) async fn envelope(State(state): State<AppState>, mut request: Request
         .unwrap_or("unmatched");
     let status = response.status();
     let elapsed = started.elapsed();
-    state.metrics().request(route, status.as_u16(), elapsed);
+    state.inner.metrics.request(route, status.as_u16(), elapsed);
     span.in_scope(|| {
         tracing::info!(target: "presenced::access", route, status = status.as_u16(), elapsed_ms = elapsed.as_secs_f64() * 1000.0, "answered");
     });

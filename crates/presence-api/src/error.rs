@@ -8,6 +8,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use presence_auth::AuthError;
 use presence_core::CommandError;
+use presence_service::ServiceError;
 use presence_store::StoreError;
 
 /// An error of a request, from any layer.
@@ -37,9 +38,10 @@ pub enum ApiError {
     /// A path segment that names nothing.
     #[error("Resource not found for the segment '{0}'.")]
     UnknownSegment(String),
-    /// A known path with a method it does not support.
+    /// A known path with a method it does not support; the methods it does support, for the `Allow`
+    /// header (RFC 9110, 15.5.6).
     #[error("Specified HTTP method is not allowed for the request target.")]
-    MethodNotAllowed,
+    MethodNotAllowed(&'static str),
     /// A presence path with something other than a user object id.
     #[error(
         "The user id '{0}' is not valid: presence requires the user's object id (a GUID), not a user principal name."
@@ -77,6 +79,22 @@ pub enum ApiError {
     Internal(String),
 }
 
+impl From<ServiceError> for ApiError {
+    fn from(error: ServiceError) -> Self {
+        match error {
+            ServiceError::Command(error) => ApiError::Command(error),
+            ServiceError::Store(error) => ApiError::Store(error),
+            ServiceError::Subscription(error) => ApiError::Subscription(error),
+            ServiceError::UnknownUser(id) => ApiError::UserNotFound(id),
+            ServiceError::SubscriptionValidation(reason) => ApiError::SubscriptionValidation(reason),
+            ServiceError::SubscriptionNotFound(id) => ApiError::SubscriptionNotFound(id),
+            ServiceError::SubscriptionLimit(limit) => ApiError::SubscriptionLimit(limit),
+            unavailable @ ServiceError::NotificationsUnavailable(_) => ApiError::Internal(unavailable.to_string()),
+            ServiceError::Internal(reason) => ApiError::Internal(reason),
+        }
+    }
+}
+
 /// What the envelope middleware needs to render an error body.
 #[derive(Debug, Clone)]
 pub(crate) struct ErrorInfo {
@@ -106,7 +124,7 @@ impl ApiError {
             | ApiError::UnknownSegment(_)
             | ApiError::UserIdRequired(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge"),
-            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "Request_BadRequest"),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "Request_BadRequest"),
             ApiError::UserNotFound(_) | ApiError::NotFound => (StatusCode::NOT_FOUND, "NotFound"),
             ApiError::ResourceNotFound(_) => (StatusCode::NOT_FOUND, "Request_ResourceNotFound"),
             ApiError::Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests"),
@@ -136,8 +154,14 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static("Bearer realm=\"presenced\", error=\"invalid_token\""),
             );
         }
-        if let ApiError::Throttled(seconds) = self {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        match self {
+            ApiError::Throttled(seconds) => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            ApiError::MethodNotAllowed(allowed) => {
+                response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allowed));
+            }
+            _ => {}
         }
         response.extensions_mut().insert(ErrorInfo { code, message });
         response

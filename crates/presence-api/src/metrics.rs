@@ -1,8 +1,9 @@
 //! Prometheus metrics, served at `/metrics` in the OpenMetrics text format.
 //!
-//! Counters and histograms are updated where things happen (the envelope middleware for requests, the
-//! writer and the readers for the store, the dispatcher for deliveries). Gauges of state (users, live
-//! sessions, pending timers, queued notifications) are read from the store and the notifier when scraped.
+//! The HTTP layer's counters and histograms are updated where things happen (the envelope middleware for
+//! requests, the router for throttling); the engine registers its own (store operations, deliveries) in
+//! the same registry. Gauges of state (users, live sessions, pending timers, subscriptions, queued
+//! notifications) are read from the engine when scraped.
 
 use std::time::Duration;
 
@@ -27,29 +28,6 @@ struct RouteLabels {
     route: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OperationLabels {
-    operation: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutcomeLabels {
-    outcome: &'static str,
-}
-
-/// What a POST of notifications came to.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum DeliveryOutcome {
-    /// Answered 2xx.
-    Delivered,
-    /// Answered something else.
-    Rejected,
-    /// No answer in time.
-    TimedOut,
-    /// Not sent, or the connection failed.
-    Failed,
-}
-
 fn seconds_histogram() -> Histogram {
     // 100 µs to about 6.5 s.
     Histogram::new(exponential_buckets(0.0001, 2.0, 17))
@@ -60,11 +38,7 @@ pub(crate) struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     request_seconds: Family<RouteLabels, Histogram>,
-    store_seconds: Family<OperationLabels, Histogram>,
     throttled: Counter,
-    deliveries: Family<OutcomeLabels, Counter>,
-    notifications_delivered: Counter,
-    notifications_dropped: Counter,
     pub(crate) directory_users: Gauge,
     pub(crate) users: Gauge,
     pub(crate) live_sessions: Gauge,
@@ -77,7 +51,7 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(service: &presence_service::Service) -> Self {
         let mut registry = Registry::with_prefix("presenced");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests answered, by route and status", requests.clone());
@@ -87,28 +61,9 @@ impl Metrics {
             "Time to answer a request, by route",
             request_seconds.clone(),
         );
-        let store_seconds = Family::<OperationLabels, Histogram>::new_with_constructor(seconds_histogram as fn() -> _);
-        registry.register(
-            "store_operation_duration_seconds",
-            "Time of store operations, durability included (write_batch, read, timer_pass)",
-            store_seconds.clone(),
-        );
+        service.register_metrics(&mut registry);
         let throttled = Counter::default();
         registry.register("throttled_requests", "Requests refused with 429 by throttling", throttled.clone());
-        let deliveries = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
-            "notification_posts",
-            "Notification POSTs, by outcome (delivered, rejected, timed_out, failed)",
-            deliveries.clone(),
-        );
-        let notifications_delivered = Counter::default();
-        registry.register("notifications_delivered", "Notifications delivered (2xx)", notifications_delivered.clone());
-        let notifications_dropped = Counter::default();
-        registry.register(
-            "notifications_dropped",
-            "Notifications dropped (retry window over, queue bound, or a too slow endpoint)",
-            notifications_dropped.clone(),
-        );
         let gauge = |registry: &mut Registry, name: &str, help: &str| {
             let gauge = Gauge::default();
             registry.register(name, help, gauge.clone());
@@ -127,11 +82,7 @@ impl Metrics {
             registry,
             requests,
             request_seconds,
-            store_seconds,
             throttled,
-            deliveries,
-            notifications_delivered,
-            notifications_dropped,
             directory_users,
             users,
             live_sessions,
@@ -148,30 +99,8 @@ impl Metrics {
         self.request_seconds.get_or_create(&RouteLabels { route }).observe(elapsed.as_secs_f64());
     }
 
-    pub(crate) fn store(&self, operation: &'static str, elapsed: Duration) {
-        self.store_seconds.get_or_create(&OperationLabels { operation }).observe(elapsed.as_secs_f64());
-    }
-
     pub(crate) fn throttled(&self) {
         self.throttled.inc();
-    }
-
-    /// One POST of `items` notifications.
-    pub(crate) fn delivery(&self, outcome: DeliveryOutcome, items: usize) {
-        let outcome_label = match outcome {
-            DeliveryOutcome::Delivered => "delivered",
-            DeliveryOutcome::Rejected => "rejected",
-            DeliveryOutcome::TimedOut => "timed_out",
-            DeliveryOutcome::Failed => "failed",
-        };
-        self.deliveries.get_or_create(&OutcomeLabels { outcome: outcome_label }).inc();
-        if let DeliveryOutcome::Delivered = outcome {
-            self.notifications_delivered.inc_by(items as u64);
-        }
-    }
-
-    pub(crate) fn dropped(&self, items: usize) {
-        self.notifications_dropped.inc_by(items as u64);
     }
 
     /// The exposition text.

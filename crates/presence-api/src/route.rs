@@ -144,11 +144,17 @@ fn is_operation(segment: &str, expected: &str) -> bool {
     bare.eq_ignore_ascii_case(expected)
 }
 
+/// The route a Graph request resolved to, for metrics and logs (set on the response by the router).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RouteLabel(pub(crate) &'static str);
+
 fn only(method: &Method, allowed: Method, endpoint: Endpoint) -> Result<Endpoint, ApiError> {
     if *method == allowed {
         Ok(endpoint)
+    } else if allowed == Method::GET {
+        Err(ApiError::MethodNotAllowed("GET"))
     } else {
-        Err(ApiError::MethodNotAllowed)
+        Err(ApiError::MethodNotAllowed("POST"))
     }
 }
 
@@ -199,11 +205,11 @@ pub fn resolve(method: &Method, segments: &[&str]) -> Result<Endpoint, ApiError>
         },
         Some("subscriptions") => match (segments.get(1), segments.get(2), segments.get(3)) {
             (None, _, _) if *method == Method::GET || *method == Method::POST => Ok(Endpoint::Subscriptions),
-            (None, _, _) => Err(ApiError::MethodNotAllowed),
+            (None, _, _) => Err(ApiError::MethodNotAllowed("GET, POST")),
             (Some(id), None, _) if [Method::GET, Method::PATCH, Method::DELETE].contains(method) => {
                 Ok(Endpoint::Subscription((*id).to_owned()))
             }
-            (Some(_), None, _) => Err(ApiError::MethodNotAllowed),
+            (Some(_), None, _) => Err(ApiError::MethodNotAllowed("GET, PATCH, DELETE")),
             (Some(id), Some(segment), None) if is_operation(segment, "reauthorize") => {
                 only(method, Method::POST, Endpoint::Reauthorize((*id).to_owned()))
             }
@@ -226,7 +232,7 @@ mod tests {
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         let got = resolve(&method, &segments).map_err(|error| match error {
             ApiError::UnknownSegment(_) => "segment",
-            ApiError::MethodNotAllowed => "method",
+            ApiError::MethodNotAllowed(_) => "method",
             _ => "other",
         });
         assert_eq!(got, expected, "{method} {path}");

@@ -44,18 +44,6 @@ pub struct ConnectionLimits {
     pub drain_timeout: Duration,
 }
 
-impl Default for ConnectionLimits {
-    fn default() -> Self {
-        ConnectionLimits {
-            max_connections: 4096,
-            header_read_timeout: Duration::from_secs(30),
-            max_header_bytes: 64 * 1024,
-            idle_timeout: Duration::from_secs(60),
-            drain_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
 /// Serves `router` on `listener` until `shutdown` completes, then drains. With `tls`, every connection is a
 /// TLS connection (the handshake must finish within the header read timeout).
 pub async fn serve(

@@ -21,13 +21,6 @@ pub struct ThrottleConfig {
     pub window: Duration,
 }
 
-impl Default for ThrottleConfig {
-    /// Graph's presence limit: 10,000 requests per 30 seconds per application per tenant.
-    fn default() -> Self {
-        ThrottleConfig { limit: 10_000, window: Duration::from_secs(30) }
-    }
-}
-
 #[derive(Debug)]
 struct Window {
     started: Instant,

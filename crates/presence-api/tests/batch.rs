@@ -1,12 +1,10 @@
 //! `$batch` and throttling over HTTP.
 
-mod common;
-
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::Request;
-use common::*;
+use presence_testkit::*;
 use serde_json::{json, Value};
 
 fn by_id<'a>(body: &'a Value, id: &str) -> &'a Value {

@@ -1,10 +1,8 @@
 //! Bad input, missing permissions and other tenants: the right status and Graph error, and nothing changes.
 
-mod common;
-
 use axum::body::Body;
 use axum::http::Request;
-use common::*;
+use presence_testkit::*;
 use serde_json::{json, Value};
 
 /// Sends `request` and checks the error; then checks Adele's presence is exactly what it was.

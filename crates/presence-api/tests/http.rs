@@ -1,10 +1,8 @@
 //! Every endpoint over HTTP, in process, with real tokens and a real store.
 
-mod common;
-
 use axum::body::Body;
 use axum::http::Request;
-use common::*;
+use presence_testkit::*;
 use serde_json::json;
 
 fn s(text: &str) -> String {

@@ -1,13 +1,16 @@
 //! Connection-level limits on a real socket, with Tokio's clock paused (timeouts fire without waiting).
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use presence_api::ConnectionLimits;
+use presence_testkit::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+/// The limits users get by default.
+fn defaults() -> ConnectionLimits {
+    settings(&[]).connection_limits()
+}
 
 async fn start(limits: ConnectionLimits) -> (std::net::SocketAddr, Server) {
     let server = Server::new();
@@ -30,7 +33,7 @@ fn request(path: &str, token: &str) -> String {
 
 #[tokio::test(start_paused = true)]
 async fn a_request_head_larger_than_the_limit_is_refused() {
-    let (address, server) = start(ConnectionLimits { max_header_bytes: 8192, ..ConnectionLimits::default() }).await;
+    let (address, server) = start(ConnectionLimits { max_header_bytes: 8192, ..defaults() }).await;
     let mut stream = TcpStream::connect(address).await.unwrap();
     let padding = "x".repeat(16 * 1024);
     let head = format!("GET /v1.0/me/presence HTTP/1.1\r\nHost: x\r\nX-Padding: {padding}\r\n\r\n");
@@ -45,7 +48,7 @@ async fn a_request_head_larger_than_the_limit_is_refused() {
 
 #[tokio::test(start_paused = true)]
 async fn a_client_that_never_finishes_its_head_is_disconnected() {
-    let limits = ConnectionLimits { header_read_timeout: Duration::from_secs(5), ..ConnectionLimits::default() };
+    let limits = ConnectionLimits { header_read_timeout: Duration::from_secs(5), ..defaults() };
     let (address, _server) = start(limits).await;
     let mut stream = TcpStream::connect(address).await.unwrap();
     stream.write_all(b"GET /v1.0/me/presence HTTP/1.1\r\nHost: x\r\n").await.unwrap();
@@ -56,7 +59,7 @@ async fn a_client_that_never_finishes_its_head_is_disconnected() {
 
 #[tokio::test(start_paused = true)]
 async fn a_body_that_stalls_gets_408() {
-    let (address, server) = start(ConnectionLimits::default()).await;
+    let (address, server) = start(defaults()).await;
     let mut stream = TcpStream::connect(address).await.unwrap();
     let head = format!(
         "POST /v1.0/users/{ADELE}/presence/setPresence HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
@@ -76,7 +79,7 @@ async fn connections_over_the_limit_wait_for_a_free_slot() {
         max_connections: 1,
         header_read_timeout: Duration::from_secs(3600),
         idle_timeout: Duration::from_secs(3600),
-        ..ConnectionLimits::default()
+        ..defaults()
     };
     let (address, server) = start(limits).await;
     let first = TcpStream::connect(address).await.unwrap();
@@ -104,7 +107,7 @@ async fn tls_serves_http1_and_offers_http2() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let router = server.router.clone();
-    tokio::spawn(presence_api::serve(listener, router, ConnectionLimits::default(), Some(tls), std::future::pending()));
+    tokio::spawn(presence_api::serve(listener, router, defaults(), Some(tls), std::future::pending()));
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(certified.cert.der().clone()).unwrap();
@@ -144,7 +147,7 @@ async fn tls_serves_http1_and_offers_http2() {
 
 #[tokio::test(start_paused = true)]
 async fn a_connection_that_sends_nothing_is_closed_after_the_idle_timeout() {
-    let limits = ConnectionLimits { idle_timeout: Duration::from_secs(20), ..ConnectionLimits::default() };
+    let limits = ConnectionLimits { idle_timeout: Duration::from_secs(20), ..defaults() };
     let (address, _server) = start(limits).await;
     let mut stream = TcpStream::connect(address).await.unwrap();
     let answer = tokio::time::timeout(Duration::from_secs(3600), read_all(&mut stream)).await;
@@ -153,8 +156,7 @@ async fn a_connection_that_sends_nothing_is_closed_after_the_idle_timeout() {
 
 #[tokio::test(start_paused = true)]
 async fn an_idle_keep_alive_connection_is_closed_and_its_slot_freed() {
-    let limits =
-        ConnectionLimits { max_connections: 1, idle_timeout: Duration::from_secs(20), ..ConnectionLimits::default() };
+    let limits = ConnectionLimits { max_connections: 1, idle_timeout: Duration::from_secs(20), ..defaults() };
     let (address, server) = start(limits).await;
     let mut first = TcpStream::connect(address).await.unwrap();
     let keep_alive = format!(

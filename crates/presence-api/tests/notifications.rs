@@ -1,16 +1,14 @@
 //! Change notifications end to end: the subscriptions API, the validation handshake, and delivery to a
 //! real HTTPS webhook receiver, driven by writes and by the test clock.
 
-mod common;
-
 use aes::cipher::{BlockDecryptMut, KeyIvInit};
 use axum::http::Method;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use common::receiver::Receiver;
-use common::*;
 use hmac::{Hmac, Mac};
-use presence_api::Clock;
+use presence_service::Clock;
+use presence_testkit::receiver::Receiver;
+use presence_testkit::*;
 use rsa::pkcs8::EncodePrivateKey;
 use rsa::{Oaep, RsaPrivateKey};
 use serde_json::{json, Value};

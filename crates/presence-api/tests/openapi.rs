@@ -1,11 +1,9 @@
 //! The served OpenAPI documents match the routes the server serves, both ways.
 
-mod common;
-
 use axum::body::Body;
 use axum::http::Request;
-use common::receiver::Receiver;
-use common::*;
+use presence_testkit::receiver::Receiver;
+use presence_testkit::*;
 use serde_json::{json, Value};
 
 fn example_body(operation_id: &str) -> Option<Value> {

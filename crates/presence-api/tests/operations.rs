@@ -1,14 +1,12 @@
 //! What operators and the live board use: health and readiness, Prometheus metrics, the user list, and the
 //! board's page and stream of changes.
 
-mod common;
-
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use common::{Server, ADELE, ALEX, STRANGER};
 use http_body_util::BodyExt;
+use presence_testkit::{Server, ADELE, ALEX, STRANGER};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -156,8 +154,9 @@ async fn the_board_stream_carries_the_tenants_changes_fades_included() {
     let mut buffer = String::new();
 
     // Another tenant's change is not shown; this tenant's is, as a GET would show it.
-    let fabrikam = server.app_of(common::OTHER_TENANT, common::OTHER_APP, &["Presence.ReadWrite.All"]);
-    let body_of = |availability: &str, activity: &str| json!({ "sessionId": common::OTHER_APP, "availability": availability, "activity": activity });
+    let fabrikam =
+        server.app_of(presence_testkit::OTHER_TENANT, presence_testkit::OTHER_APP, &["Presence.ReadWrite.All"]);
+    let body_of = |availability: &str, activity: &str| json!({ "sessionId": presence_testkit::OTHER_APP, "availability": availability, "activity": activity });
     server
         .post(&format!("/v1.0/users/{STRANGER}/presence/setPresence"), &fabrikam, body_of("Busy", "InACall"))
         .await

@@ -1,4 +1,5 @@
 //! A subscription as it is kept: what was granted at creation, renewed since, and whose presence it watches.
+//! The store keeps it as the text [`SubscriptionRecord::encode`] makes, without looking inside.
 
 use serde::{Deserialize, Serialize};
 
@@ -45,16 +46,6 @@ pub struct SubscriptionRecord {
 }
 
 impl SubscriptionRecord {
-    /// The queue of its change notifications.
-    pub fn queue(&self) -> &str {
-        &self.id
-    }
-
-    /// The queue of its lifecycle notifications.
-    pub fn lifecycle_queue(&self) -> String {
-        lifecycle_queue(&self.id)
-    }
-
     /// The record as stored.
     pub fn encode(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
@@ -66,25 +57,12 @@ impl SubscriptionRecord {
     }
 }
 
-/// The lifecycle queue of subscription `id`.
-pub fn lifecycle_queue(id: &str) -> String {
-    format!("{id}/lifecycle")
-}
-
-/// The subscription a queue belongs to, and whether it is the lifecycle queue.
-pub fn queue_owner(queue: &str) -> (&str, bool) {
-    match queue.strip_suffix("/lifecycle") {
-        Some(id) => (id, true),
-        None => (queue, false),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn records_round_trip_and_queues_name_their_owner() {
+    fn records_round_trip() {
         let record = SubscriptionRecord {
             id: "4c1a9f0e-1111-4b2b-9c3d-2e4f5a6b7c8d".into(),
             tenant_id: "t".into(),
@@ -104,8 +82,6 @@ mod tests {
             reauthorization_sent: false,
         };
         assert_eq!(SubscriptionRecord::decode(&record.encode()), Ok(record.clone()));
-        assert_eq!(queue_owner(record.queue()), (record.id.as_str(), false));
-        assert_eq!(queue_owner(&record.lifecycle_queue()), (record.id.as_str(), true));
         assert!(SubscriptionRecord::decode("{\"id\":1}").is_err());
     }
 }

@@ -1,18 +1,36 @@
-//! Where presence facts live: the store interface and its embedded SQLite backend.
+//! Where presence facts live: the store contract that every backend keeps, and the embedded SQLite backend.
 //!
-//! The interface ([`PresenceStore`]) is deliberately small: read one user, read many users, an atomic
-//! read-modify-write of one user (or of several in one transaction), users' timers, subscriptions, and
-//! queues of notifications. Everything presence means is decided by `presence-core`; a backend keeps
-//! [`UserFacts`] and a timer per `(tenant, user)`, subscriptions and queued notifications as opaque text,
-//! and guarantees that
-//! - an update is atomic per user: no two updates of the same user interleave;
-//! - an update returns only once the new facts, the timer and the notifications it queued are durable
-//!   together (after SIGKILL or power loss they are all there, or none is);
-//! - queued notifications come back in the order they were queued.
+//! The contract is [`PresenceStore`]. It is written so that a backend without cross-key transactions (a
+//! Redis Cluster, say) can keep every promise, and several processes can share one store:
+//! - **Per-user atomicity.** An update of one user is atomic; a many-user update may commit user by user and
+//!   answers per user. Update closures may run more than once (a backend retries on a version conflict), so
+//!   they compute their result from their arguments alone.
+//! - **Versions in the record.** A user's record carries a version that every write increases, and the
+//!   facts carry the presence's sequence stamp, so sequence numbers stay monotonic whichever process writes.
+//! - **Claimed timers.** A due timer is *claimed* for a lease: two claimers never hold the same user at once;
+//!   a claim that is not followed by a write expires and the user can be claimed again. Firing twice is
+//!   harmless, because the catch-up write reads the record's own `due_at` under per-user atomicity.
+//! - **A transactional outbox.** The notifications an update causes are durable atomically with the user's
+//!   facts. Moving them to their subscription queues may be a second step ([`PresenceStore::relay`]), which
+//!   is idempotent: a replay enqueues nothing twice. Queue positions and acknowledgements are per queue.
+//! - **Subscriptions in the store.** Creation counts against a per-application limit atomically; a change is
+//!   atomic per subscription; every change is written to a change log that other processes follow
+//!   ([`PresenceStore::subscription_changes`]).
+//! - **Durability.** A write returns only once it is durable (for SQLite: after an fsync; after SIGKILL or a
+//!   power cut everything acknowledged is there).
 //!
-//! This crate must not interpret facts, read the clock, or know about HTTP or tokens.
+//! What only one backend needs is not a duty of every backend: non-blocking reads from memory
+//! ([`PresenceStore::get_many_now`]), monitoring counts ([`PresenceStore::stats`]) and a tidy-up at shutdown
+//! ([`PresenceStore::close`]) are optional, with defaults; SQLite's checkpoints and commit counters are
+//! [`SqliteStore`]'s own API.
+//!
+//! Every backend passes the same conformance suite ([`conformance`], behind the `conformance` feature).
+//!
+//! This crate must not interpret facts beyond storing them, read the clock, or know about HTTP or tokens.
 
 mod codec;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod sqlite;
 
 pub use presence_core::UserFacts;
@@ -27,22 +45,38 @@ pub struct UserKey {
     pub user_id: String,
 }
 
+impl UserKey {
+    /// The key of `user_id` in `tenant_id`.
+    pub fn new(tenant_id: impl Into<String>, user_id: impl Into<String>) -> Self {
+        UserKey { tenant_id: tenant_id.into(), user_id: user_id.into() }
+    }
+}
+
+/// A user's stored record.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UserRecord {
+    /// The facts presence is computed from (with the sequence stamp).
+    pub facts: UserFacts,
+    /// The first instant whose time-driven change has not been reported yet (the user's timer).
+    pub due_at: Option<i64>,
+    /// Increases with every write of the record (1 after the first).
+    pub version: u64,
+}
+
 /// Why the store could not do what was asked. Every variant is a server fault, never the caller's.
-#[derive(Debug, thiserror::Error)]
+///
+/// The messages are backend-neutral text, so the error can be cloned and handed to every user of a
+/// many-user update.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
-    /// The database failed.
-    #[error("database error: {0}")]
-    Database(#[from] rusqlite::Error),
-    /// Making a commit durable failed.
-    #[error("cannot make the database durable: {0}")]
-    Io(#[from] std::io::Error),
+    /// The backend failed (a database error, an I/O error, a lost connection).
+    #[error("the store failed: {0}")]
+    Backend(String),
     /// A stored record could not be decoded.
-    #[error("stored presence record for {tenant_id}/{user_id} is corrupt: {reason}")]
+    #[error("stored record {record} is corrupt: {reason}")]
     Corrupt {
-        /// Tenant of the record.
-        tenant_id: String,
-        /// User of the record.
-        user_id: String,
+        /// Which record (`tenant/user`, or `subscription id`).
+        record: String,
         /// What was wrong.
         reason: String,
     },
@@ -51,14 +85,42 @@ pub enum StoreError {
     Poisoned,
 }
 
-/// A notification to queue, in the same transaction as the write that caused it.
-///
-/// The store keeps queued notifications in the order they were queued, per `queue`; it does not look
-/// inside them.
+/// Which of a subscription's two delivery queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum QueueKind {
+    /// Its change notifications, delivered to its current `notificationUrl`.
+    Changes,
+    /// Its lifecycle notifications, delivered to the URL each was queued for.
+    Lifecycle,
+}
+
+/// A delivery queue: one of a subscription's two queues.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueId {
+    /// The subscription the queue belongs to.
+    pub subscription_id: String,
+    /// Which of its queues.
+    pub kind: QueueKind,
+}
+
+impl QueueId {
+    /// The change-notification queue of `subscription_id`.
+    pub fn changes(subscription_id: impl Into<String>) -> Self {
+        QueueId { subscription_id: subscription_id.into(), kind: QueueKind::Changes }
+    }
+
+    /// The lifecycle queue of `subscription_id`.
+    pub fn lifecycle(subscription_id: impl Into<String>) -> Self {
+        QueueId { subscription_id: subscription_id.into(), kind: QueueKind::Lifecycle }
+    }
+}
+
+/// A notification to queue. The store keeps notifications in the order they were queued, per queue; it
+/// does not look inside them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewNotification {
-    /// The delivery queue: a subscription's id, or its lifecycle queue.
-    pub queue: String,
+    /// The delivery queue.
+    pub queue: QueueId,
     /// Where it is to be delivered.
     pub url: String,
     /// When it was queued (milliseconds since the epoch).
@@ -72,8 +134,9 @@ pub struct NewNotification {
 /// A queued notification, as read back for delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedNotification {
-    /// Its position: increasing in the order notifications were queued.
-    pub id: i64,
+    /// Its position in its queue: increasing in the order notifications were queued. Positions of
+    /// different queues are unrelated.
+    pub position: u64,
     /// Where it is to be delivered.
     pub url: String,
     /// When it was queued.
@@ -92,8 +155,51 @@ pub struct Effects {
     /// Notifications to queue, atomically with the facts.
     pub notifications: Vec<NewNotification>,
     /// The closure did not change the facts (a timer catching up): only the timer and the notifications
-    /// are written.
+    /// are written, and the version.
     pub timer_only: bool,
+}
+
+/// How an update of one user ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Updated {
+    /// The closure returned effects; they are durable, and the record has this version now.
+    Written {
+        /// The record's version after the write.
+        version: u64,
+    },
+    /// The closure returned `None`: nothing was written.
+    Declined,
+}
+
+impl Updated {
+    /// True when something was written.
+    pub fn is_written(self) -> bool {
+        matches!(self, Updated::Written { .. })
+    }
+}
+
+/// A stored subscription: its identity, its owner, its version, and a body the store does not interpret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSubscription {
+    /// The subscription id.
+    pub id: String,
+    /// The tenant it belongs to.
+    pub tenant_id: String,
+    /// The application that created it (the per-application limit counts these).
+    pub application_id: String,
+    /// Increases with every write of the subscription (1 once created).
+    pub version: u64,
+    /// The subscription's record, encoded by its owner.
+    pub body: String,
+}
+
+/// Subscriptions changed since a cursor of the change log.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SubscriptionChanges {
+    /// The ids of subscriptions created, changed or removed, each once (read each to learn which).
+    pub ids: Vec<String>,
+    /// The cursor to ask from next time.
+    pub cursor: u64,
 }
 
 /// Counts for monitoring, at an instant.
@@ -107,93 +213,129 @@ pub struct StoreStats {
     pub pending_timers: u64,
 }
 
-/// A stored subscription: its id, its tenant, and a body the store does not interpret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredSubscription {
-    /// The subscription id.
-    pub id: String,
-    /// The tenant it belongs to.
-    pub tenant_id: String,
-    /// The subscription's record, encoded by its owner.
-    pub body: String,
-}
-
-/// The closure of a single-user update: given the facts (the default when none) and the user's timer, it
-/// changes the facts and returns what to write with them, or `None` to write nothing.
+/// The closure of a single-user update: given the facts (the default when none) and the user's `due_at`,
+/// it changes the facts and returns what to write with them, or `None` to write nothing.
 pub type UpdateFn<'a> = dyn FnMut(&mut UserFacts, Option<i64>) -> Option<Effects> + 'a;
 
 /// The closure of a many-user update: as [`UpdateFn`], with the user's key.
 pub type UpdateManyFn<'a> = dyn FnMut(&UserKey, &mut UserFacts, Option<i64>) -> Option<Effects> + 'a;
 
+/// The closure of a subscription update: changes the body of the current record and returns the
+/// notifications to queue with it, or `None` to write nothing.
+pub type SubscriptionFn<'a> = dyn FnMut(&mut StoredSubscription) -> Option<Vec<NewNotification>> + 'a;
+
+/// The closure of a subscription removal: the last notifications to queue, from the current record.
+pub type FarewellFn<'a> = dyn FnMut(&StoredSubscription) -> Vec<NewNotification> + 'a;
+
 /// A backend that keeps presence facts, users' timers, subscriptions and queued notifications.
 ///
-/// Methods block: async callers run them on a blocking thread. The closures given to the update methods
-/// may run more than once (a distributed backend retries on conflict), so they must compute their result
-/// from their arguments alone.
+/// Methods block: async callers run them on a blocking thread. Closures given to the update methods may
+/// run more than once, so they must compute their result from their arguments alone; only the effects of
+/// the last run are written.
 pub trait PresenceStore: Send + Sync + 'static {
-    /// The facts of one user, or `None` when nothing was ever stored.
-    fn get(&self, key: &UserKey) -> Result<Option<UserFacts>, StoreError>;
+    /// The record of one user, or `None` when nothing was ever stored.
+    fn get(&self, key: &UserKey) -> Result<Option<UserRecord>, StoreError>;
 
-    /// The facts of several users, in the order of `keys`.
-    fn get_many(&self, keys: &[UserKey]) -> Result<Vec<Option<UserFacts>>, StoreError>;
+    /// The records of several users, in the order of `keys`.
+    fn get_many(&self, keys: &[UserKey]) -> Result<Vec<Option<UserRecord>>, StoreError>;
 
-    /// [`PresenceStore::get_many`] if it can be answered without waiting for a busy connection, else
-    /// `None` (the caller then reads on a blocking thread). Lets async callers read inline when the store
-    /// is free.
-    fn try_get_many(&self, keys: &[UserKey]) -> Option<Result<Vec<Option<UserFacts>>, StoreError>> {
+    /// Optional: [`PresenceStore::get_many`] if it can be answered without blocking (from memory, say),
+    /// else `None` and the caller reads on a blocking thread. The default answers `None`.
+    fn get_many_now(&self, keys: &[UserKey]) -> Option<Result<Vec<Option<UserRecord>>, StoreError>> {
         let _ = keys;
         None
     }
 
-    /// Atomically reads the user's facts and timer, lets `apply` change them, and stores the result, the
-    /// new timer and the notifications durably if `apply` returns effects. Returns whether anything was
-    /// written.
-    fn update(&self, key: &UserKey, apply: &mut UpdateFn<'_>) -> Result<bool, StoreError>;
+    /// Atomically reads the user's facts and `due_at`, lets `apply` change them, and stores the result,
+    /// the new timer and the notifications durably if `apply` returns effects.
+    fn update(&self, key: &UserKey, apply: &mut UpdateFn<'_>) -> Result<Updated, StoreError>;
 
-    /// [`PresenceStore::update`] for several users in one durable transaction. A user whose record cannot
-    /// be decoded is skipped and its timer cleared, so that one corrupt record cannot stop everyone's
-    /// timers; the skipped keys are returned.
-    fn update_many(&self, keys: &[UserKey], apply: &mut UpdateManyFn<'_>) -> Result<Vec<UserKey>, StoreError>;
+    /// [`PresenceStore::update`] for several distinct users, answered per user in the order of `keys`. The
+    /// users may be committed one by one or together; a user whose record cannot be decoded answers
+    /// [`StoreError::Corrupt`] and has its timer cleared, so that one corrupt record cannot stop everyone's
+    /// timers.
+    fn update_many(&self, keys: &[UserKey], apply: &mut UpdateManyFn<'_>) -> Vec<Result<Updated, StoreError>>;
 
-    /// Up to `limit` users whose timer is at or before `now`, earliest first.
-    fn due_users(&self, now: i64, limit: usize) -> Result<Vec<UserKey>, StoreError>;
+    /// Claims up to `limit` users whose timer is at or before `now`, the earliest first, for a lease until
+    /// `lease_until`: until then no other claim returns them. A write of the user (its catch-up) ends the
+    /// claim by setting its next timer; a claim not followed by a write expires at `lease_until`, when the
+    /// user is due again. Claims need not be durable: a lost claim only makes the user due again.
+    fn claim_due(&self, now: i64, lease_until: i64, limit: usize) -> Result<Vec<UserKey>, StoreError>;
 
-    /// The earliest timer of any user.
+    /// The earliest timer of any user (a claimed user's timer is its lease's end).
     fn next_due(&self) -> Result<Option<i64>, StoreError>;
 
-    /// Every stored subscription.
-    fn subscriptions(&self) -> Result<Vec<StoredSubscription>, StoreError>;
+    /// Every stored subscription, and the change-log cursor they are current as of.
+    fn subscriptions(&self) -> Result<(Vec<StoredSubscription>, u64), StoreError>;
 
-    /// Creates or replaces a subscription, and queues `notifications` in the same transaction.
-    fn put_subscription(
+    /// One subscription.
+    fn subscription(&self, id: &str) -> Result<Option<StoredSubscription>, StoreError>;
+
+    /// Stores a new subscription (its `version` is set to 1), unless its application already has `limit`
+    /// subscriptions in its tenant; atomic with the count. Returns whether it was created.
+    fn create_subscription(&self, subscription: &StoredSubscription, limit: usize) -> Result<bool, StoreError>;
+
+    /// Atomically changes the current record of subscription `id` with `apply` and queues the notifications
+    /// it returns with it. The id, tenant, application and version are the store's: changes to them are
+    /// ignored. Returns the record as it is afterwards, or `None` when there is no such subscription.
+    fn update_subscription(
         &self,
-        subscription: &StoredSubscription,
-        notifications: &[NewNotification],
-    ) -> Result<(), StoreError>;
+        id: &str,
+        apply: &mut SubscriptionFn<'_>,
+    ) -> Result<Option<StoredSubscription>, StoreError>;
 
-    /// Deletes a subscription and the notifications queued in `queues`, and queues `farewell` (its last
-    /// lifecycle notifications) in the same transaction. Returns whether the subscription existed.
-    fn remove_subscription(&self, id: &str, queues: &[&str], farewell: &[NewNotification]) -> Result<bool, StoreError>;
+    /// Atomically removes subscription `id` and its change-notification queue, and queues the farewell
+    /// notifications `farewell` makes from the current record (into its lifecycle queue, which is removed
+    /// too when there is no farewell). Returns the removed record, or `None` when there was none.
+    fn remove_subscription(
+        &self,
+        id: &str,
+        farewell: &mut FarewellFn<'_>,
+    ) -> Result<Option<StoredSubscription>, StoreError>;
+
+    /// The subscriptions created, changed or removed after `since` (a cursor of the change log), or
+    /// `None` when the log no longer reaches back that far (read [`PresenceStore::subscriptions`] again).
+    fn subscription_changes(&self, since: u64) -> Result<Option<SubscriptionChanges>, StoreError>;
 
     /// Queues notifications that no user update caused (lifecycle events).
     fn enqueue(&self, notifications: &[NewNotification]) -> Result<(), StoreError>;
 
-    /// The oldest `limit` notifications of `queue`, in order.
-    fn queue_head(&self, queue: &str, limit: usize) -> Result<Vec<QueuedNotification>, StoreError>;
+    /// Moves notifications staged with user updates to their queues, up to `limit` of them, and returns
+    /// the queues that grew. Idempotent: running it again after a crash enqueues nothing twice. A backend
+    /// that writes notifications to their queues with the update has nothing to move (the default).
+    fn relay(&self, limit: usize) -> Result<Vec<QueueId>, StoreError> {
+        let _ = limit;
+        Ok(Vec::new())
+    }
 
-    /// Removes delivered (or dropped) notifications, and queues `notifications` in the same transaction.
-    fn acknowledge(&self, ids: &[i64], notifications: &[NewNotification]) -> Result<(), StoreError>;
+    /// The oldest `limit` notifications of `queue`, in order.
+    fn queue_head(&self, queue: &QueueId, limit: usize) -> Result<Vec<QueuedNotification>, StoreError>;
+
+    /// Removes delivered (or dropped) notifications of `queue` by position, and queues `notifications` in
+    /// the same atomic step. Positions not in `queue` are ignored.
+    fn acknowledge(
+        &self,
+        queue: &QueueId,
+        positions: &[u64],
+        notifications: &[NewNotification],
+    ) -> Result<(), StoreError>;
 
     /// Every queue with notifications waiting, and how many.
-    fn queue_lengths(&self) -> Result<Vec<(String, u64)>, StoreError>;
+    fn queue_lengths(&self) -> Result<Vec<(QueueId, u64)>, StoreError>;
 
-    /// Counts for monitoring at `now` (milliseconds since the epoch). May read every record: call it
-    /// for a metrics scrape, not per request.
-    fn stats(&self, now: i64) -> Result<StoreStats, StoreError>;
-
-    /// Whether the store answers a trivial query (readiness).
+    /// Whether the store answers (readiness).
     fn ping(&self) -> Result<(), StoreError>;
 
-    /// Writes everything acknowledged into its final place (at shutdown).
-    fn flush(&self) -> Result<(), StoreError>;
+    /// Optional: counts for monitoring at `now` (milliseconds since the epoch). May read every record: call
+    /// it for a metrics scrape, not per request. The default answers `None` (not counted).
+    fn stats(&self, now: i64) -> Result<Option<StoreStats>, StoreError> {
+        let _ = now;
+        Ok(None)
+    }
+
+    /// Optional: tidies up at shutdown, after the last write (SQLite moves its WAL into the database file).
+    /// Everything acknowledged is durable without it.
+    fn close(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

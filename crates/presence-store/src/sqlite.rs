@@ -1,11 +1,23 @@
-//! The default backend: one SQLite database file in the data directory.
+//! The default backend: one SQLite database file in the data directory, for one process.
 //!
 //! Why this shape: SQLite in WAL mode, and a write returns only after the WAL was fsynced following its
-//! commit (group commit, see [`Durability`]), which is exactly the acknowledgement rule of the store. Writes go through one
-//! connection behind a mutex, which both serialises updates (atomic read-modify-write per user, and for
-//! all users at once) and matches SQLite's single-writer model. Reads use a small pool of other
-//! connections so that they run concurrently with a write in progress and with each other (WAL readers
-//! never block on the writer), and so that a caller can ask for a read only if a connection is free now.
+//! commit (group commit, see [`Durability`]), which is exactly the acknowledgement rule of the store. Writes
+//! go through one connection behind a mutex, which both serialises updates (atomic read-modify-write per
+//! user, and for all users of a batch at once) and matches SQLite's single-writer model. Reads use a small
+//! pool of other connections so that they run concurrently with a write in progress and with each other
+//! (WAL readers never block on the writer), and so that a caller can ask for a read only if it can be
+//! answered now ([`PresenceStore::get_many_now`]).
+//!
+//! One process owns the file: the record cache is kept correct by being the only writer. The contract's
+//! second steps are therefore immediate: notifications are written to their queues in the user's
+//! transaction (so [`PresenceStore::relay`] has nothing to move), and timer claims are rows updated by the
+//! one writer. The subscription change log is kept all the same, so the engine above follows it exactly as
+//! it would follow a shared backend's.
+//!
+//! Tables: `presence` (one row per user: the facts as a small versioned JSON document, `due_at`, the
+//! claimable `timer_at` with its index, and the record's `version`), `subscriptions` (with their owner and
+//! version), `subscription_log` (the change log), `outbox` (queued notifications, in order per queue) and
+//! `store_meta`.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -15,16 +27,33 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, RwLock};
 
 use foldhash::fast::RandomState;
-use rusqlite::{params, Connection, OptionalExtension};
+use presence_core::UserFacts;
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use crate::codec::{decode, encode};
 use crate::{
-    Effects, NewNotification, PresenceStore, QueuedNotification, StoreError, StoreStats, StoredSubscription, UpdateFn,
-    UpdateManyFn, UserFacts, UserKey,
+    Effects, FarewellFn, NewNotification, PresenceStore, QueueId, QueueKind, QueuedNotification, StoreError,
+    StoreStats, StoredSubscription, SubscriptionChanges, SubscriptionFn, UpdateFn, UpdateManyFn, Updated, UserKey,
+    UserRecord,
 };
+
+/// A result per user of a many-user update.
+type UserResults = Vec<Result<Updated, StoreError>>;
 
 /// The database file's name inside the data directory.
 pub const DATABASE_FILE: &str = "presence.sqlite3";
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        StoreError::Backend(format!("SQLite: {error}"))
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(error: std::io::Error) -> Self {
+        StoreError::Backend(format!("cannot make the database durable: {error}"))
+    }
+}
 
 /// The embedded, durable presence store.
 #[derive(Debug)]
@@ -36,20 +65,45 @@ pub struct SqliteStore {
     cache: Cache,
     /// Group commit: makes committed transactions durable, many at a time.
     durability: Durability,
-    /// Dropping it stops the checkpoint thread.
-    _checkpoints: std::sync::mpsc::Sender<()>,
+    /// The checkpoint thread, stopped (and waited for) by `close` or when the store is dropped.
+    checkpoints: Mutex<Option<Checkpoints>>,
+}
+
+/// The checkpoint thread: dropping `stop` ends it after one last checkpoint.
+#[derive(Debug)]
+struct Checkpoints {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Checkpoints {
+    fn stop(self) {
+        drop(self.stop);
+        let _ = self.thread.join();
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        if let Some(checkpoints) = self.checkpoints.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner()).take() {
+            checkpoints.stop();
+        }
+    }
 }
 
 /// How often the checkpoint thread copies the WAL into the database file.
 const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Entries the subscription change log keeps; a follower further behind reads every subscription again.
+const SUBSCRIPTION_LOG_ENTRIES: i64 = 1_000;
+
 /// Starts the thread that checkpoints the WAL every [`CHECKPOINT_INTERVAL`] (and once more when the store
 /// is dropped), on a connection of its own. A `PASSIVE` checkpoint never blocks the writer or readers.
-fn start_checkpoints(path: &Path) -> Result<std::sync::mpsc::Sender<()>, StoreError> {
+fn start_checkpoints(path: &Path) -> Result<Checkpoints, StoreError> {
     let connection = Connection::open(path)?;
     configure(&connection)?;
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
-    std::thread::Builder::new().name("presence-checkpoint".into()).spawn(move || loop {
+    let thread = std::thread::Builder::new().name("presence-checkpoint".into()).spawn(move || loop {
         let last = matches!(stopped.recv_timeout(CHECKPOINT_INTERVAL), Err(RecvTimeoutError::Disconnected));
         // A checkpoint that fails (the database busy, say) leaves the WAL as it is; the next one retries.
         let _ = checkpoint(&connection);
@@ -57,7 +111,7 @@ fn start_checkpoints(path: &Path) -> Result<std::sync::mpsc::Sender<()>, StoreEr
             return;
         }
     })?;
-    Ok(stop)
+    Ok(Checkpoints { stop, thread })
 }
 
 /// Copies what it can of the WAL into the database file: (frames in the WAL, frames copied).
@@ -139,11 +193,8 @@ impl Durability {
     }
 }
 
-/// A user's stored record: the facts and the timer.
-type Record = (UserFacts, Option<i64>);
-
 /// One shard of the cache.
-type Shard = RwLock<HashMap<UserKey, Option<Record>, RandomState>>;
+type Shard = RwLock<HashMap<UserKey, Option<UserRecord>, RandomState>>;
 
 /// The records this process has seen, in shards. This process is the database's only writer, and it
 /// updates an entry only after the transaction that wrote it committed, so entries never go stale; reads
@@ -166,18 +217,18 @@ impl Cache {
     }
 
     /// The cached record (`Some(None)`: known absent), or `None` when not cached.
-    fn get(&self, key: &UserKey) -> Option<Option<Record>> {
+    fn get(&self, key: &UserKey) -> Option<Option<UserRecord>> {
         self.shard(key).read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(key).cloned()
     }
 
     /// Remembers what a read found, unless a write got there first.
-    fn fill(&self, key: &UserKey, record: Option<Record>) {
+    fn fill(&self, key: &UserKey, record: Option<UserRecord>) {
         let mut shard = self.shard(key).write().unwrap_or_else(|poisoned| poisoned.into_inner());
         shard.entry(key.clone()).or_insert(record);
     }
 
     /// Remembers what a committed write stored.
-    fn set(&self, key: UserKey, record: Record) {
+    fn set(&self, key: UserKey, record: UserRecord) {
         self.shard(&key).write().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(key, Some(record));
     }
 }
@@ -195,11 +246,83 @@ fn configure(connection: &Connection) -> Result<(), rusqlite::Error> {
     Ok(())
 }
 
+fn has_column(connection: &Connection, table: &str, column: &str) -> Result<bool, rusqlite::Error> {
+    connection.prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?.exists(params![table, column])
+}
+
+/// Creates the tables, or brings those of an older file up to date (in one transaction).
+fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
+    let transaction = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    transaction.execute_batch(
+        "CREATE TABLE IF NOT EXISTS presence (
+             tenant_id TEXT NOT NULL,
+             user_id TEXT NOT NULL,
+             facts TEXT NOT NULL,
+             PRIMARY KEY (tenant_id, user_id)
+         ) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS subscriptions (
+             id TEXT PRIMARY KEY,
+             tenant_id TEXT NOT NULL,
+             body TEXT NOT NULL
+         ) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS outbox (
+             id INTEGER PRIMARY KEY AUTOINCREMENT,
+             queue TEXT NOT NULL,
+             url TEXT NOT NULL,
+             created_at INTEGER NOT NULL,
+             item TEXT NOT NULL,
+             resource_data TEXT
+         );
+         CREATE INDEX IF NOT EXISTS outbox_queue ON outbox (queue, id);
+         CREATE TABLE IF NOT EXISTS subscription_log (
+             seq INTEGER PRIMARY KEY AUTOINCREMENT,
+             id TEXT NOT NULL
+         );
+         CREATE TABLE IF NOT EXISTS store_meta (
+             key TEXT PRIMARY KEY,
+             value INTEGER NOT NULL
+         ) WITHOUT ROWID;",
+    )?;
+    // Added with change notifications: the user's timer. Every existing user is due at once, so the timers'
+    // first pass computes each one's next change (there are no subscriptions yet, so nothing is sent).
+    if !has_column(&transaction, "presence", "due_at")? {
+        transaction.execute_batch("ALTER TABLE presence ADD COLUMN due_at INTEGER; UPDATE presence SET due_at = 0;")?;
+    }
+    // Added with timer claims: the claimable timer (`due_at`, or a claim's lease) and the record's version.
+    if !has_column(&transaction, "presence", "timer_at")? {
+        transaction.execute_batch(
+            "ALTER TABLE presence ADD COLUMN timer_at INTEGER;
+             UPDATE presence SET timer_at = due_at;
+             DROP INDEX IF EXISTS presence_due;",
+        )?;
+    }
+    if !has_column(&transaction, "presence", "version")? {
+        transaction.execute_batch("ALTER TABLE presence ADD COLUMN version INTEGER NOT NULL DEFAULT 0;")?;
+    }
+    transaction.execute_batch(
+        "CREATE INDEX IF NOT EXISTS presence_timer ON presence (timer_at) WHERE timer_at IS NOT NULL;",
+    )?;
+    // Added with the store contract for several processes: a subscription's owner and version.
+    if !has_column(&transaction, "subscriptions", "application_id")? {
+        transaction.execute_batch(
+            "ALTER TABLE subscriptions ADD COLUMN application_id TEXT NOT NULL DEFAULT '';
+             ALTER TABLE subscriptions ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+             UPDATE subscriptions SET application_id = COALESCE(json_extract(body, '$.applicationId'), '')
+                 WHERE json_valid(body);",
+        )?;
+    }
+    transaction.execute_batch(
+        "CREATE INDEX IF NOT EXISTS subscriptions_owner ON subscriptions (tenant_id, application_id);",
+    )?;
+    transaction.commit()?;
+    Ok(())
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the store in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let path = data_dir.join(DATABASE_FILE);
-        let writer = Connection::open(&path)?;
+        let mut writer = Connection::open(&path)?;
         configure(&writer)?;
         // Every write reads its user's row and index pages: keep them in the writer's page cache (64 MiB)
         // rather than read them back from the file system each time.
@@ -207,39 +330,7 @@ impl SqliteStore {
         // Checkpoints (copying the WAL into the database file, and an fsync of it) run on a thread of
         // their own, not inside whichever write happens to cross the WAL's size limit.
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
-        writer.execute_batch(
-            "CREATE TABLE IF NOT EXISTS presence (
-                 tenant_id TEXT NOT NULL,
-                 user_id TEXT NOT NULL,
-                 facts TEXT NOT NULL,
-                 PRIMARY KEY (tenant_id, user_id)
-             ) WITHOUT ROWID;",
-        )?;
-        // Added with change notifications: the user's timer. Older files gain the column (no timers).
-        let has_due: bool =
-            writer.prepare("SELECT 1 FROM pragma_table_info('presence') WHERE name = 'due_at'")?.exists([])?;
-        if !has_due {
-            // Every existing user is due at once, so the timers' first pass computes each one's next
-            // change (there are no subscriptions yet, so nothing is sent).
-            writer.execute_batch("ALTER TABLE presence ADD COLUMN due_at INTEGER; UPDATE presence SET due_at = 0;")?;
-        }
-        writer.execute_batch(
-            "CREATE INDEX IF NOT EXISTS presence_due ON presence (due_at) WHERE due_at IS NOT NULL;
-             CREATE TABLE IF NOT EXISTS subscriptions (
-                 id TEXT PRIMARY KEY,
-                 tenant_id TEXT NOT NULL,
-                 body TEXT NOT NULL
-             ) WITHOUT ROWID;
-             CREATE TABLE IF NOT EXISTS outbox (
-                 id INTEGER PRIMARY KEY AUTOINCREMENT,
-                 queue TEXT NOT NULL,
-                 url TEXT NOT NULL,
-                 created_at INTEGER NOT NULL,
-                 item TEXT NOT NULL,
-                 resource_data TEXT
-             );
-             CREATE INDEX IF NOT EXISTS outbox_queue ON outbox (queue, id);",
-        )?;
+        migrate(&mut writer)?;
         let readers = (0..READERS)
             .map(|_| {
                 let reader = Connection::open(&path)?;
@@ -257,13 +348,17 @@ impl SqliteStore {
             },
             wal: OnceLock::new(),
         };
+        // The WAL exists once the database is in WAL mode: sync it and the directory now, so that a first
+        // start's files are durable before anything is acknowledged.
+        durability.sync()?;
+        File::open(data_dir)?.sync_all()?;
         let checkpoints = start_checkpoints(&path)?;
         Ok(SqliteStore {
             writer: Mutex::new(writer),
             readers,
             cache: Cache::new(),
             durability,
-            _checkpoints: checkpoints,
+            checkpoints: Mutex::new(Some(checkpoints)),
         })
     }
 
@@ -318,50 +413,52 @@ fn lock(mutex: &Mutex<Connection>) -> Result<MutexGuard<'_, Connection>, StoreEr
     mutex.lock().map_err(|_| StoreError::Poisoned)
 }
 
-fn read_record(connection: &Connection, key: &UserKey) -> Result<Option<(UserFacts, Option<i64>)>, StoreError> {
-    let row: Option<(String, Option<i64>)> = connection
-        .prepare_cached("SELECT facts, due_at FROM presence WHERE tenant_id = ?1 AND user_id = ?2")?
-        .query_row(params![key.tenant_id, key.user_id], |row| Ok((row.get(0)?, row.get(1)?)))
+fn corrupt(key: &UserKey, reason: String) -> StoreError {
+    StoreError::Corrupt { record: format!("{}/{}", key.tenant_id, key.user_id), reason }
+}
+
+fn read_record(connection: &Connection, key: &UserKey) -> Result<Option<UserRecord>, StoreError> {
+    let row: Option<(String, Option<i64>, i64)> = connection
+        .prepare_cached("SELECT facts, due_at, version FROM presence WHERE tenant_id = ?1 AND user_id = ?2")?
+        .query_row(params![key.tenant_id, key.user_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
         .optional()?;
-    row.map(|(text, due_at)| {
-        decode(&text).map(|facts| (facts, due_at)).map_err(|reason| StoreError::Corrupt {
-            tenant_id: key.tenant_id.clone(),
-            user_id: key.user_id.clone(),
-            reason,
-        })
+    row.map(|(text, due_at, version)| {
+        decode(&text)
+            .map(|facts| UserRecord { facts, due_at, version: u64::try_from(version).unwrap_or(0) })
+            .map_err(|reason| corrupt(key, reason))
     })
     .transpose()
 }
 
 impl SqliteStore {
-    /// The cached facts of `keys`, with the positions of those not cached.
-    fn cached(&self, keys: &[UserKey]) -> (Vec<Option<UserFacts>>, Vec<usize>) {
-        let mut facts = Vec::with_capacity(keys.len());
+    /// The cached records of `keys`, with the positions of those not cached.
+    fn cached(&self, keys: &[UserKey]) -> (Vec<Option<UserRecord>>, Vec<usize>) {
+        let mut records = Vec::with_capacity(keys.len());
         let mut missing = Vec::new();
         for (position, key) in keys.iter().enumerate() {
             match self.cache.get(key) {
-                Some(record) => facts.push(record.map(|(facts, _)| facts)),
+                Some(record) => records.push(record),
                 None => {
-                    facts.push(None);
+                    records.push(None);
                     missing.push(position);
                 }
             }
         }
-        (facts, missing)
+        (records, missing)
     }
 
-    /// Reads the `missing` positions of `keys` from the database into `facts` and the cache.
+    /// Reads the `missing` positions of `keys` from the database into `records` and the cache.
     fn read_missing(
         &self,
         reader: &Connection,
         keys: &[UserKey],
         missing: &[usize],
-        facts: &mut [Option<UserFacts>],
+        records: &mut [Option<UserRecord>],
     ) -> Result<(), StoreError> {
         let transaction = reader.unchecked_transaction()?;
         for &position in missing {
             let record = read_record(&transaction, &keys[position])?;
-            facts[position] = record.as_ref().map(|(facts, _)| facts.clone());
+            records[position].clone_from(&record);
             self.cache.fill(&keys[position], record);
         }
         transaction.finish()?;
@@ -369,36 +466,61 @@ impl SqliteStore {
     }
 }
 
-/// Reads, applies and writes one user inside `transaction`; true when something was written.
-/// Returns the record written, for the cache once the transaction committed.
+/// Reads, applies and writes one user inside `transaction`. Returns the record written, for the cache
+/// once the transaction committed, or `None` when nothing was written.
 fn update_in(
     cache: &Cache,
     transaction: &Connection,
     key: &UserKey,
     apply: &mut dyn FnMut(&mut UserFacts, Option<i64>) -> Option<Effects>,
-) -> Result<Option<Record>, StoreError> {
+) -> Result<Option<UserRecord>, StoreError> {
     let record = match cache.get(key) {
         Some(record) => record,
         None => read_record(transaction, key)?,
     };
-    let (mut facts, due_at) = record.unwrap_or_default();
+    let existed = record.is_some();
+    let UserRecord { mut facts, due_at, version } = record.unwrap_or_default();
     let Some(effects) = apply(&mut facts, due_at) else {
         return Ok(None);
     };
+    let version = version + 1;
     if effects.timer_only {
+        if !existed {
+            // Nothing stored to put a timer on (and no facts, so no change to report).
+            return Ok(None);
+        }
         transaction
-            .prepare_cached("UPDATE presence SET due_at = ?3 WHERE tenant_id = ?1 AND user_id = ?2")?
-            .execute(params![key.tenant_id, key.user_id, effects.due_at])?;
+            .prepare_cached(
+                "UPDATE presence SET due_at = ?3, timer_at = ?3, version = ?4 WHERE tenant_id = ?1 AND user_id = ?2",
+            )?
+            .execute(params![key.tenant_id, key.user_id, effects.due_at, version as i64])?;
     } else {
         transaction
             .prepare_cached(
-                "INSERT INTO presence (tenant_id, user_id, facts, due_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (tenant_id, user_id) DO UPDATE SET facts = excluded.facts, due_at = excluded.due_at",
+                "INSERT INTO presence (tenant_id, user_id, facts, due_at, timer_at, version)
+                 VALUES (?1, ?2, ?3, ?4, ?4, ?5)
+                 ON CONFLICT (tenant_id, user_id) DO UPDATE SET facts = excluded.facts, due_at = excluded.due_at,
+                     timer_at = excluded.timer_at, version = excluded.version",
             )?
-            .execute(params![key.tenant_id, key.user_id, encode(&facts), effects.due_at])?;
+            .execute(params![key.tenant_id, key.user_id, encode(&facts), effects.due_at, version as i64])?;
     }
     insert_notifications(transaction, &effects.notifications)?;
-    Ok(Some((facts, effects.due_at)))
+    Ok(Some(UserRecord { facts, due_at: effects.due_at, version }))
+}
+
+/// A queue's name in the `outbox` table: the subscription id, with `/lifecycle` for its lifecycle queue.
+fn queue_name(queue: &QueueId) -> String {
+    match queue.kind {
+        QueueKind::Changes => queue.subscription_id.clone(),
+        QueueKind::Lifecycle => format!("{}/lifecycle", queue.subscription_id),
+    }
+}
+
+fn queue_of(name: &str) -> QueueId {
+    match name.strip_suffix("/lifecycle") {
+        Some(id) => QueueId::lifecycle(id),
+        None => QueueId::changes(name),
+    }
 }
 
 fn insert_notifications(connection: &Connection, notifications: &[NewNotification]) -> Result<(), StoreError> {
@@ -410,7 +532,7 @@ fn insert_notifications(connection: &Connection, notifications: &[NewNotificatio
     )?;
     for notification in notifications {
         insert.execute(params![
-            notification.queue,
+            queue_name(&notification.queue),
             notification.url,
             notification.created_at,
             notification.item,
@@ -420,9 +542,54 @@ fn insert_notifications(connection: &Connection, notifications: &[NewNotificatio
     Ok(())
 }
 
+fn read_subscription(connection: &Connection, id: &str) -> Result<Option<StoredSubscription>, StoreError> {
+    Ok(connection
+        .prepare_cached("SELECT id, tenant_id, application_id, version, body FROM subscriptions WHERE id = ?1")?
+        .query_row([id], subscription_row)
+        .optional()?)
+}
+
+fn subscription_row(row: &rusqlite::Row<'_>) -> Result<StoredSubscription, rusqlite::Error> {
+    Ok(StoredSubscription {
+        id: row.get(0)?,
+        tenant_id: row.get(1)?,
+        application_id: row.get(2)?,
+        version: u64::try_from(row.get::<_, i64>(3)?).unwrap_or(0),
+        body: row.get(4)?,
+    })
+}
+
+/// Appends a change of subscription `id` to the change log, and trims the log.
+fn log_subscription_change(transaction: &Connection, id: &str) -> Result<(), StoreError> {
+    transaction.prepare_cached("INSERT INTO subscription_log (id) VALUES (?1)")?.execute([id])?;
+    let newest = transaction.last_insert_rowid();
+    let horizon = newest - SUBSCRIPTION_LOG_ENTRIES;
+    if horizon > 0 {
+        let trimmed = transaction.prepare_cached("DELETE FROM subscription_log WHERE seq <= ?1")?.execute([horizon])?;
+        if trimmed > 0 {
+            transaction
+                .prepare_cached(
+                    "INSERT INTO store_meta (key, value) VALUES ('subscription_log_trimmed', ?1)
+                     ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+                )?
+                .execute([horizon])?;
+        }
+    }
+    Ok(())
+}
+
+/// The newest cursor of the subscription change log.
+fn log_cursor(connection: &Connection) -> Result<u64, StoreError> {
+    let newest: Option<i64> = connection
+        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'subscription_log'")?
+        .query_row([], |row| row.get(0))
+        .optional()?;
+    Ok(u64::try_from(newest.unwrap_or(0)).unwrap_or(0))
+}
+
 impl SqliteStore {
     /// Runs `work` in a write transaction, commits it, and returns once the commit is durable.
-    fn write<R>(&self, work: impl FnOnce(&Connection) -> Result<R, StoreError>) -> Result<R, StoreError> {
+    fn write<R>(&self, work: impl FnOnce(&Transaction<'_>) -> Result<R, StoreError>) -> Result<R, StoreError> {
         let (result, ticket) = {
             let mut writer = lock(&self.writer)?;
             let transaction = writer.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -434,154 +601,260 @@ impl SqliteStore {
         Ok(result)
     }
 
-    /// `update_many` up to its commit: the skipped keys and the commit's ticket (if anything was written).
+    /// `update_many` up to its commit: a result per user and the commit's ticket (if anything was written).
     fn update_many_undurable(
         &self,
         keys: &[UserKey],
         apply: &mut UpdateManyFn<'_>,
-    ) -> Result<(Vec<UserKey>, Option<u64>), StoreError> {
+    ) -> Result<(UserResults, Option<u64>), StoreError> {
         let mut writer = lock(&self.writer)?;
         let transaction = writer.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut written = Vec::new();
-        let mut skipped = Vec::new();
+        let mut results = Vec::with_capacity(keys.len());
         let mut cleared = false;
         for key in keys {
             match update_in(&self.cache, &transaction, key, &mut |facts, due_at| apply(key, facts, due_at)) {
-                Ok(Some(record)) => written.push((key.clone(), record)),
-                Ok(None) => {}
-                Err(StoreError::Corrupt { .. }) => {
+                Ok(Some(record)) => {
+                    results.push(Ok(Updated::Written { version: record.version }));
+                    written.push((key.clone(), record));
+                }
+                Ok(None) => results.push(Ok(Updated::Declined)),
+                Err(error @ StoreError::Corrupt { .. }) => {
                     transaction
-                        .prepare_cached("UPDATE presence SET due_at = NULL WHERE tenant_id = ?1 AND user_id = ?2")?
+                        .prepare_cached(
+                            "UPDATE presence SET due_at = NULL, timer_at = NULL WHERE tenant_id = ?1 AND user_id = ?2",
+                        )?
                         .execute(params![key.tenant_id, key.user_id])?;
                     cleared = true;
-                    skipped.push(key.clone());
+                    results.push(Err(error));
                 }
                 Err(error) => return Err(error),
             }
         }
         if written.is_empty() && !cleared {
-            return Ok((skipped, None));
+            return Ok((results, None));
         }
         transaction.commit()?;
         for (key, record) in written {
             self.cache.set(key, record);
         }
-        Ok((skipped, Some(self.durability.committed())))
+        Ok((results, Some(self.durability.committed())))
     }
 }
 
 impl PresenceStore for SqliteStore {
-    fn get(&self, key: &UserKey) -> Result<Option<UserFacts>, StoreError> {
+    fn get(&self, key: &UserKey) -> Result<Option<UserRecord>, StoreError> {
         Ok(self.get_many(std::slice::from_ref(key))?.pop().flatten())
     }
 
-    fn get_many(&self, keys: &[UserKey]) -> Result<Vec<Option<UserFacts>>, StoreError> {
-        let (mut facts, missing) = self.cached(keys);
+    fn get_many(&self, keys: &[UserKey]) -> Result<Vec<Option<UserRecord>>, StoreError> {
+        let (mut records, missing) = self.cached(keys);
         if !missing.is_empty() {
             let reader = self.reader()?;
-            self.read_missing(&reader, keys, &missing, &mut facts)?;
+            self.read_missing(&reader, keys, &missing, &mut records)?;
         }
-        Ok(facts)
+        Ok(records)
     }
 
-    fn try_get_many(&self, keys: &[UserKey]) -> Option<Result<Vec<Option<UserFacts>>, StoreError>> {
-        let (mut facts, missing) = self.cached(keys);
+    fn get_many_now(&self, keys: &[UserKey]) -> Option<Result<Vec<Option<UserRecord>>, StoreError>> {
+        let (mut records, missing) = self.cached(keys);
         if missing.is_empty() {
-            return Some(Ok(facts));
+            return Some(Ok(records));
         }
         let reader = self.try_reader()?;
-        Some(self.read_missing(&reader, keys, &missing, &mut facts).map(|()| facts))
+        Some(self.read_missing(&reader, keys, &missing, &mut records).map(|()| records))
     }
 
-    fn update(&self, key: &UserKey, apply: &mut UpdateFn<'_>) -> Result<bool, StoreError> {
-        let ticket = {
+    fn update(&self, key: &UserKey, apply: &mut UpdateFn<'_>) -> Result<Updated, StoreError> {
+        let (version, ticket) = {
             let mut writer = lock(&self.writer)?;
             let transaction = writer.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let Some(record) = update_in(&self.cache, &transaction, key, apply)? else {
-                return Ok(false);
+                return Ok(Updated::Declined);
             };
             transaction.commit()?;
+            let version = record.version;
             self.cache.set(key.clone(), record);
-            self.durability.committed()
+            (version, self.durability.committed())
         };
         self.durability.wait(ticket)?;
-        Ok(true)
+        Ok(Updated::Written { version })
     }
 
-    fn update_many(&self, keys: &[UserKey], apply: &mut UpdateManyFn<'_>) -> Result<Vec<UserKey>, StoreError> {
-        let (skipped, ticket) = self.update_many_undurable(keys, apply)?;
-        if let Some(ticket) = ticket {
-            self.durability.wait(ticket)?;
+    fn update_many(&self, keys: &[UserKey], apply: &mut UpdateManyFn<'_>) -> Vec<Result<Updated, StoreError>> {
+        let outcome = self.update_many_undurable(keys, apply).and_then(|(results, ticket)| {
+            if let Some(ticket) = ticket {
+                self.durability.wait(ticket)?;
+            }
+            Ok(results)
+        });
+        match outcome {
+            Ok(results) => results,
+            Err(error) => keys.iter().map(|_| Err(error.clone())).collect(),
         }
-        Ok(skipped)
     }
 
-    fn due_users(&self, now: i64, limit: usize) -> Result<Vec<UserKey>, StoreError> {
-        let reader = self.reader()?;
+    fn claim_due(&self, now: i64, lease_until: i64, limit: usize) -> Result<Vec<UserKey>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut statement = reader.prepare_cached(
-            "SELECT tenant_id, user_id FROM presence WHERE due_at IS NOT NULL AND due_at <= ?1
-             ORDER BY due_at LIMIT ?2",
-        )?;
-        let rows = statement
-            .query_map(params![now, limit], |row| Ok(UserKey { tenant_id: row.get(0)?, user_id: row.get(1)? }))?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        let mut writer = lock(&self.writer)?;
+        let transaction = writer.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let keys = {
+            let mut claim = transaction.prepare_cached(
+                "UPDATE presence SET timer_at = ?3 WHERE (tenant_id, user_id) IN
+                     (SELECT tenant_id, user_id FROM presence WHERE timer_at IS NOT NULL AND timer_at <= ?1
+                      ORDER BY timer_at LIMIT ?2)
+                 RETURNING tenant_id, user_id",
+            )?;
+            let rows = claim.query_map(params![now, limit, lease_until], |row| {
+                Ok(UserKey { tenant_id: row.get(0)?, user_id: row.get(1)? })
+            })?;
+            rows.collect::<Result<Vec<_>, _>>()?
+        };
+        if keys.is_empty() {
+            return Ok(keys);
+        }
+        transaction.commit()?;
+        // A claim need not be durable (a lost claim only makes the user due again), so this commit does not
+        // wait for an fsync; its ticket is covered by the next write's.
+        self.durability.committed();
+        Ok(keys)
     }
 
     fn next_due(&self) -> Result<Option<i64>, StoreError> {
         let reader = self.reader()?;
-        Ok(reader.query_row("SELECT MIN(due_at) FROM presence WHERE due_at IS NOT NULL", [], |row| row.get(0))?)
+        Ok(reader.query_row("SELECT MIN(timer_at) FROM presence WHERE timer_at IS NOT NULL", [], |row| row.get(0))?)
     }
 
-    fn subscriptions(&self) -> Result<Vec<StoredSubscription>, StoreError> {
+    fn subscriptions(&self) -> Result<(Vec<StoredSubscription>, u64), StoreError> {
         let reader = self.reader()?;
-        let mut statement = reader.prepare_cached("SELECT id, tenant_id, body FROM subscriptions ORDER BY id")?;
-        let rows = statement.query_map([], |row| {
-            Ok(StoredSubscription { id: row.get(0)?, tenant_id: row.get(1)?, body: row.get(2)? })
-        })?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        let transaction = reader.unchecked_transaction()?;
+        let subscriptions = {
+            let mut statement = transaction
+                .prepare_cached("SELECT id, tenant_id, application_id, version, body FROM subscriptions ORDER BY id")?;
+            let rows = statement.query_map([], subscription_row)?;
+            rows.collect::<Result<Vec<_>, _>>()?
+        };
+        let cursor = log_cursor(&transaction)?;
+        transaction.finish()?;
+        Ok((subscriptions, cursor))
     }
 
-    fn put_subscription(
-        &self,
-        subscription: &StoredSubscription,
-        notifications: &[NewNotification],
-    ) -> Result<(), StoreError> {
+    fn subscription(&self, id: &str) -> Result<Option<StoredSubscription>, StoreError> {
+        let reader = self.reader()?;
+        read_subscription(&reader, id)
+    }
+
+    fn create_subscription(&self, subscription: &StoredSubscription, limit: usize) -> Result<bool, StoreError> {
         self.write(|transaction| {
+            let count: i64 = transaction
+                .prepare_cached("SELECT COUNT(*) FROM subscriptions WHERE tenant_id = ?1 AND application_id = ?2")?
+                .query_row(params![subscription.tenant_id, subscription.application_id], |row| row.get(0))?;
+            if usize::try_from(count).unwrap_or(usize::MAX) >= limit {
+                return Ok(false);
+            }
             transaction
                 .prepare_cached(
-                    "INSERT INTO subscriptions (id, tenant_id, body) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (id) DO UPDATE SET tenant_id = excluded.tenant_id, body = excluded.body",
+                    "INSERT INTO subscriptions (id, tenant_id, application_id, version, body) VALUES (?1, ?2, ?3, 1, ?4)",
                 )?
-                .execute(params![subscription.id, subscription.tenant_id, subscription.body])?;
-            insert_notifications(transaction, notifications)
+                .execute(params![
+                    subscription.id,
+                    subscription.tenant_id,
+                    subscription.application_id,
+                    subscription.body
+                ])?;
+            log_subscription_change(transaction, &subscription.id)?;
+            Ok(true)
         })
     }
 
-    fn remove_subscription(&self, id: &str, queues: &[&str], farewell: &[NewNotification]) -> Result<bool, StoreError> {
+    fn update_subscription(
+        &self,
+        id: &str,
+        apply: &mut SubscriptionFn<'_>,
+    ) -> Result<Option<StoredSubscription>, StoreError> {
         self.write(|transaction| {
-            let existed = transaction.prepare_cached("DELETE FROM subscriptions WHERE id = ?1")?.execute([id])? > 0;
-            for queue in queues {
-                transaction.prepare_cached("DELETE FROM outbox WHERE queue = ?1")?.execute([queue])?;
-            }
-            insert_notifications(transaction, farewell)?;
-            Ok(existed)
+            let Some(current) = read_subscription(transaction, id)? else {
+                return Ok(None);
+            };
+            let mut changed = current.clone();
+            let Some(notifications) = apply(&mut changed) else {
+                return Ok(Some(current));
+            };
+            let updated = StoredSubscription { version: current.version + 1, body: changed.body, ..current };
+            transaction
+                .prepare_cached("UPDATE subscriptions SET body = ?2, version = ?3 WHERE id = ?1")?
+                .execute(params![updated.id, updated.body, updated.version as i64])?;
+            insert_notifications(transaction, &notifications)?;
+            log_subscription_change(transaction, id)?;
+            Ok(Some(updated))
         })
+    }
+
+    fn remove_subscription(
+        &self,
+        id: &str,
+        farewell: &mut FarewellFn<'_>,
+    ) -> Result<Option<StoredSubscription>, StoreError> {
+        self.write(|transaction| {
+            let Some(current) = read_subscription(transaction, id)? else {
+                return Ok(None);
+            };
+            let farewell = farewell(&current);
+            transaction.prepare_cached("DELETE FROM subscriptions WHERE id = ?1")?.execute([id])?;
+            let mut delete = transaction.prepare_cached("DELETE FROM outbox WHERE queue = ?1")?;
+            delete.execute([queue_name(&QueueId::changes(id))])?;
+            if farewell.is_empty() {
+                delete.execute([queue_name(&QueueId::lifecycle(id))])?;
+            }
+            insert_notifications(transaction, &farewell)?;
+            log_subscription_change(transaction, id)?;
+            Ok(Some(current))
+        })
+    }
+
+    fn subscription_changes(&self, since: u64) -> Result<Option<SubscriptionChanges>, StoreError> {
+        let reader = self.reader()?;
+        let transaction = reader.unchecked_transaction()?;
+        let trimmed: i64 = transaction
+            .prepare_cached("SELECT value FROM store_meta WHERE key = 'subscription_log_trimmed'")?
+            .query_row([], |row| row.get(0))
+            .optional()?
+            .unwrap_or(0);
+        if i64::try_from(since).unwrap_or(i64::MAX) < trimmed {
+            return Ok(None);
+        }
+        let since = i64::try_from(since).unwrap_or(i64::MAX);
+        let mut ids: Vec<String> = Vec::new();
+        let mut cursor = since;
+        {
+            let mut statement =
+                transaction.prepare_cached("SELECT seq, id FROM subscription_log WHERE seq > ?1 ORDER BY seq")?;
+            let rows = statement.query_map([since], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)))?;
+            for row in rows {
+                let (seq, id) = row?;
+                cursor = cursor.max(seq);
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+        }
+        transaction.finish()?;
+        Ok(Some(SubscriptionChanges { ids, cursor: u64::try_from(cursor).unwrap_or(0) }))
     }
 
     fn enqueue(&self, notifications: &[NewNotification]) -> Result<(), StoreError> {
         self.write(|transaction| insert_notifications(transaction, notifications))
     }
 
-    fn queue_head(&self, queue: &str, limit: usize) -> Result<Vec<QueuedNotification>, StoreError> {
+    fn queue_head(&self, queue: &QueueId, limit: usize) -> Result<Vec<QueuedNotification>, StoreError> {
         let reader = self.reader()?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut statement = reader.prepare_cached(
             "SELECT id, url, created_at, item, resource_data FROM outbox WHERE queue = ?1 ORDER BY id LIMIT ?2",
         )?;
-        let rows = statement.query_map(params![queue, limit], |row| {
+        let rows = statement.query_map(params![queue_name(queue), limit], |row| {
             Ok(QueuedNotification {
-                id: row.get(0)?,
+                position: u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
                 url: row.get(1)?,
                 created_at: row.get(2)?,
                 item: row.get(3)?,
@@ -591,25 +864,36 @@ impl PresenceStore for SqliteStore {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
-    fn acknowledge(&self, ids: &[i64], notifications: &[NewNotification]) -> Result<(), StoreError> {
+    fn acknowledge(
+        &self,
+        queue: &QueueId,
+        positions: &[u64],
+        notifications: &[NewNotification],
+    ) -> Result<(), StoreError> {
+        let name = queue_name(queue);
         self.write(|transaction| {
-            let mut delete = transaction.prepare_cached("DELETE FROM outbox WHERE id = ?1")?;
-            for id in ids {
-                delete.execute([id])?;
+            let mut delete = transaction.prepare_cached("DELETE FROM outbox WHERE queue = ?1 AND id = ?2")?;
+            for position in positions {
+                delete.execute(params![name, i64::try_from(*position).unwrap_or(i64::MAX)])?;
             }
             insert_notifications(transaction, notifications)
         })
     }
 
-    fn queue_lengths(&self) -> Result<Vec<(String, u64)>, StoreError> {
+    fn queue_lengths(&self) -> Result<Vec<(QueueId, u64)>, StoreError> {
         let reader = self.reader()?;
         let mut statement =
             reader.prepare_cached("SELECT queue, COUNT(*) FROM outbox GROUP BY queue ORDER BY queue")?;
         let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64)))?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        rows.map(|row| row.map(|(name, length)| (queue_of(&name), length)).map_err(StoreError::from)).collect()
     }
 
-    fn stats(&self, now: i64) -> Result<StoreStats, StoreError> {
+    fn ping(&self) -> Result<(), StoreError> {
+        self.reader()?.query_row("SELECT 1", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    fn stats(&self, now: i64) -> Result<Option<StoreStats>, StoreError> {
         let reader = self.reader()?;
         let users: i64 = reader.query_row("SELECT COUNT(*) FROM presence", [], |row| row.get(0))?;
         let pending: i64 =
@@ -623,26 +907,23 @@ impl PresenceStore for SqliteStore {
             |row| row.get(0),
         )?;
         let count = |value: i64| u64::try_from(value).unwrap_or(0);
-        Ok(StoreStats { users: count(users), live_sessions: count(live), pending_timers: count(pending) })
+        Ok(Some(StoreStats { users: count(users), live_sessions: count(live), pending_timers: count(pending) }))
     }
 
-    fn flush(&self) -> Result<(), StoreError> {
-        // Copies the whole WAL into the database file and empties it, so the next start reads no WAL.
+    fn close(&self) -> Result<(), StoreError> {
+        // The checkpoint thread stops first, so that its checkpoint cannot block this one. Then the whole
+        // WAL is copied into the database file and emptied, so the next start reads no WAL.
+        let checkpoints = self.checkpoints.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        if let Some(checkpoints) = checkpoints {
+            checkpoints.stop();
+        }
         let writer = lock(&self.writer)?;
         let busy: i64 = writer.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))?;
         if busy != 0 {
             // A reader still holds the WAL: what is acknowledged is durable in it, and the next start
             // checkpoints it.
-            return Err(StoreError::Database(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
-                Some("the WAL could not be fully checkpointed: a reader is still open".into()),
-            )));
+            return Err(StoreError::Backend("the WAL could not be fully checkpointed: a reader is still open".into()));
         }
-        Ok(())
-    }
-
-    fn ping(&self) -> Result<(), StoreError> {
-        self.reader()?.query_row("SELECT 1", [], |_| Ok(()))?;
         Ok(())
     }
 }

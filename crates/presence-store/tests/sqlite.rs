@@ -1,10 +1,38 @@
-//! The SQLite backend keeps what it acknowledged, across reopen, per tenant and user.
+//! The SQLite backend: the conformance suite, and what only SQLite promises (group commit, checkpoints,
+//! monitoring counts, migrations of older files, corrupt records).
 
 use presence_core::{Command, Timestamp, UserFacts};
-use presence_store::{Effects, NewNotification, PresenceStore, SqliteStore, StoredSubscription, UserKey};
+use presence_store::conformance::Backend;
+use presence_store::{Effects, PresenceStore, SqliteStore, StoreError, Updated, UserKey};
+
+/// A temporary data directory with the SQLite store in it.
+struct Sqlite {
+    dir: tempfile::TempDir,
+}
+
+impl Sqlite {
+    fn new() -> Self {
+        Sqlite { dir: tempfile::tempdir().expect("a temporary directory") }
+    }
+}
+
+impl Backend for Sqlite {
+    type Store = SqliteStore;
+
+    fn open(&self) -> SqliteStore {
+        SqliteStore::open(self.dir.path()).expect("the store opens")
+    }
+
+    /// One process owns the file.
+    fn shared(&self) -> bool {
+        false
+    }
+}
+
+presence_store::conformance_suite!(conformance, || Sqlite::new());
 
 fn key(tenant: &str, user: &str) -> UserKey {
-    UserKey { tenant_id: tenant.into(), user_id: user.into() }
+    UserKey::new(tenant, user)
 }
 
 fn busy(facts: &mut UserFacts, _due: Option<i64>) -> Option<Effects> {
@@ -15,48 +43,8 @@ fn busy(facts: &mut UserFacts, _due: Option<i64>) -> Option<Effects> {
         .map(|_| Effects::default())
 }
 
-fn note(queue: &str, item: &str) -> NewNotification {
-    NewNotification {
-        queue: queue.into(),
-        url: "https://example.org/hook".into(),
-        created_at: 5,
-        item: item.into(),
-        resource_data: None,
-    }
-}
-
 #[test]
-fn updates_survive_reopening_and_stay_in_their_tenant() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let store = SqliteStore::open(dir.path()).unwrap();
-        assert!(store.update(&key("t1", "u1"), &mut busy).unwrap());
-        assert_eq!(store.user_count().unwrap(), 1);
-    }
-    let store = SqliteStore::open(dir.path()).unwrap();
-    let facts = store.get(&key("t1", "u1")).unwrap().expect("stored");
-    assert_eq!(facts.sessions.len(), 1);
-    assert_eq!(facts.sequence_base, 1);
-    assert_eq!(store.get(&key("t2", "u1")).unwrap(), None, "another tenant's user of the same id");
-    let many = store.get_many(&[key("t1", "u2"), key("t1", "u1"), key("t2", "u1")]).unwrap();
-    assert_eq!(many.iter().map(Option::is_some).collect::<Vec<_>>(), [false, true, false]);
-}
-
-#[test]
-fn an_update_that_declines_writes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).unwrap();
-    assert!(!store
-        .update(&key("t1", "u1"), &mut |facts, _| {
-            facts.sequence_base = 99;
-            None
-        })
-        .unwrap());
-    assert_eq!(store.get(&key("t1", "u1")).unwrap(), None);
-}
-
-#[test]
-fn concurrent_updates_of_one_user_do_not_lose_writes() {
+fn every_update_returns_after_an_fsync_that_followed_its_commit() {
     let dir = tempfile::tempdir().unwrap();
     let store = std::sync::Arc::new(SqliteStore::open(dir.path()).unwrap());
     let threads: Vec<_> = (0..4)
@@ -77,7 +65,6 @@ fn concurrent_updates_of_one_user_do_not_lose_writes() {
     for thread in threads {
         thread.join().unwrap();
     }
-    assert_eq!(store.get(&key("t", "u")).unwrap().unwrap().sequence_base, 100);
     let (commits, durable, syncs) = store.commit_stats();
     assert_eq!(commits, 100);
     assert_eq!(durable, 100, "every update returned after an fsync that followed its commit");
@@ -101,21 +88,22 @@ fn checkpoints_run_beside_the_writes_and_copy_the_whole_wal() {
         let store = SqliteStore::open(dir.path()).unwrap();
         assert_eq!(store.wal_autocheckpoint().unwrap(), 0, "no checkpoint inside a write");
         for chunk in keys.chunks(100) {
-            store.update_many(chunk, &mut |_, facts, due| busy(facts, due)).unwrap();
+            let results = store.update_many(chunk, &mut |_, facts, due| busy(facts, due));
+            assert!(results.iter().all(|result| matches!(result, Ok(Updated::Written { .. }))));
         }
         let (frames, copied) = store.checkpoint().unwrap();
         assert_eq!(frames, copied, "every frame of the WAL reached the database file");
     }
     let store = SqliteStore::open(dir.path()).unwrap();
     assert_eq!(store.user_count().unwrap(), 3000);
-    assert_eq!(store.get(&keys[2999]).unwrap().expect("stored").sessions.len(), 1);
+    assert_eq!(store.get(&keys[2999]).unwrap().expect("stored").facts.sessions.len(), 1);
 }
 
 #[test]
 fn stats_count_users_live_sessions_and_timers_at_an_instant() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
-    assert_eq!(store.stats(0).unwrap(), presence_store::StoreStats::default());
+    assert_eq!(store.stats(0).unwrap(), Some(presence_store::StoreStats::default()));
     for (user, due) in [("u1", Some(500)), ("u2", None)] {
         store
             .update(&key("t1", user), &mut |facts, _| {
@@ -124,67 +112,11 @@ fn stats_count_users_live_sessions_and_timers_at_an_instant() {
             .unwrap();
     }
     // `busy` sets a one-hour session at instant 1,000.
-    let at = |now| store.stats(now).unwrap();
+    let at = |now| store.stats(now).unwrap().unwrap();
     assert_eq!(at(2_000), presence_store::StoreStats { users: 2, live_sessions: 2, pending_timers: 1 });
     assert_eq!(at(1_000 + 3_600_000).live_sessions, 0);
     store.ping().unwrap();
-    store.flush().unwrap();
-}
-
-#[test]
-fn timers_and_queued_notifications_are_written_with_the_facts() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let store = SqliteStore::open(dir.path()).unwrap();
-        for (user, due) in [("u1", Some(300)), ("u2", Some(100)), ("u3", None)] {
-            store
-                .update(&key("t", user), &mut |facts, _| {
-                    facts.sequence_base += 1;
-                    Some(Effects { due_at: due, notifications: vec![note("s1", user)], timer_only: false })
-                })
-                .unwrap();
-        }
-        let declined = store.update(&key("t", "u4"), &mut |_, _| None).unwrap();
-        assert!(!declined);
-    }
-    let store = SqliteStore::open(dir.path()).unwrap();
-    assert_eq!(store.next_due().unwrap(), Some(100));
-    assert_eq!(store.due_users(299, 10).unwrap(), [key("t", "u2")]);
-    assert_eq!(store.due_users(300, 10).unwrap(), [key("t", "u2"), key("t", "u1")], "earliest first");
-    assert_eq!(store.due_users(300, 1).unwrap(), [key("t", "u2")]);
-    let head = store.queue_head("s1", 10).unwrap();
-    assert_eq!(head.iter().map(|n| n.item.as_str()).collect::<Vec<_>>(), ["u1", "u2", "u3"], "queue order");
-    assert_eq!(store.queue_lengths().unwrap(), [("s1".to_owned(), 3)]);
-    store.acknowledge(&[head[0].id], &[note("s1/lifecycle", "missed")]).unwrap();
-    assert_eq!(store.queue_head("s1/lifecycle", 5).unwrap()[0].item, "missed", "queued with the removal");
-    assert_eq!(store.queue_head("s1", 1).unwrap()[0].item, "u2");
-
-    // Several users in one transaction; the closure sees each user's timer.
-    let mut seen = Vec::new();
-    store
-        .update_many(&[key("t", "u1"), key("t", "u2")], &mut |key, _, due| {
-            seen.push((key.user_id.clone(), due));
-            Some(Effects { due_at: None, notifications: vec![], timer_only: true })
-        })
-        .unwrap();
-    assert_eq!(seen, [("u1".to_owned(), Some(300)), ("u2".to_owned(), Some(100))]);
-    assert_eq!(store.next_due().unwrap(), None);
-}
-
-#[test]
-fn removing_a_subscription_drops_its_queue_and_queues_its_farewell() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).unwrap();
-    let subscription = StoredSubscription { id: "s1".into(), tenant_id: "t".into(), body: "{}".into() };
-    store.put_subscription(&subscription, &[]).unwrap();
-    store.enqueue(&[note("s1", "a"), note("s1/lifecycle", "b")]).unwrap();
-    assert_eq!(store.subscriptions().unwrap(), [subscription]);
-    assert!(store.remove_subscription("s1", &["s1"], &[note("s1/lifecycle", "bye")]).unwrap());
-    assert!(!store.remove_subscription("s1", &["s1"], &[]).unwrap());
-    assert!(store.subscriptions().unwrap().is_empty());
-    assert!(store.queue_head("s1", 10).unwrap().is_empty());
-    let lifecycle: Vec<_> = store.queue_head("s1/lifecycle", 10).unwrap().into_iter().map(|n| n.item).collect();
-    assert_eq!(lifecycle, ["b", "bye"]);
+    store.close().unwrap();
 }
 
 #[test]
@@ -196,10 +128,44 @@ fn a_database_from_before_timers_gets_every_user_due_once() {
     }
     {
         let connection = rusqlite::Connection::open(dir.path().join(presence_store::DATABASE_FILE)).unwrap();
-        connection.execute_batch("DROP INDEX presence_due; ALTER TABLE presence DROP COLUMN due_at;").unwrap();
+        connection
+            .execute_batch(
+                "DROP INDEX presence_timer; ALTER TABLE presence DROP COLUMN timer_at;
+                 ALTER TABLE presence DROP COLUMN version; ALTER TABLE presence DROP COLUMN due_at;",
+            )
+            .unwrap();
     }
     let store = SqliteStore::open(dir.path()).unwrap();
-    assert_eq!(store.due_users(0, 10).unwrap(), [key("t", "u1")], "due at once, to compute its next change");
+    assert_eq!(store.claim_due(0, 10, 10).unwrap(), [key("t", "u1")], "due at once, to compute its next change");
+    assert_eq!(store.get(&key("t", "u1")).unwrap().expect("kept").facts.sessions.len(), 1);
+}
+
+#[test]
+fn a_database_from_before_claims_keeps_its_timers_and_subscriptions() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // The layout of the files written before timer claims and subscription owners.
+        let connection = rusqlite::Connection::open(dir.path().join(presence_store::DATABASE_FILE)).unwrap();
+        connection
+            .execute_batch(
+                r#"CREATE TABLE presence (tenant_id TEXT NOT NULL, user_id TEXT NOT NULL, facts TEXT NOT NULL,
+                       due_at INTEGER, PRIMARY KEY (tenant_id, user_id)) WITHOUT ROWID;
+                   CREATE INDEX presence_due ON presence (due_at) WHERE due_at IS NOT NULL;
+                   INSERT INTO presence VALUES ('t', 'u1', '{"v":1,"seq":3,"seq_at":10}', 500);
+                   CREATE TABLE subscriptions (id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, body TEXT NOT NULL)
+                       WITHOUT ROWID;
+                   INSERT INTO subscriptions VALUES ('s1', 't', '{"id":"s1","applicationId":"app-1"}');"#,
+            )
+            .unwrap();
+    }
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let record = store.get(&key("t", "u1")).unwrap().expect("kept");
+    assert_eq!((record.facts.sequence_base, record.due_at), (3, Some(500)));
+    assert_eq!(store.next_due().unwrap(), Some(500), "the timer is claimable");
+    let subscription = store.subscription("s1").unwrap().expect("kept");
+    assert_eq!((subscription.application_id.as_str(), subscription.version), ("app-1", 1), "the owner is backfilled");
+    let second = presence_store::StoredSubscription { id: "s2".into(), version: 0, ..subscription };
+    assert!(!store.create_subscription(&second, 1).unwrap(), "the backfilled owner counts against the limit");
 }
 
 #[test]
@@ -219,13 +185,38 @@ fn a_corrupt_record_does_not_stop_other_users_timers() {
     connection.execute("UPDATE presence SET facts = 'garbage' WHERE user_id = 'u1'", []).unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
     let mut seen = Vec::new();
-    let skipped = store
-        .update_many(&[key("t", "u1"), key("t", "u2")], &mut |key, _, _| {
-            seen.push(key.user_id.clone());
-            Some(Effects { due_at: Some(20), timer_only: true, ..Effects::default() })
-        })
-        .unwrap();
-    assert_eq!(skipped, [key("t", "u1")]);
+    let results = store.update_many(&[key("t", "u1"), key("t", "u2")], &mut |key, _, _| {
+        seen.push(key.user_id.clone());
+        Some(Effects { due_at: Some(20), timer_only: true, ..Effects::default() })
+    });
+    assert!(matches!(&results[0], Err(StoreError::Corrupt { record, .. }) if record == "t/u1"), "{results:?}");
+    assert!(matches!(results[1], Ok(Updated::Written { .. })), "{results:?}");
     assert_eq!(seen, ["u2"]);
-    assert_eq!(store.due_users(100, 10).unwrap(), [key("t", "u2")], "the corrupt record's timer is cleared");
+    assert_eq!(store.claim_due(100, 200, 10).unwrap(), [key("t", "u2")], "the corrupt record's timer is cleared");
+    assert!(matches!(store.get(&key("t", "u1")), Err(StoreError::Corrupt { .. })));
+}
+
+#[test]
+fn the_change_log_is_trimmed_and_a_follower_too_far_behind_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let subscription = presence_store::StoredSubscription {
+        id: "s1".into(),
+        tenant_id: "t".into(),
+        application_id: "a".into(),
+        version: 0,
+        body: String::new(),
+    };
+    assert!(store.create_subscription(&subscription, 1).unwrap());
+    for _ in 0..1_050 {
+        store
+            .update_subscription("s1", &mut |record| {
+                record.body.push('.');
+                Some(Vec::new())
+            })
+            .unwrap();
+    }
+    assert_eq!(store.subscription_changes(0).unwrap(), None, "the log no longer reaches back to the start");
+    let (_, cursor) = store.subscriptions().unwrap();
+    assert_eq!(store.subscription_changes(cursor - 5).unwrap().map(|changes| changes.ids), Some(vec!["s1".into()]));
 }

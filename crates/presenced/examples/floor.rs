@@ -55,6 +55,6 @@ async fn main() {
         );
     let listener = tokio::net::TcpListener::bind(&listen).await.expect("bind");
     println!("floor listening on {}", listener.local_addr().expect("address"));
-    presence_api::serve(listener, router, presence_api::ConnectionLimits::default(), None, std::future::pending())
-        .await;
+    let limits = presenced::Config::load(None, std::iter::empty(), &[]).unwrap().connection_limits();
+    presence_api::serve(listener, router, limits, None, std::future::pending()).await;
 }

@@ -48,16 +48,15 @@ fn seed(data_dir: &std::path::Path, users: usize, burst_from: usize, now: Timest
     let available = [APP, SECOND_APP]
         .map(|app| Command::set_presence(app, Some(app), Some("Available"), Some("Available"), Some("PT1H")).unwrap());
     for chunk in keys.chunks(SEED_BATCH) {
-        store
-            .update_many(chunk, &mut |key, facts, _| {
-                let index: usize = key.user_id[24..].parse().unwrap();
-                let commands = if index >= burst_from { &available } else { &busy };
-                for command in commands {
-                    command.apply(facts, now).unwrap();
-                }
-                Some(Effects { due_at: next_change(facts, now).map(|at| at.as_millis()), ..Effects::default() })
-            })
-            .unwrap();
+        let results = store.update_many(chunk, &mut |key, facts, _| {
+            let index: usize = key.user_id[24..].parse().unwrap();
+            let commands = if index >= burst_from { &available } else { &busy };
+            for command in commands {
+                command.apply(facts, now).unwrap();
+            }
+            Some(Effects { due_at: next_change(facts, now).map(|at| at.as_millis()), ..Effects::default() })
+        });
+        assert!(results.iter().all(Result::is_ok), "seeding failed");
     }
 }
 
@@ -120,7 +119,7 @@ async fn main() {
     let data = dir.path().join("data");
     let config = support::write_config(dir.path(), &data, port, users, &extra);
     println!("configuration with {users} users written in {:.1} s", started.elapsed().as_secs_f64());
-    let seeded_at = Timestamp(presence_api::clock::system_now().as_millis());
+    let seeded_at = Timestamp(presence_service::system_now().as_millis());
     let started = Instant::now();
     seed(&data, users, burst_from, seeded_at);
     println!("seeded {users} users x 2 sessions in {:.1} s", started.elapsed().as_secs_f64());

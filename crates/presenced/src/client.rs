@@ -184,7 +184,7 @@ impl Client {
                 .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
                 .map_err(|error| anyhow::anyhow!("--ca-file {}: {error}", path.display()))?,
         };
-        let tls = presence_api::tls::client_config(roots).map_err(anyhow::Error::msg)?;
+        let tls = presence_webhook::client_config(roots).map_err(anyhow::Error::msg)?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .timeout(std::time::Duration::from_secs(30))

@@ -10,20 +10,26 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use anyhow::Context as _;
+use presence_api::{ApiConfig, ConnectionLimits, ThrottleConfig};
 use presence_auth::{Directory, Tenant};
+use presence_notify::subscription::SubscriptionLimits;
+use presence_notify::target::TargetPolicy;
+use presence_service::ServiceConfig;
 use serde::Deserialize;
 
 /// One configuration key.
-pub(crate) struct Setting {
+pub struct Setting {
     /// The key, in the file; `PRESENCED_` and the key in upper case in the environment.
-    pub(crate) key: &'static str,
+    pub key: &'static str,
     /// The default as a TOML value; `None` when unset by default.
-    pub(crate) default: Option<&'static str>,
+    pub default: Option<&'static str>,
     /// For a key unset by default, a value shown (commented out) in the example file.
-    pub(crate) example: Option<&'static str>,
+    pub example: Option<&'static str>,
     /// The documentation: comment lines written above the key in the example file.
-    pub(crate) doc: &'static str,
+    pub doc: &'static str,
 }
 
 const fn set(key: &'static str, default: &'static str, doc: &'static str) -> Setting {
@@ -35,7 +41,7 @@ const fn unset(key: &'static str, example: &'static str, doc: &'static str) -> S
 }
 
 /// Every configuration key, in the order of the example file.
-pub(crate) const SETTINGS: &[Setting] = &[
+pub const SETTINGS: &[Setting] = &[
     set("listen", "\"127.0.0.1:8080\"", "Address and port to listen on."),
     set(
         "data_dir",
@@ -165,7 +171,7 @@ const EXAMPLE_HEADER: &str = "\
 const EXAMPLE_TENANTS: &str = include_str!("demo-tenants.toml");
 
 /// The documented example file: every key with its default, and the demo directory.
-pub(crate) fn example_file() -> String {
+pub fn example_file() -> String {
     let mut text = EXAMPLE_HEADER.to_owned();
     for setting in SETTINGS {
         if !setting.doc.is_empty() {
@@ -192,50 +198,51 @@ pub(crate) fn example_file() -> String {
 /// default; the loader fills those in before this is deserialised, so no default is repeated here.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct Config {
-    pub(crate) listen: SocketAddr,
-    pub(crate) data_dir: PathBuf,
-    pub(crate) public_url: Option<String>,
-    pub(crate) tls_cert_file: Option<PathBuf>,
-    pub(crate) tls_key_file: Option<PathBuf>,
-    pub(crate) issuer: String,
-    pub(crate) max_body_bytes: usize,
-    pub(crate) max_connections: usize,
-    pub(crate) header_read_timeout_seconds: u64,
-    pub(crate) max_header_bytes: usize,
-    pub(crate) body_read_timeout_seconds: u64,
-    pub(crate) idle_timeout_seconds: u64,
-    pub(crate) drain_timeout_seconds: u64,
-    pub(crate) throttle_limit: u32,
-    pub(crate) throttle_window_seconds: u64,
-    pub(crate) test_clock: bool,
-    pub(crate) subscription_max_lifetime_minutes: u64,
-    pub(crate) notification_allow_http: bool,
-    pub(crate) notification_allow_internal: bool,
-    pub(crate) notification_ca_file: Option<PathBuf>,
-    pub(crate) notification_timeout_seconds: u64,
-    pub(crate) validation_timeout_seconds: u64,
-    pub(crate) notification_retry_minutes: u64,
-    pub(crate) max_subscriptions_per_app: usize,
-    pub(crate) max_queued_notifications: usize,
-    pub(crate) notification_batch_size: usize,
-    pub(crate) max_concurrent_deliveries: usize,
-    pub(crate) log_format: LogFormat,
-    pub(crate) log_level: String,
-    pub(crate) metrics: bool,
-    pub(crate) board: bool,
+#[allow(missing_docs)] // Each key is documented once, in SETTINGS (and so in the example file).
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub public_url: Option<String>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub issuer: String,
+    pub max_body_bytes: usize,
+    pub max_connections: usize,
+    pub header_read_timeout_seconds: u64,
+    pub max_header_bytes: usize,
+    pub body_read_timeout_seconds: u64,
+    pub idle_timeout_seconds: u64,
+    pub drain_timeout_seconds: u64,
+    pub throttle_limit: u32,
+    pub throttle_window_seconds: u64,
+    pub test_clock: bool,
+    pub subscription_max_lifetime_minutes: u64,
+    pub notification_allow_http: bool,
+    pub notification_allow_internal: bool,
+    pub notification_ca_file: Option<PathBuf>,
+    pub notification_timeout_seconds: u64,
+    pub validation_timeout_seconds: u64,
+    pub notification_retry_minutes: u64,
+    pub max_subscriptions_per_app: usize,
+    pub max_queued_notifications: usize,
+    pub notification_batch_size: usize,
+    pub max_concurrent_deliveries: usize,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub metrics: bool,
+    pub board: bool,
     /// `PRESENCED_*` environment variables that name no key: reported at start-up.
     #[serde(skip)]
-    pub(crate) ignored_variables: Vec<String>,
+    pub ignored_variables: Vec<String>,
     /// Tenants with their users and apps.
     #[serde(default)]
-    pub(crate) tenants: Vec<Tenant>,
+    pub tenants: Vec<Tenant>,
 }
 
 /// How logs are written.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub(crate) enum LogFormat {
+pub enum LogFormat {
     /// Readable lines.
     Human,
     /// One JSON object a line.
@@ -262,7 +269,7 @@ impl Config {
     /// Reads `path` (the built-in default when `None`), fills in the defaults of missing keys, applies the
     /// `PRESENCED_*` variables of `environment` and then the `KEY=VALUE` overrides of `flags`, and
     /// validates the result. Every error names the key and the value.
-    pub(crate) fn load(
+    pub fn load(
         path: Option<&Path>,
         environment: impl IntoIterator<Item = (String, String)>,
         flags: &[String],
@@ -277,7 +284,7 @@ impl Config {
 
     /// The configuration in effect, as TOML (`presenced config show`), where it came from, and the
     /// `PRESENCED_*` variables that name no key (ignored).
-    pub(crate) fn effective(
+    pub fn effective(
         path: Option<&Path>,
         environment: impl IntoIterator<Item = (String, String)>,
         flags: &[String],
@@ -367,44 +374,76 @@ impl Config {
     }
 
     /// The log filter of `log_level`.
-    pub(crate) fn log_filter(&self) -> anyhow::Result<tracing_subscriber::EnvFilter> {
+    pub fn log_filter(&self) -> anyhow::Result<tracing_subscriber::EnvFilter> {
         tracing_subscriber::EnvFilter::try_new(&self.log_level)
             .map_err(|error| anyhow::anyhow!("invalid configuration: log_level = {:?}: {error}", self.log_level))
     }
 
-    /// The settings of change notifications.
-    pub(crate) fn notifications(&self) -> anyhow::Result<presence_api::NotifyConfig> {
-        use rustls::pki_types::pem::PemObject;
-        let extra_roots = match &self.notification_ca_file {
-            None => Vec::new(),
-            Some(path) => rustls::pki_types::CertificateDer::pem_file_iter(path)
-                .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
-                .map_err(|error| anyhow::anyhow!("notification_ca_file {}: {error}", path.display()))?
-                .into_iter()
-                .map(|certificate| certificate.to_vec())
-                .collect(),
-        };
-        Ok(presence_api::NotifyConfig {
-            limits: presence_notify::subscription::SubscriptionLimits {
-                max_lifetime: std::time::Duration::from_secs(self.subscription_max_lifetime_minutes * 60),
-                targets: presence_notify::target::TargetPolicy {
-                    allow_http: self.notification_allow_http,
-                    allow_internal: self.notification_allow_internal,
-                },
+    /// The engine's settings.
+    pub fn service_config(&self) -> ServiceConfig {
+        ServiceConfig {
+            limits: SubscriptionLimits {
+                max_lifetime: Duration::from_secs(self.subscription_max_lifetime_minutes * 60),
+                targets: self.target_policy(),
             },
-            extra_roots,
-            delivery_timeout: std::time::Duration::from_secs(self.notification_timeout_seconds),
-            validation_timeout: std::time::Duration::from_secs(self.validation_timeout_seconds),
-            retry_window: std::time::Duration::from_secs(self.notification_retry_minutes * 60),
+            delivery_timeout: Duration::from_secs(self.notification_timeout_seconds),
+            validation_timeout: Duration::from_secs(self.validation_timeout_seconds),
+            retry_window: Duration::from_secs(self.notification_retry_minutes * 60),
             max_subscriptions_per_app: self.max_subscriptions_per_app,
             max_queued_per_subscription: self.max_queued_notifications,
             max_batch: self.notification_batch_size,
             max_concurrent_deliveries: self.max_concurrent_deliveries,
-        })
+        }
+    }
+
+    /// Where notifications may go.
+    pub fn target_policy(&self) -> TargetPolicy {
+        TargetPolicy { allow_http: self.notification_allow_http, allow_internal: self.notification_allow_internal }
+    }
+
+    /// The extra root certificates (DER) of `notification_ca_file`.
+    pub fn notification_roots(&self) -> anyhow::Result<Vec<Vec<u8>>> {
+        use rustls::pki_types::pem::PemObject;
+        let Some(path) = &self.notification_ca_file else {
+            return Ok(Vec::new());
+        };
+        Ok(rustls::pki_types::CertificateDer::pem_file_iter(path)
+            .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
+            .map_err(|error| anyhow::anyhow!("notification_ca_file {}: {error}", path.display()))?
+            .into_iter()
+            .map(|certificate| certificate.to_vec())
+            .collect())
+    }
+
+    /// The HTTP layer's settings.
+    pub fn api_config(&self) -> ApiConfig {
+        ApiConfig {
+            public_url: self.public_url(),
+            issuer_base: self.issuer_base(),
+            max_body_bytes: self.max_body_bytes,
+            body_read_timeout: Duration::from_secs(self.body_read_timeout_seconds),
+            throttle: ThrottleConfig {
+                limit: self.throttle_limit,
+                window: Duration::from_secs(self.throttle_window_seconds),
+            },
+            metrics: self.metrics,
+            board: self.board,
+        }
+    }
+
+    /// The connection loop's limits.
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections: self.max_connections,
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_seconds),
+            max_header_bytes: self.max_header_bytes,
+            idle_timeout: Duration::from_secs(self.idle_timeout_seconds),
+            drain_timeout: Duration::from_secs(self.drain_timeout_seconds),
+        }
     }
 
     /// The public URL, defaulting to `http://{listen}` (`https://` with TLS).
-    pub(crate) fn public_url(&self) -> String {
+    pub fn public_url(&self) -> String {
         let scheme = if self.tls_cert_file.is_some() { "https" } else { "http" };
         self.public_url
             .clone()
@@ -414,7 +453,7 @@ impl Config {
     }
 
     /// The TLS configuration, when both files are configured.
-    pub(crate) fn tls(&self) -> anyhow::Result<Option<std::sync::Arc<rustls::ServerConfig>>> {
+    pub fn tls(&self) -> anyhow::Result<Option<std::sync::Arc<rustls::ServerConfig>>> {
         match (&self.tls_cert_file, &self.tls_key_file) {
             (None, None) => Ok(None),
             (Some(cert), Some(key)) => Ok(Some(presence_api::tls::server_config(cert, key)?)),
@@ -423,12 +462,12 @@ impl Config {
     }
 
     /// The issuer base, without a trailing slash.
-    pub(crate) fn issuer_base(&self) -> String {
+    pub fn issuer_base(&self) -> String {
         self.issuer.trim_end_matches('/').to_owned()
     }
 
     /// The directory, validated.
-    pub(crate) fn directory(&self) -> anyhow::Result<Directory> {
+    pub fn directory(&self) -> anyhow::Result<Directory> {
         Directory::new(self.tenants.clone()).context("invalid configuration: tenants")
     }
 }

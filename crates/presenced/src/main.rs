@@ -1,23 +1,21 @@
 //! presenced: a self-hostable presence server speaking the Microsoft Graph presence API.
 //!
-//! The binary only parses flags, loads the configuration, and wires the layers: the SQLite store, the
-//! directory and token verifier, and the HTTP router. `presenced token` mints tokens from the same key.
+//! The binary only parses flags, loads the configuration, and starts what the library wires (the SQLite
+//! store, the engine, the HTTP layer). `presenced token` mints tokens from the same key; `presenced
+//! presence` is the command-line client.
 
 mod client;
-mod config;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use std::time::Duration;
 
-use presence_api::{ApiConfig, AppState, ConnectionLimits, ManualClock};
 use presence_auth::{Issuer, SigningKey, TokenRequest};
+use presence_service::ManualClock;
 use presence_store::SqliteStore;
-
-use crate::config::Config;
+use presenced::config::{self, Config};
 
 #[derive(Parser)]
 #[command(name = "presenced", version, about = "A Microsoft Graph presence server")]
@@ -32,14 +30,68 @@ struct Cli {
     /// throttle_limit=0`.
     #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
     set: Vec<String>,
+    #[command(flatten)]
+    shorthands: Shorthands,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// Shorthands for `--set` of common keys. They go through the same validation as every key and show in
+/// `presenced config show`.
+#[derive(Args, Default)]
+struct Shorthands {
+    /// Address to listen on: `--set listen=...`.
+    #[arg(long, global = true)]
+    listen: Option<std::net::SocketAddr>,
+    /// Public URL: `--set public_url=...`.
+    #[arg(long, global = true)]
+    public_url: Option<String>,
+    /// PEM certificate chain, to serve HTTPS: `--set tls_cert_file=...`.
+    #[arg(long, global = true, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for `--tls-cert`: `--set tls_key_file=...`.
+    #[arg(long, global = true, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Enable the test clock (`/_test/clock`): `--set test_clock=true`. Never in production.
+    #[arg(long, global = true)]
+    test_clock: bool,
+}
+
+/// A TOML string value.
+fn toml_string(text: &str) -> String {
+    toml::Value::String(text.to_owned()).to_string()
+}
+
+impl Cli {
+    /// The `--set` overrides, the shorthands first (so an explicit `--set` of the same key wins).
+    fn overrides(&self) -> Vec<String> {
+        let shorthands = &self.shorthands;
+        let mut flags = Vec::new();
+        if let Some(data_dir) = &self.data_dir {
+            flags.push(format!("data_dir={}", toml_string(&data_dir.display().to_string())));
+        }
+        if let Some(listen) = shorthands.listen {
+            flags.push(format!("listen={}", toml_string(&listen.to_string())));
+        }
+        if let Some(url) = &shorthands.public_url {
+            flags.push(format!("public_url={}", toml_string(url)));
+        }
+        if let (Some(cert), Some(key)) = (&shorthands.tls_cert, &shorthands.tls_key) {
+            flags.push(format!("tls_cert_file={}", toml_string(&cert.display().to_string())));
+            flags.push(format!("tls_key_file={}", toml_string(&key.display().to_string())));
+        }
+        if shorthands.test_clock {
+            flags.push("test_clock=true".to_owned());
+        }
+        flags.extend(self.set.iter().cloned());
+        flags
+    }
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (the default).
-    Serve(ServeArgs),
+    Serve,
     /// Print a signed access token for a configured tenant, application and (optionally) user.
     Token(TokenArgs),
     /// The configuration.
@@ -55,25 +107,6 @@ enum ConfigCommand {
     Example,
     /// Print the configuration in effect: the file with the environment and flags applied.
     Show,
-}
-
-#[derive(Args, Default)]
-struct ServeArgs {
-    /// Address to listen on; overrides `listen`.
-    #[arg(long)]
-    listen: Option<std::net::SocketAddr>,
-    /// Public URL; overrides `public_url`.
-    #[arg(long)]
-    public_url: Option<String>,
-    /// PEM certificate chain: serve HTTPS; overrides `tls_cert_file`.
-    #[arg(long, requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// PEM private key for `--tls-cert`; overrides `tls_key_file`.
-    #[arg(long, requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
-    /// Enable the test clock (`/_test/clock`); overrides `test_clock`. Never in production.
-    #[arg(long)]
-    test_clock: bool,
 }
 
 #[derive(Args)]
@@ -115,31 +148,15 @@ impl Default for TokenArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let command = cli.command.unwrap_or(Command::Serve(ServeArgs::default()));
-    match command {
-        Command::Config(ConfigCommand::Example) => {
-            print!("{}", config::example_file());
-            return Ok(());
-        }
-        Command::Config(ConfigCommand::Show) => {
-            let mut flags = cli.set.clone();
-            if let Some(data_dir) = &cli.data_dir {
-                flags.push(format!("data_dir={:?}", data_dir.display().to_string()));
-            }
-            // Validated like a start, then shown as merged.
-            Config::load(cli.config.as_deref(), std::env::vars(), &flags)?;
-            let (text, _, _) = Config::effective(cli.config.as_deref(), std::env::vars(), &flags)?;
-            print!("{text}");
-            return Ok(());
-        }
-        _ => {}
+    let flags = cli.overrides();
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::Config(ConfigCommand::Example) = command {
+        print!("{}", config::example_file());
+        return Ok(());
     }
-    let mut config = Config::load(cli.config.as_deref(), std::env::vars(), &cli.set)?;
-    if let Some(data_dir) = cli.data_dir {
-        config.data_dir = data_dir;
-    }
+    let config = Config::load(cli.config.as_deref(), std::env::vars(), &flags)?;
     match command {
-        Command::Serve(args) => serve(config, args),
+        Command::Serve => serve(config),
         Command::Token(args) => {
             println!("{}", mint(&config, &args)?);
             Ok(())
@@ -148,7 +165,13 @@ fn main() -> anyhow::Result<()> {
             let url = config.public_url();
             client::run(args, url, || mint(&config, &TokenArgs::default()))
         }
-        Command::Config(_) => Ok(()),
+        Command::Config(ConfigCommand::Show) => {
+            // Validated like a start (above), then shown as merged.
+            let (text, _, _) = Config::effective(cli.config.as_deref(), std::env::vars(), &flags)?;
+            print!("{text}");
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Example) => Ok(()),
     }
 }
 
@@ -158,21 +181,10 @@ fn open_key(config: &Config) -> anyhow::Result<SigningKey> {
     Ok(SigningKey::load_or_create(&config.data_dir)?)
 }
 
-fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
+fn serve(config: Config) -> anyhow::Result<()> {
     init_logs(&config)?;
     for name in &config.ignored_variables {
         tracing::warn!(variable = %name, "ignoring an environment variable that names no configuration key");
-    }
-    if let Some(listen) = args.listen {
-        config.listen = listen;
-    }
-    if args.public_url.is_some() {
-        config.public_url = args.public_url;
-    }
-    config.test_clock |= args.test_clock;
-    if args.tls_cert.is_some() {
-        config.tls_cert_file = args.tls_cert;
-        config.tls_key_file = args.tls_key;
     }
     let tls = config.tls()?;
     let directory = Arc::new(config.directory()?);
@@ -181,32 +193,13 @@ fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
     let test_clock = config.test_clock.then(|| {
         tracing::warn!("TEST CLOCK ENABLED: presence time stands still and /_test/clock can move it. Never use this in production.");
-        Arc::new(ManualClock::new(presence_api::clock::system_now()))
+        Arc::new(ManualClock::new(presence_service::system_now()))
     });
-    let api_config = ApiConfig {
-        public_url: config.public_url(),
-        issuer_base: config.issuer_base(),
-        max_body_bytes: config.max_body_bytes,
-        throttle: presence_api::ThrottleConfig {
-            limit: config.throttle_limit,
-            window: std::time::Duration::from_secs(config.throttle_window_seconds),
-        },
-        body_read_timeout: Duration::from_secs(config.body_read_timeout_seconds),
-        notifications: config.notifications()?,
-        metrics: config.metrics,
-        board: config.board,
-    };
-    let limits = ConnectionLimits {
-        max_connections: config.max_connections,
-        header_read_timeout: Duration::from_secs(config.header_read_timeout_seconds),
-        max_header_bytes: config.max_header_bytes,
-        idle_timeout: Duration::from_secs(config.idle_timeout_seconds),
-        drain_timeout: Duration::from_secs(config.drain_timeout_seconds),
-    };
-    let state = AppState::new(Arc::new(store), directory, key, test_clock, api_config);
+    let assembled = presenced::assemble(&config, directory, Arc::new(store), key, test_clock)?;
+    let (service, state) = (assembled.service, assembled.state);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let background = state.start_notifications().context("loading subscriptions and queued notifications")?;
+        let workers = service.spawn_workers().context("loading subscriptions and queued notifications")?;
         let listener =
             tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let address = listener.local_addr()?;
@@ -230,8 +223,8 @@ fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
                 state.begin_shutdown();
             }
         };
-        presence_api::serve(listener, presence_api::router(state.clone()), limits, tls, signal).await;
-        state.shutdown(background).await;
+        presence_api::serve(listener, presence_api::router(state), config.connection_limits(), tls, signal).await;
+        service.shutdown(workers).await;
         tracing::info!("stopped");
         anyhow::Ok(())
     })

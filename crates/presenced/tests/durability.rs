@@ -1,12 +1,8 @@
 //! The real binary: what it acknowledged survives SIGKILL (presence and queued notifications), SIGTERM
 //! stops it cleanly, its token command mints tokens it accepts, and its command-line client works.
 
-#[path = "../../presence-api/tests/common/receiver.rs"]
-mod receiver;
-
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
@@ -14,77 +10,31 @@ use hyper::body::Bytes;
 use hyper::{Method, Request};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use presence_testkit::binary::{self, Running};
+use presence_testkit::receiver;
+use presence_testkit::{ADELE, ALEX, APP};
 use serde_json::{json, Value};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_presenced");
-const ADELE: &str = "7d3b5e0a-2c61-4f3e-9d1a-5a2b8c9e0f11";
-const ALEX: &str = "5e9a1c7b-8d44-4b0e-a3f2-6c1d2e3f4a5b";
-const APP: &str = "0a0f1e5c-8f62-4d3f-9d52-3b1c3b0d5e11";
 
-struct Running {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Starts the binary and waits (bounded) until it accepts connections.
+/// Starts the binary on `data_dir` and waits (bounded) until it accepts connections.
 fn start(data_dir: &Path) -> Running {
     start_with(data_dir, &[])
 }
 
 /// Starts the binary with extra global arguments (say `--config FILE`).
 fn start_with(data_dir: &Path, global: &[&str]) -> Running {
-    let port = free_port();
-    let child = Command::new(BINARY)
-        .args(global)
-        .args(["--data-dir", data_dir.to_str().unwrap(), "serve", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "presenced did not start listening within 30 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Running { child, base: format!("http://127.0.0.1:{port}") }
+    let mut arguments = global.to_vec();
+    arguments.extend(["--data-dir", data_dir.to_str().unwrap()]);
+    binary::start(Path::new(BINARY), &arguments, Duration::from_secs(30))
 }
 
 fn token(data_dir: &Path, extra: &[&str]) -> String {
-    let output =
-        Command::new(BINARY).args(["--data-dir", data_dir.to_str().unwrap(), "token"]).args(extra).output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    binary::token(Path::new(BINARY), &["--data-dir", data_dir.to_str().unwrap()], extra)
 }
 
 async fn call(base: &str, method: Method, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let mut request = Request::builder()
-        .method(method)
-        .uri(format!("{base}{path}"))
-        .header("authorization", format!("Bearer {token}"));
-    let body = match body {
-        Some(body) => {
-            request = request.header("content-type", "application/json");
-            Full::new(Bytes::from(body.to_string()))
-        }
-        None => Full::new(Bytes::new()),
-    };
-    let response = client.request(request.body(body).unwrap()).await.unwrap();
-    let status = response.status().as_u16();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
-    (status, value)
+    binary::call(&binary::client(), base, method, path, token, body.unwrap_or(Value::Null)).await
 }
 
 #[tokio::test]

@@ -9,21 +9,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper::{Method, Request};
-use hyper_util::client::legacy::Client;
+use hyper::Method;
 use serde_json::Value;
 
-#[path = "../../../presence-api/tests/common/receiver.rs"]
-pub(crate) mod receiver;
+pub(crate) use presence_testkit::binary::{call, HttpClient};
+pub(crate) use presence_testkit::{free_port, receiver};
 
 pub(crate) const TENANT: &str = "5f1d3c2a-7b6e-4d8f-9a01-23456789abcd";
 pub(crate) const APP: &str = "0a0f1e5c-8f62-4d3f-9d52-3b1c3b0d5e11";
 /// A second registered application, for users' second session.
 pub(crate) const SECOND_APP: &str = "0a0f1e5c-8f62-4d3f-9d52-3b1c3b0d5e12";
-
-pub(crate) type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
 pub(crate) fn user_id(index: usize) -> String {
     format!("00000000-0000-4000-8000-{index:012}")
@@ -34,10 +29,6 @@ pub(crate) fn binary() -> PathBuf {
     let binary = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("presenced");
     assert!(binary.exists(), "build the server first: cargo build --release ({} is missing)", binary.display());
     binary
-}
-
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Writes a configuration file in `dir`: the bench tenant with `users` users and both apps, the test clock,
@@ -104,27 +95,6 @@ pub(crate) async fn wait_for_port(port: u16) {
         assert!(Instant::now() < deadline, "presenced did not start");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-}
-
-pub(crate) async fn call(
-    client: &HttpClient,
-    base: &str,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Value,
-) -> (u16, Value) {
-    let request = Request::builder()
-        .method(method)
-        .uri(format!("{base}{path}"))
-        .header("authorization", format!("Bearer {token}"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(if body.is_null() { String::new() } else { body.to_string() })))
-        .unwrap();
-    let response = client.request(request).await.unwrap();
-    let status = response.status().as_u16();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
 /// The test clock's instant (milliseconds since the epoch).

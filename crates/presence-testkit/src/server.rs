@@ -1,70 +1,31 @@
-//! A real router over a real SQLite store in a temporary directory, with real RS256 tokens.
+//! A real router over a real engine and SQLite store in a temporary directory, with real RS256 tokens,
+//! configured with the defaults users get.
 
-#![allow(dead_code, unreachable_pub, missing_docs)]
-
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
-use presence_api::{ApiConfig, AppState, ManualClock};
-use presence_auth::{Directory, Issuer, SigningKey, Tenant, TokenRequest};
+use presence_api::AppState;
 use presence_core::Timestamp;
+use presence_service::{Clock, ManualClock, Service, ServiceConfig, SystemClock, Webhooks, Workers};
 use presence_store::SqliteStore;
+use presence_webhook::WebhookClient;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-pub mod receiver;
-
-pub const TENANT: &str = "5f1d3c2a-7b6e-4d8f-9a01-23456789abcd";
-pub const OTHER_TENANT: &str = "6f1d3c2a-7b6e-4d8f-9a01-23456789abcd";
-pub const APP: &str = "0a0f1e5c-8f62-4d3f-9d52-3b1c3b0d5e11";
-pub const APP2: &str = "1b1f2e6d-9073-4e40-8e63-4c2d4c1e6f22";
-pub const OTHER_APP: &str = "2c2f3e7d-9073-4e40-8e63-4c2d4c1e6f33";
-pub const ADELE: &str = "7d3b5e0a-2c61-4f3e-9d1a-5a2b8c9e0f11";
-pub const ALEX: &str = "5e9a1c7b-8d44-4b0e-a3f2-6c1d2e3f4a5b";
-pub const STRANGER: &str = "c3d4e5f6-a7b8-4c9d-8e0f-2a3b4c5d6e7f";
-pub const ISSUER: &str = "https://login.presenced.test";
-/// 2026-09-01T10:00:00Z.
-pub const START: i64 = 1_788_256_800_000;
-
-fn key() -> SigningKey {
-    static KEY: OnceLock<SigningKey> = OnceLock::new();
-    KEY.get_or_init(SigningKey::generate).clone()
-}
-
-fn directory() -> Directory {
-    let tenants: Vec<Tenant> = serde_json::from_value(json!([
-        { "id": TENANT, "displayName": "Contoso",
-          "users": [
-            { "id": ADELE, "userPrincipalName": "adele@contoso.example", "displayName": "Adele Vance" },
-            { "id": ALEX, "userPrincipalName": "alex@contoso.example", "displayName": "Alex Wilber" }],
-          "apps": [{ "id": APP, "displayName": "Dialler" }, { "id": APP2, "displayName": "Busy light" }] },
-        { "id": OTHER_TENANT, "displayName": "Fabrikam",
-          "users": [{ "id": STRANGER, "userPrincipalName": "sam@fabrikam.example", "displayName": "Sam" }],
-          "apps": [{ "id": OTHER_APP, "displayName": "Fabrikam app" }] }
-    ]))
-    .unwrap();
-    Directory::new(tenants).unwrap()
-}
+use crate::directory::{directory, mint, signing_key, APP, ISSUER, START, TENANT};
 
 pub struct Server {
     pub router: Router,
+    /// The presence clock of the engine when the test clock is on; otherwise a clock nothing reads.
     pub clock: Arc<ManualClock>,
     pub store: Arc<SqliteStore>,
     pub state: AppState,
-    issuer: Issuer,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-    }
+    pub service: Arc<Service>,
+    workers: Option<Workers>,
+    _dir: tempfile::TempDir,
 }
 
 pub struct Reply {
@@ -99,71 +60,80 @@ impl Reply {
     }
 }
 
-impl Server {
-    pub fn new() -> Self {
+impl Default for Server {
+    /// A server with the test clock and default settings.
+    fn default() -> Self {
         Self::with(true, 64 * 1024)
     }
+}
 
+impl Server {
+    /// A server with the test clock and default settings.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A server with or without the test clock, accepting bodies up to `max_body_bytes`.
     pub fn with(test_clock: bool, max_body_bytes: usize) -> Self {
-        Self::configured(test_clock, max_body_bytes, presence_api::ThrottleConfig::default())
+        Self::configured(test_clock, &[&format!("max_body_bytes={max_body_bytes}")], |_| {}, &[])
     }
 
     /// A server allowing `limit` presence requests per `window_seconds` per app and tenant.
     pub fn throttled(limit: u32, window_seconds: u64) -> Self {
-        let throttle = presence_api::ThrottleConfig { limit, window: std::time::Duration::from_secs(window_seconds) };
-        Self::configured(true, 64 * 1024, throttle)
-    }
-
-    fn configured(test_clock: bool, max_body_bytes: usize, throttle: presence_api::ThrottleConfig) -> Self {
-        let config = ApiConfig {
-            public_url: "http://presenced.test".into(),
-            issuer_base: ISSUER.into(),
-            max_body_bytes,
-            throttle,
-            ..ApiConfig::default()
-        };
-        Self::build(tempfile::tempdir().unwrap(), Arc::new(ManualClock::new(Timestamp(START))), test_clock, config)
-    }
-
-    fn build(dir: tempfile::TempDir, clock: Arc<ManualClock>, test_clock: bool, config: ApiConfig) -> Self {
-        let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
-        let state =
-            AppState::new(store.clone(), Arc::new(directory()), key(), test_clock.then(|| clock.clone()), config);
-        Server {
-            router: presence_api::router(state.clone()),
-            clock,
-            store,
-            state,
-            issuer: Issuer::new(key(), ISSUER),
-            tasks: Vec::new(),
-            dir,
-        }
+        let overrides = [format!("throttle_limit={limit}"), format!("throttle_window_seconds={window_seconds}")];
+        Self::configured(true, &[&overrides[0], &overrides[1]], |_| {}, &[])
     }
 
     /// A server with the test clock that delivers change notifications to endpoints on this machine
     /// whose certificates `ca` (DER) issued, with its timers and deliveries running.
-    pub fn notifying(ca: &[u8], adjust: impl FnOnce(&mut presence_api::NotifyConfig)) -> Self {
-        let mut notifications = presence_api::NotifyConfig::default();
-        notifications.limits.targets.allow_internal = true;
-        notifications.extra_roots = vec![ca.to_vec()];
-        adjust(&mut notifications);
-        let config = ApiConfig {
-            public_url: "http://presenced.test".into(),
-            issuer_base: ISSUER.into(),
-            notifications,
-            ..ApiConfig::default()
-        };
-        let mut server =
-            Self::build(tempfile::tempdir().unwrap(), Arc::new(ManualClock::new(Timestamp(START))), true, config);
-        server.tasks = server.state.start_notifications().unwrap();
+    pub fn notifying(ca: &[u8], adjust: impl FnOnce(&mut ServiceConfig)) -> Self {
+        let mut server = Self::configured(true, &["notification_allow_internal=true"], adjust, &[ca.to_vec()]);
+        server.start();
         server
     }
 
     /// A server with the test clock, its timers and deliveries running (so also ready).
     pub fn started() -> Self {
         let mut server = Self::new();
-        server.tasks = server.state.start_notifications().unwrap();
+        server.start();
         server
+    }
+
+    /// Starts the engine's workers (timers, deliveries, the registry's follower).
+    pub fn start(&mut self) {
+        self.workers = Some(self.service.spawn_workers().expect("the engine starts"));
+    }
+
+    /// Builds the layers as `presenced::assemble` does, from the default settings with `overrides`, the
+    /// engine's settings adjusted by `adjust`, and `extra_roots` (DER) trusted for webhooks.
+    fn configured(
+        test_clock: bool,
+        overrides: &[&str],
+        adjust: impl FnOnce(&mut ServiceConfig),
+        extra_roots: &[Vec<u8>],
+    ) -> Self {
+        let mut all = vec!["public_url=\"http://presenced.test\"", "issuer=\"https://login.presenced.test\""];
+        all.extend_from_slice(overrides);
+        let settings = crate::settings(&all);
+        assert_eq!(settings.issuer_base(), ISSUER);
+        let mut service_config = settings.service_config();
+        adjust(&mut service_config);
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = Arc::new(SqliteStore::open(dir.path()).expect("the store opens"));
+        let clock = Arc::new(ManualClock::new(Timestamp(START)));
+        let engine_clock: Arc<dyn Clock> = if test_clock { clock.clone() } else { Arc::new(SystemClock::default()) };
+        let webhooks = WebhookClient::new(service_config.limits.targets, extra_roots)
+            .map(|client| Arc::new(client) as Arc<dyn Webhooks>);
+        let issuer = presence_auth::Issuer::new(signing_key(), ISSUER);
+        let service = Service::new(store.clone(), engine_clock, webhooks, issuer, service_config);
+        let state = AppState::new(
+            service.clone(),
+            Arc::new(directory()),
+            signing_key(),
+            test_clock.then(|| clock.clone()),
+            settings.api_config(),
+        );
+        Server { router: presence_api::router(state.clone()), clock, store, state, service, workers: None, _dir: dir }
     }
 
     /// Moves the test clock forward through the API, which also wakes the timers.
@@ -173,15 +143,7 @@ impl Server {
     }
 
     fn mint(&self, tenant: &str, app: &str, user: Option<&str>, permissions: &[&str]) -> String {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-        self.issuer.mint(&TokenRequest {
-            tenant_id: tenant.into(),
-            app_id: app.into(),
-            user_id: user.map(str::to_owned),
-            permissions: permissions.iter().map(|p| p.to_string()).collect(),
-            issued_at: now,
-            lifetime_seconds: 3600,
-        })
+        mint(tenant, app, user, permissions)
     }
 
     /// An application token of the Contoso dialler with these roles.

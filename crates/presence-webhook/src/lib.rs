@@ -1,4 +1,5 @@
-//! The HTTP client that talks to subscribers: the validation handshake and notification POSTs.
+//! The HTTP client that talks to subscribers: the validation handshake and notification POSTs, as the
+//! engine's [`presence_service::Webhooks`].
 //!
 //! Every connection goes through [`PolicyResolver`], which resolves the host name and keeps only the
 //! addresses the [`TargetPolicy`] accepts, so a public name that resolves to a loopback or private address
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use presence_notify::target::{check_address, TargetPolicy};
+use presence_service::{Posted, WebhookFuture, Webhooks};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use rustls::pki_types::CertificateDer;
 use url::Url;
@@ -41,19 +43,8 @@ impl Resolve for PolicyResolver {
 
 /// A client for subscriber endpoints.
 #[derive(Clone)]
-pub(crate) struct Webhooks {
+pub struct WebhookClient {
     client: reqwest::Client,
-}
-
-/// What a POST to an endpoint came to.
-#[derive(Debug)]
-pub(crate) enum Posted {
-    /// The endpoint answered with this status.
-    Status(u16),
-    /// No answer within the timeout.
-    TimedOut,
-    /// No answer: timeout, connection or TLS failure.
-    Failed(String),
 }
 
 fn describe(error: &reqwest::Error) -> String {
@@ -67,10 +58,12 @@ fn describe(error: &reqwest::Error) -> String {
     text
 }
 
-impl Webhooks {
-    /// A client under `policy`, trusting the platform's roots and `extra_roots`.
-    pub(crate) fn new(policy: TargetPolicy, extra_roots: Vec<CertificateDer<'static>>) -> Result<Self, String> {
-        let tls = crate::tls::client_config(extra_roots)?;
+impl WebhookClient {
+    /// A client under `policy`, trusting the platform's roots and `extra_roots` (DER). Fails when no root
+    /// certificate can be loaded, saying why.
+    pub fn new(policy: TargetPolicy, extra_roots: &[Vec<u8>]) -> Result<Self, String> {
+        let roots = extra_roots.iter().map(|der| CertificateDer::from(der.clone())).collect();
+        let tls = client_config(roots)?;
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .dns_resolver(Arc::new(PolicyResolver { policy }))
@@ -82,12 +75,12 @@ impl Webhooks {
             .user_agent(concat!("presenced/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|error| describe(&error))?;
-        Ok(Webhooks { client })
+        Ok(WebhookClient { client })
     }
 
     /// Graph's validation handshake: POST `{url}?validationToken=...` and expect `200` with the token as
     /// the body (a trailing line break tolerated) within `timeout`.
-    pub(crate) async fn validate(&self, url: &Url, timeout: Duration) -> Result<(), String> {
+    pub async fn validate(&self, url: &Url, timeout: Duration) -> Result<(), String> {
         let token = format!(
             "Validation: Testing client application reachability for subscription Request-Id: {}",
             uuid::Uuid::new_v4()
@@ -137,7 +130,7 @@ impl Webhooks {
     }
 
     /// POSTs a JSON notification body, waiting at most `timeout` for the answer's head.
-    pub(crate) async fn post(&self, url: &str, body: Vec<u8>, timeout: Duration) -> Posted {
+    pub async fn post(&self, url: &str, body: Vec<u8>, timeout: Duration) -> Posted {
         let request = self
             .client
             .post(url)
@@ -151,4 +144,28 @@ impl Webhooks {
             Err(error) => Posted::Failed(describe(&error)),
         }
     }
+}
+
+impl Webhooks for WebhookClient {
+    fn validate<'a>(&'a self, url: &'a Url, timeout: Duration) -> WebhookFuture<'a, Result<(), String>> {
+        Box::pin(WebhookClient::validate(self, url, timeout))
+    }
+
+    fn post<'a>(&'a self, url: &'a str, body: Vec<u8>, timeout: Duration) -> WebhookFuture<'a, Posted> {
+        Box::pin(WebhookClient::post(self, url, body, timeout))
+    }
+}
+
+/// A TLS client configuration trusting the platform's root certificates and `extra_roots` (webhook
+/// deliveries, and the command-line client).
+pub fn client_config(extra_roots: Vec<CertificateDer<'static>>) -> Result<rustls::ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(extra_roots, provider.clone())
+        .map_err(|error| format!("cannot load the trusted root certificates: {error}"))?;
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| error.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth())
 }

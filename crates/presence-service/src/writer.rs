@@ -12,12 +12,10 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Weak;
 
 use presence_core::{Presence, Timestamp, UserFacts};
-use presence_store::{NewNotification, StoreError, UserKey};
+use presence_store::{NewNotification, UserKey};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::error::ApiError;
-use crate::notify::Notifier;
-use crate::{AppState, Inner};
+use crate::{Service, ServiceError};
 
 /// The most writes one transaction applies.
 const MAX_BATCH: usize = 256;
@@ -28,37 +26,37 @@ const CHANNEL_CAPACITY: usize = 1024;
 trait Job: Send {
     fn key(&self) -> &UserKey;
     /// Changes the facts at `now`; returns the presence to notify when it changed visibly.
-    fn apply(&mut self, facts: &mut UserFacts, now: Timestamp) -> Result<Option<Presence>, ApiError>;
+    fn apply(&mut self, facts: &mut UserFacts, now: Timestamp) -> Result<Option<Presence>, ServiceError>;
     /// Answers the request: `Ok` once the write is durable.
-    fn finish(self: Box<Self>, outcome: Result<(), ApiError>);
+    fn finish(self: Box<Self>, outcome: Result<(), ServiceError>);
 }
 
 struct Pending<T, F> {
     key: UserKey,
     apply: F,
     value: Option<T>,
-    reply: oneshot::Sender<Result<T, ApiError>>,
+    reply: oneshot::Sender<Result<T, ServiceError>>,
 }
 
 impl<T, F> Job for Pending<T, F>
 where
     T: Send,
-    F: FnMut(&mut UserFacts, Timestamp) -> Result<(T, Option<Presence>), ApiError> + Send,
+    F: FnMut(&mut UserFacts, Timestamp) -> Result<(T, Option<Presence>), ServiceError> + Send,
 {
     fn key(&self) -> &UserKey {
         &self.key
     }
 
-    fn apply(&mut self, facts: &mut UserFacts, now: Timestamp) -> Result<Option<Presence>, ApiError> {
+    fn apply(&mut self, facts: &mut UserFacts, now: Timestamp) -> Result<Option<Presence>, ServiceError> {
         let (value, visible) = (self.apply)(facts, now)?;
         self.value = Some(value);
         Ok(visible)
     }
 
-    fn finish(self: Box<Self>, outcome: Result<(), ApiError>) {
+    fn finish(self: Box<Self>, outcome: Result<(), ServiceError>) {
         let value = self.value;
-        let result =
-            outcome.and_then(|()| value.ok_or_else(|| ApiError::Internal("the store did not run the update".into())));
+        let result = outcome
+            .and_then(|()| value.ok_or_else(|| ServiceError::Internal("the store did not run the update".into())));
         // The request may have gone away (client disconnected); the write stands all the same.
         let _ = self.reply.send(result);
     }
@@ -70,11 +68,10 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread for the state behind `inner`, held weakly so that dropping the state
-    /// stops the thread.
-    pub(crate) fn start(inner: Weak<Inner>) -> Writer {
+    /// Starts the writer thread for `service`, held weakly so that dropping the service stops the thread.
+    pub(crate) fn start(service: Weak<Service>) -> Writer {
         let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
-        let spawned = std::thread::Builder::new().name("presence-writer".into()).spawn(move || run(&inner, receiver));
+        let spawned = std::thread::Builder::new().name("presence-writer".into()).spawn(move || run(&service, receiver));
         if let Err(error) = spawned {
             tracing::error!(%error, "cannot start the writer thread; writes will fail");
         }
@@ -82,7 +79,7 @@ impl Writer {
     }
 }
 
-fn run(inner: &Weak<Inner>, mut receiver: mpsc::Receiver<Box<dyn Job>>) {
+fn run(service: &Weak<Service>, mut receiver: mpsc::Receiver<Box<dyn Job>>) {
     let mut waiting: VecDeque<Box<dyn Job>> = VecDeque::new();
     loop {
         if waiting.is_empty() {
@@ -98,12 +95,11 @@ fn run(inner: &Weak<Inner>, mut receiver: mpsc::Receiver<Box<dyn Job>>) {
             }
         }
         let batch = next_batch(&mut waiting);
-        let Some(inner) = inner.upgrade() else {
+        let Some(service) = service.upgrade() else {
             return;
         };
-        let state = AppState { inner };
         // A panic fails this batch's requests (their answers are dropped), not every later write.
-        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| state.write_batch(batch)));
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| service.write_batch(batch)));
     }
 }
 
@@ -124,44 +120,42 @@ fn next_batch(waiting: &mut VecDeque<Box<dyn Job>>) -> Vec<Box<dyn Job>> {
     batch
 }
 
-impl AppState {
+impl Service {
     /// Applies `apply` to the user's facts at the current instant, taken under the user's lock, queues the
     /// notifications it causes and moves the user's timer, atomically with the facts; returns once that
     /// is durable. `apply` returns its result and the presence to notify when it changed visibly.
     pub(crate) async fn write<T: Send + 'static>(
         &self,
         key: UserKey,
-        apply: impl FnMut(&mut UserFacts, Timestamp) -> Result<(T, Option<Presence>), ApiError> + Send + 'static,
-    ) -> Result<T, ApiError> {
+        apply: impl FnMut(&mut UserFacts, Timestamp) -> Result<(T, Option<Presence>), ServiceError> + Send + 'static,
+    ) -> Result<T, ServiceError> {
         let (reply, answer) = oneshot::channel();
         let job: Box<dyn Job> = Box::new(Pending { key, apply, value: None, reply });
-        self.inner.writer.sender.send(job).await.map_err(|_| ApiError::Internal("the writer has stopped".into()))?;
-        answer.await.map_err(|_| ApiError::Internal("the write failed unexpectedly".into()))?
+        self.writer.sender.send(job).await.map_err(|_| ServiceError::Internal("the writer has stopped".into()))?;
+        answer.await.map_err(|_| ServiceError::Internal("the write failed unexpectedly".into()))?
     }
 
-    /// One transaction for `jobs` (of distinct users), then each request's answer.
+    /// One store call for `jobs` (of distinct users), then each request's answer.
     fn write_batch(&self, mut jobs: Vec<Box<dyn Job>>) {
-        let inner = &self.inner;
-        let notifier = &inner.notifier;
         let keys: Vec<UserKey> = jobs.iter().map(|job| job.key().clone()).collect();
         let positions: HashMap<&UserKey, usize> = keys.iter().enumerate().map(|(index, key)| (key, index)).collect();
-        let mut outcomes: Vec<Option<Result<(), ApiError>>> = keys.iter().map(|_| None).collect();
+        let mut outcomes: Vec<Option<Result<(), ServiceError>>> = keys.iter().map(|_| None).collect();
         let mut queued: Vec<Vec<NewNotification>> = vec![Vec::new(); keys.len()];
         let mut timers: Vec<Option<i64>> = vec![None; keys.len()];
-        let watched = inner.feed.is_watched();
+        let followed = self.feed.is_followed();
         let mut changed = vec![false; keys.len()];
         let started = std::time::Instant::now();
-        let written = inner.locks.write_many(&keys, || {
-            let watchers: Vec<_> = keys.iter().map(|key| notifier.watchers(key)).collect();
-            let now = inner.clock.now();
-            inner.store.update_many(&keys, &mut |key, facts, due| {
+        let results = self.locks.write_many(&keys, || {
+            let watchers: Vec<_> = keys.iter().map(|key| self.registry.watchers(key)).collect();
+            let now = self.clock.now();
+            self.store.update_many(&keys, &mut |key, facts, due| {
                 let index = positions[key];
                 let before = facts.clone();
                 match jobs[index].apply(facts, now) {
                     Ok(visible) => {
-                        let changes = Notifier::changes(&before, due, now, visible);
-                        let effects = Notifier::effects(&watchers[index], key, &changes, now, facts);
-                        changed[index] = watched && !changes.is_empty();
+                        let changes = crate::scheduler::owed_changes(&before, due, now, visible);
+                        let effects = crate::dispatch::effects(&watchers[index], key, &changes, now, facts);
+                        changed[index] = followed && !changes.is_empty();
                         queued[index].clone_from(&effects.notifications);
                         timers[index] = effects.due_at;
                         outcomes[index] = Some(Ok(()));
@@ -177,33 +171,27 @@ impl AppState {
                 }
             })
         });
-        inner.metrics.store("write_batch", started.elapsed());
-        let skipped = match written {
-            Ok(skipped) => skipped,
-            Err(error) => {
-                tracing::error!(%error, writes = jobs.len(), "store failure");
-                for job in jobs {
-                    job.finish(Err(ApiError::Internal(
-                        "An internal error occurred while accessing presence storage.".into(),
-                    )));
+        self.metrics.store("write_batch", started.elapsed());
+        for (index, result) in results.into_iter().enumerate() {
+            if let Err(error) = result {
+                if matches!(error, presence_store::StoreError::Corrupt { .. }) {
+                    tracing::error!(%error, "stored presence is corrupt; its timer was cleared");
+                } else {
+                    tracing::error!(%error, "store failure");
                 }
-                return;
+                changed[index] = false;
+                queued[index].clear();
+                timers[index] = None;
+                outcomes[index] = Some(Err(ServiceError::Store(error)));
             }
-        };
-        for key in &skipped {
-            tracing::error!(tenant = %key.tenant_id, user = %key.user_id, "stored presence is corrupt; its timer was cleared");
-            changed[positions[key]] = false;
-            outcomes[positions[key]] = Some(Err(ApiError::Store(StoreError::Corrupt {
-                tenant_id: key.tenant_id.clone(),
-                user_id: key.user_id.clone(),
-                reason: "the record cannot be decoded".into(),
-            })));
         }
-        notifier.queued(&queued.concat());
-        inner.feed.publish(keys.iter().zip(changed).filter(|(_, changed)| *changed).map(|(key, _)| key.clone()));
-        notifier.timer_set(timers.into_iter().flatten().min());
+        self.queued(&queued.concat());
+        self.feed.publish(keys.iter().zip(changed).filter(|(_, changed)| *changed).map(|(key, _)| key.clone()));
+        self.timers.timer_set(timers.into_iter().flatten().min());
         for (job, outcome) in jobs.into_iter().zip(outcomes) {
-            job.finish(outcome.unwrap_or_else(|| Err(ApiError::Internal("the store did not run the update".into()))));
+            job.finish(
+                outcome.unwrap_or_else(|| Err(ServiceError::Internal("the store did not run the update".into()))),
+            );
         }
     }
 }
@@ -225,10 +213,10 @@ mod tests {
         fn key(&self) -> &UserKey {
             &self.key
         }
-        fn apply(&mut self, _: &mut UserFacts, _: Timestamp) -> Result<Option<Presence>, ApiError> {
+        fn apply(&mut self, _: &mut UserFacts, _: Timestamp) -> Result<Option<Presence>, ServiceError> {
             Ok(None)
         }
-        fn finish(self: Box<Self>, _: Result<(), ApiError>) {
+        fn finish(self: Box<Self>, _: Result<(), ServiceError>) {
             self.answered.lock().unwrap().push((self.key.user_id.clone(), self.arrival));
         }
     }

@@ -1,8 +1,6 @@
 //! A real HTTPS webhook receiver: a test CA, a certificate for 127.0.0.1 issued by it, and a server that
 //! answers Graph's validation handshake and records every notification POST.
 
-#![allow(dead_code, unreachable_pub, missing_docs)]
-
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -90,13 +88,8 @@ impl Receiver {
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        tokio::spawn(presence_api::serve(
-            listener,
-            router,
-            presence_api::ConnectionLimits::default(),
-            Some(tls),
-            std::future::pending(),
-        ));
+        let limits = crate::settings(&[]).connection_limits();
+        tokio::spawn(presence_api::serve(listener, router, limits, Some(tls), std::future::pending()));
         Receiver { base: format!("https://{address}"), ca_der: ca.der().to_vec(), ca_pem: ca.pem(), shared, _dir: dir }
     }
 

@@ -1,4 +1,4 @@
-//! Where the HTTP layer gets "now" for presence: the system clock, or a manual clock for tests.
+//! Where the engine gets "now" for presence: the system clock, or a manual clock for tests.
 //!
 //! Only presence time comes from here. Token lifetimes are checked against the real clock in
 //! `presence-auth`, so moving a test clock forward never expires the test's tokens.

@@ -1,0 +1,177 @@
+//! Graph's JSON of a presence resource: the body of a presence read, and the resource data of a rich
+//! notification. One definition serves both edges (the HTTP API and the webhooks), so they cannot differ.
+//!
+//! Instants are written as Graph writes a `DateTimeOffset` (UTC, seven fractional digits) and sequence
+//! numbers as fixed-width decimal strings (so that string order is numeric order).
+
+use presence_core::{Presence, Timestamp};
+use serde::Serialize;
+
+/// An instant as Graph writes a `DateTimeOffset`: UTC with seven fractional digits.
+pub fn format_instant(instant: Timestamp) -> String {
+    let millis = instant.as_millis();
+    let whole = jiff::Timestamp::from_second(millis.div_euclid(1000)).unwrap_or(jiff::Timestamp::MAX);
+    format!("{}.{:07}Z", whole.strftime("%Y-%m-%dT%H:%M:%S"), millis.rem_euclid(1000) * 10_000)
+}
+
+/// The version stamp as a fixed-width decimal string, so that string order is numeric order.
+pub fn sequence_text(sequence: u64) -> String {
+    SequenceText::new(sequence).as_str().to_owned()
+}
+
+/// A sequence number as its fixed-width text, without an allocation (for encoding many presences).
+#[derive(Clone, Copy)]
+pub struct SequenceText([u8; 20]);
+
+impl SequenceText {
+    /// The text of `sequence`.
+    pub fn new(mut sequence: u64) -> Self {
+        let mut digits = [b'0'; 20];
+        for digit in digits.iter_mut().rev() {
+            *digit = b'0' + (sequence % 10) as u8;
+            sequence /= 10;
+        }
+        SequenceText(digits)
+    }
+
+    /// The digits.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl Serialize for SequenceText {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// `microsoft.graph.presence`, as Graph writes it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceJson<'a> {
+    #[serde(rename = "@odata.context", skip_serializing_if = "Option::is_none")]
+    /// `@odata.context`, on a read of one presence.
+    pub context: Option<String>,
+    /// The user's object id.
+    pub id: &'a str,
+    /// `availability`.
+    pub availability: &'static str,
+    /// `activity`.
+    pub activity: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    /// `statusMessage`.
+    pub status_message: Option<StatusMessageJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    /// `outOfOfficeSettings` (always present, never out of office).
+    pub out_of_office_settings: Option<OutOfOfficeJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    /// `sequenceNumber`.
+    pub sequence_number: Option<SequenceText>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    /// `workLocation`.
+    pub work_location: Option<WorkLocationJson>,
+}
+
+/// `presenceStatusMessage`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusMessageJson {
+    message: ItemBodyJson,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expiry_date_time: Option<DateTimeTimeZoneJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    published_date_time: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ItemBodyJson {
+    content: String,
+    content_type: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DateTimeTimeZoneJson {
+    date_time: String,
+    time_zone: String,
+}
+
+/// `outOfOfficeSettings`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutOfOfficeJson {
+    message: Option<String>,
+    is_out_of_office: bool,
+}
+
+/// `userWorkLocation`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkLocationJson {
+    work_location_type: &'static str,
+    source: &'static str,
+    place_id: Option<String>,
+}
+
+impl<'a> PresenceJson<'a> {
+    /// A known user's presence. `owner_view` shows the status message's times (the caller is the user).
+    pub fn known(id: &'a str, presence: Presence, owner_view: bool, context: Option<String>) -> Self {
+        PresenceJson {
+            context,
+            id,
+            availability: presence.availability.as_str(),
+            activity: presence.activity.as_str(),
+            status_message: presence.status_message.map(|message| StatusMessageJson {
+                message: ItemBodyJson { content: message.content, content_type: "text" },
+                expiry_date_time: message
+                    .expiry
+                    .filter(|_| owner_view)
+                    .map(|expiry| DateTimeTimeZoneJson { date_time: expiry.date_time, time_zone: expiry.time_zone }),
+                published_date_time: owner_view.then(|| format_instant(message.published_at)),
+            }),
+            out_of_office_settings: Some(OutOfOfficeJson { message: None, is_out_of_office: false }),
+            sequence_number: Some(SequenceText::new(presence.sequence_number)),
+            work_location: Some(WorkLocationJson {
+                work_location_type: presence.work_location.location_type.as_str(),
+                source: presence.work_location.source.as_str(),
+                place_id: presence.work_location.place_id,
+            }),
+        }
+    }
+
+    /// An id that is not a user of the caller's tenant: `PresenceUnknown`, with the properties every presence
+    /// carries at their empty values.
+    pub fn unknown(id: &'a str) -> Self {
+        PresenceJson {
+            context: None,
+            id,
+            availability: "PresenceUnknown",
+            activity: "PresenceUnknown",
+            status_message: None,
+            out_of_office_settings: Some(OutOfOfficeJson { message: None, is_out_of_office: false }),
+            sequence_number: Some(SequenceText::new(0)),
+            work_location: Some(WorkLocationJson { work_location_type: "unspecified", source: "none", place_id: None }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instants_have_seven_fraction_digits() {
+        assert_eq!(format_instant(Timestamp(0)), "1970-01-01T00:00:00.0000000Z");
+        assert_eq!(format_instant(Timestamp(1_788_262_364_012)), "2026-09-01T11:32:44.0120000Z");
+    }
+
+    #[test]
+    fn sequence_text_sorts_numerically() {
+        assert!(sequence_text(9) < sequence_text(10));
+        assert!(sequence_text(99_999) < sequence_text(100_000));
+        assert_eq!(sequence_text(u64::MAX), u64::MAX.to_string());
+        assert_eq!(sequence_text(42), "00000000000000000042");
+    }
+}

@@ -1,0 +1,60 @@
+//! Reads: users' stored facts and the instant to evaluate them at, taken with no write of those users in
+//! between (see `locks`), evaluated into the presences a reader sees.
+
+use std::sync::Arc;
+
+use presence_core::{evaluate, Presence, Timestamp, UserFacts};
+use presence_store::{UserKey, UserRecord};
+
+use crate::{Service, ServiceError};
+
+impl Service {
+    /// The presence of one user now (a user never written reads as the default presence).
+    pub async fn read(self: &Arc<Self>, key: UserKey) -> Result<Presence, ServiceError> {
+        let mut presences = self.read_many(vec![key]).await?;
+        Ok(presences.pop().unwrap_or_else(|| evaluate(&UserFacts::default(), self.clock.now())))
+    }
+
+    /// The presences of several users now, in the order of `keys`, all evaluated at one instant.
+    pub async fn read_many(self: &Arc<Self>, keys: Vec<UserKey>) -> Result<Vec<Presence>, ServiceError> {
+        let (records, now) = self.read_records(keys).await?;
+        let default = UserFacts::default();
+        Ok(records
+            .iter()
+            .map(|record| evaluate(record.as_ref().map_or(&default, |record| &record.facts), now))
+            .collect())
+    }
+
+    /// The stored records of `keys` and the instant to evaluate them at, read with no write of those users
+    /// in between.
+    async fn read_records(
+        self: &Arc<Self>,
+        keys: Vec<UserKey>,
+    ) -> Result<(Vec<Option<UserRecord>>, Timestamp), ServiceError> {
+        // Fast path: when no writer holds these users and the store can answer without blocking, the read
+        // (lookups in memory) runs right here; a hand-off to a blocking thread would cost more than the read.
+        let started = std::time::Instant::now();
+        let inline = self.locks.try_read(&keys, || {
+            let now = self.clock.now();
+            self.store.get_many_now(&keys).map(|records| records.map(|records| (records, now)))
+        });
+        if let Some(Some(result)) = inline {
+            self.metrics.store("read", started.elapsed());
+            return Ok(result?);
+        }
+        let result = self
+            .blocking(move |service| {
+                service.locks.read(&keys, || {
+                    let now = service.clock.now();
+                    let records = match keys.as_slice() {
+                        [one] => vec![service.store.get(one)?],
+                        many => service.store.get_many(many)?,
+                    };
+                    Ok((records, now))
+                })
+            })
+            .await;
+        self.metrics.store("read", started.elapsed());
+        result
+    }
+}
