@@ -1,7 +1,7 @@
 //! The served OpenAPI documents match the routes the server serves, both ways.
 
 use axum::body::Body;
-use axum::http::Request;
+use axum::http::{Method, Request};
 use presence_testkit::receiver::Receiver;
 use presence_testkit::*;
 use serde_json::{json, Value};
@@ -58,6 +58,12 @@ async fn every_documented_operation_is_served_and_nothing_else() {
                     .replace("{presence-id}", ADELE)
                     .replace("{subscription-id}", &subscription)
             );
+            let mut documented: Vec<String> = ["get", "post", "patch", "put", "delete"]
+                .into_iter()
+                .filter(|method| item.get(*method).is_some())
+                .map(str::to_uppercase)
+                .collect();
+            documented.sort();
             for method in ["get", "post", "patch", "put", "delete"] {
                 let Some(operation) = item.get(method) else {
                     let request = Request::builder()
@@ -66,7 +72,13 @@ async fn every_documented_operation_is_served_and_nothing_else() {
                         .header("authorization", format!("Bearer {token}"))
                         .body(Body::empty())
                         .unwrap();
-                    server.send(request).await.error(405, "Request_BadRequest");
+                    let reply = server.send(request).await;
+                    reply.error(405, "Request_BadRequest");
+                    let allow = reply.headers.get("allow").map(|value| value.to_str().unwrap().to_owned());
+                    let mut allowed: Vec<String> =
+                        allow.unwrap_or_default().split(',').map(|method| method.trim().to_owned()).collect();
+                    allowed.sort();
+                    assert_eq!(allowed, documented, "Allow of {method} {template} is the documented methods");
                     continue;
                 };
                 let operation_id = operation["operationId"].as_str().unwrap();
@@ -128,5 +140,25 @@ async fn paths_outside_the_documents_are_not_served() {
             let message = reply.error(400, "BadRequest");
             assert!(message.starts_with("Resource not found for the segment"), "{method} {probe}: {message}");
         }
+    }
+}
+
+#[tokio::test]
+async fn fixed_routes_answer_other_methods_with_405_and_allow() {
+    let server = Server::new();
+    for (path, allowed) in [
+        ("/healthz", "GET"),
+        ("/readyz", "GET"),
+        ("/metrics", "GET"),
+        ("/board", "GET"),
+        ("/openapi/v1.0.json", "GET"),
+        ("/discovery/v2.0/keys", "GET"),
+        ("/_test/clock", "GET"),
+        ("/_test/clock/advance", "POST"),
+    ] {
+        let method = if allowed == "GET" { Method::DELETE } else { Method::GET };
+        let reply = server.call(method, path, "", None).await;
+        reply.error(405, "Request_BadRequest");
+        assert_eq!(reply.headers.get("allow").map(|value| value.to_str().unwrap()), Some(allowed), "{path}");
     }
 }

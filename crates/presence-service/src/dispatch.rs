@@ -13,9 +13,13 @@
 //!    ([`retry_delay`]); notifications older than the retry window, beyond the queue's bound, or for an
 //!    endpoint that is too slow are dropped, always with a `missed` lifecycle event.
 //!
-//! The states of queues (ready, in flight, waiting for a retry), attempt counts and endpoint health are
-//! this process's: it is the one delivering its queues. (A store shared by several processes needs each
-//! queue delivered by one of them at a time; that ownership is the shared backend's to provide.)
+//! A queue is delivered by one process at a time: the holder of its lease in the store
+//! ([`presence_store::PresenceStore::lease_queue`]), taken at each attempt and kept through a retry's
+//! wait. A process that queued notifications but finds the lease held elsewhere leaves them to the
+//! holder; a holder that finds its queue empty releases the lease and looks once more, so notifications
+//! queued by another process just before the release are not stranded. A periodic sweep of the store's
+//! queues picks up the queues of a process that died (once its leases end). The states of queues (ready,
+//! in flight, waiting), attempt counts and endpoint health are the delivering process's own.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -35,6 +39,8 @@ use crate::{Service, ServiceConfig, ServiceError};
 
 /// Endpoints whose slow-delivery counters are kept before idle ones are forgotten.
 const HEALTH_ENTRIES: usize = 4096;
+/// How long a delivery lease outlasts the attempt (or the retry wait) it is taken for.
+const LEASE_MARGIN: Duration = Duration::from_secs(30);
 
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
@@ -203,6 +209,8 @@ enum Attempt {
     Progress,
     /// Nothing queued.
     Empty,
+    /// Another process holds the queue's lease and delivers it.
+    HeldElsewhere,
     /// Try again at this instant.
     RetryAt(i64),
 }
@@ -229,17 +237,6 @@ impl Service {
         }
         drop(queues);
         dispatch.kick();
-    }
-
-    /// Loads the queues with notifications waiting (at start-up) and marks them ready.
-    pub(crate) fn load_queues(&self) -> Result<(), ServiceError> {
-        let lengths = self.store.queue_lengths()?;
-        let mut queues = lock(&self.deliveries.queues);
-        for (queue, length) in lengths {
-            queues.lengths.insert(queue.clone(), usize::try_from(length).unwrap_or(usize::MAX));
-            queues.mark_ready(&queue);
-        }
-        Ok(())
     }
 
     /// Moves notifications the store staged with user updates to their queues, and marks those ready.
@@ -347,9 +344,12 @@ impl Service {
                 queues.states.insert(queue.clone(), QueueState::Ready);
                 queues.ready.push_back(queue.clone());
             }
-            Attempt::Empty if again => {
+            Attempt::Empty | Attempt::HeldElsewhere if again => {
                 queues.states.insert(queue.clone(), QueueState::Ready);
                 queues.ready.push_back(queue.clone());
+            }
+            Attempt::HeldElsewhere => {
+                queues.states.remove(queue);
             }
             Attempt::Empty => {
                 queues.states.remove(queue);
@@ -414,8 +414,60 @@ impl Service {
         Ok(())
     }
 
-    /// One delivery attempt for `queue`.
+    /// Takes or renews this process's delivery lease of `queue` until `until`.
+    async fn lease(self: &Arc<Self>, queue: &QueueId, until: i64) -> Result<bool, ServiceError> {
+        let (target, now) = (queue.clone(), self.clock.now().as_millis());
+        self.blocking(move |service| Ok(service.store.lease_queue(&target, &service.node, now, until)?)).await
+    }
+
+    /// One delivery attempt for `queue`, under its lease.
     async fn deliver(self: &Arc<Self>, queue: &QueueId) -> Result<Attempt, ServiceError> {
+        let lease_until =
+            self.clock.now().as_millis().saturating_add(millis(self.deliveries.delivery_timeout + LEASE_MARGIN));
+        if !self.lease(queue, lease_until).await? {
+            return Ok(Attempt::HeldElsewhere);
+        }
+        let attempt = self.attempt(queue).await?;
+        match attempt {
+            Attempt::RetryAt(at) => {
+                // The lease is kept through the wait, so that no other process retries before it.
+                self.lease(queue, at.saturating_add(millis(LEASE_MARGIN))).await?;
+            }
+            Attempt::Empty => {
+                // Released, then one more look: what another process queued before it found the lease
+                // held is seen here.
+                let target = queue.clone();
+                let more = self
+                    .blocking(move |service| {
+                        service.store.release_queue(&target, &service.node)?;
+                        Ok(!service.store.queue_head(&target, 1)?.is_empty())
+                    })
+                    .await?;
+                if more {
+                    return Ok(Attempt::Progress);
+                }
+            }
+            Attempt::Progress | Attempt::HeldElsewhere => {}
+        }
+        Ok(attempt)
+    }
+
+    /// Marks every queue the store holds notifications for ready, with its length (a process that died
+    /// may have left queues behind; their leases decide who delivers them).
+    pub(crate) fn sweep_queues(&self) -> Result<(), StoreError> {
+        let lengths = self.store.queue_lengths()?;
+        let mut queues = lock(&self.deliveries.queues);
+        for (queue, length) in lengths {
+            queues.lengths.insert(queue.clone(), usize::try_from(length).unwrap_or(usize::MAX));
+            queues.mark_ready(&queue);
+        }
+        drop(queues);
+        self.deliveries.kick();
+        Ok(())
+    }
+
+    /// The attempt itself: drop what must go, else POST the queue's head.
+    async fn attempt(self: &Arc<Self>, queue: &QueueId) -> Result<Attempt, ServiceError> {
         let dispatch = &self.deliveries;
         let over_bound = lock(&dispatch.queues).lengths.get(queue).is_some_and(|length| *length > dispatch.max_queued);
         if over_bound {

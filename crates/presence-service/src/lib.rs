@@ -85,6 +85,8 @@ pub struct Service {
     webhooks: Result<Arc<dyn Webhooks>, String>,
     /// Signs the `validationTokens` of rich notifications.
     issuer: Issuer,
+    /// This process's name as the holder of delivery leases.
+    node: String,
     feed: feed::Feed,
     metrics: metrics::ServiceMetrics,
     /// Set once the stored subscriptions and queues are loaded and the workers run.
@@ -116,6 +118,7 @@ impl Service {
             lifecycle: lifecycle::Settings::new(&config),
             webhooks,
             issuer,
+            node: uuid::Uuid::new_v4().to_string(),
             feed: feed::Feed::new(),
             metrics: metrics::ServiceMetrics::new(),
             ready: AtomicBool::new(false),
@@ -127,7 +130,7 @@ impl Service {
     /// returned [`Workers`] is dropped (or given to [`Service::shutdown`]).
     pub fn spawn_workers(self: &Arc<Self>) -> Result<Workers, ServiceError> {
         self.load_subscriptions()?;
-        self.load_queues()?;
+        self.sweep_queues()?;
         let tasks = vec![
             tokio::spawn(self.clone().run_scheduler()),
             tokio::spawn(self.clone().run_dispatcher()),

@@ -25,6 +25,8 @@ use crate::{Service, ServiceConfig, ServiceError};
 
 /// How often the registry reads the store's change log for subscriptions other processes changed.
 const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
+/// How often (in follower rounds) the store's queues are swept for queues no process is delivering.
+const SWEEP_ROUNDS: u64 = 60;
 
 /// The settings of subscription lifecycle.
 pub(crate) struct Settings {
@@ -398,12 +400,18 @@ impl Service {
         }
     }
 
-    /// The follower: reads the store's change log every [`FOLLOW_INTERVAL`].
+    /// The follower: reads the store's change log every [`FOLLOW_INTERVAL`], and sweeps the store's
+    /// queues every [`SWEEP_ROUNDS`] rounds.
     pub(crate) async fn run_follower(self: Arc<Self>) {
-        loop {
+        for round in 1u64.. {
             tokio::time::sleep(FOLLOW_INTERVAL).await;
             if let Err(error) = self.blocking(|service| Ok(service.follow_once()?)).await {
                 tracing::error!(%error, "subscriptions: reading the change log failed; retrying");
+            }
+            if round % SWEEP_ROUNDS == 0 {
+                if let Err(error) = self.blocking(|service| Ok(service.sweep_queues()?)).await {
+                    tracing::error!(%error, "delivery: sweeping the store's queues failed; retrying");
+                }
             }
         }
     }

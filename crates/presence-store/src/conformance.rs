@@ -55,6 +55,7 @@ macro_rules! conformance_suite {
                 a_write_ends_a_claim,
                 queues_keep_order_and_acknowledge_per_queue,
                 notifications_reach_their_queues_once,
+                one_holder_at_a_time_delivers_a_queue,
                 subscriptions_count_against_the_limit_and_change_atomically,
                 removing_a_subscription_drops_its_queue_and_queues_its_farewell,
                 subscription_changes_are_logged,
@@ -447,6 +448,43 @@ pub fn notifications_reach_their_queues_once<B: Backend>(make: &impl Fn() -> B) 
     let expected: Vec<String> = (0..20).map(|step| format!("n{step}")).collect();
     assert_eq!(items(&store, &queue), expected, "each notification once, in the order of the updates");
     assert!(store.relay(1_000).expect("relay").is_empty(), "nothing left to move");
+}
+
+/// A queue's delivery lease is held by one holder at a time: renewed by its holder, refused to others
+/// until it ends or is released; leases of different queues are independent.
+pub fn one_holder_at_a_time_delivers_a_queue<B: Backend>(make: &impl Fn() -> B) {
+    let backend = make();
+    let first = Arc::new(backend.open());
+    let second_handle = backend.shared().then(|| Arc::new(backend.open()));
+    let second = second_handle.as_ref().unwrap_or(&first);
+    let (queue, other) = (QueueId::changes("s1"), QueueId::lifecycle("s1"));
+    assert!(first.lease_queue(&queue, "node-a", 100, 1_000).expect("lease"), "a free queue is leased");
+    assert!(!second.lease_queue(&queue, "node-b", 500, 2_000).expect("lease"), "held by another until it ends");
+    assert!(second.lease_queue(&other, "node-b", 500, 2_000).expect("lease"), "another queue is independent");
+    assert!(first.lease_queue(&queue, "node-a", 900, 3_000).expect("lease"), "the holder renews");
+    assert!(!second.lease_queue(&queue, "node-b", 2_999, 4_000).expect("lease"), "the renewal holds");
+    assert!(second.lease_queue(&queue, "node-b", 3_000, 4_000).expect("lease"), "an ended lease is taken over");
+    assert!(!first.lease_queue(&queue, "node-a", 3_500, 5_000).expect("lease"), "the old holder lost it");
+    first.release_queue(&queue, "node-a").expect("release");
+    assert!(!first.lease_queue(&queue, "node-a", 3_600, 5_000).expect("lease"), "only the holder releases");
+    second.release_queue(&queue, "node-b").expect("release");
+    assert!(first.lease_queue(&queue, "node-a", 3_700, 5_000).expect("lease"), "a released lease is free");
+
+    // Under contention, exactly one of several claimants (through both handles) gets a free queue.
+    let winners: usize = (0..4)
+        .map(|claimant| {
+            let store = if claimant % 2 == 0 { first.clone() } else { second.clone() };
+            std::thread::spawn(move || {
+                usize::from(
+                    store.lease_queue(&QueueId::changes("s9"), &format!("node-{claimant}"), 0, 60_000).expect("lease"),
+                )
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|thread| thread.join().expect("a claimant panicked"))
+        .sum();
+    assert_eq!(winners, 1, "{winners} holders at once");
 }
 
 /// Creating counts against the per-application limit of the tenant; an update changes the current record

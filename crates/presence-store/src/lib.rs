@@ -13,6 +13,9 @@
 //! - **A transactional outbox.** The notifications an update causes are durable atomically with the user's
 //!   facts. Moving them to their subscription queues may be a second step ([`PresenceStore::relay`]), which
 //!   is idempotent: a replay enqueues nothing twice. Queue positions and acknowledgements are per queue.
+//! - **One deliverer per queue.** A queue is delivered by the holder of its lease
+//!   ([`PresenceStore::lease_queue`]), so its notifications go out in order and once whichever process
+//!   queued them.
 //! - **Subscriptions in the store.** Creation counts against a per-application limit atomically; a change is
 //!   atomic per subscription; every change is written to a change log that other processes follow
 //!   ([`PresenceStore::subscription_changes`]).
@@ -322,6 +325,14 @@ pub trait PresenceStore: Send + Sync + 'static {
 
     /// Every queue with notifications waiting, and how many.
     fn queue_lengths(&self) -> Result<Vec<(QueueId, u64)>, StoreError>;
+
+    /// Takes, or renews, the delivery lease of `queue` for `holder` until `lease_until`: granted unless
+    /// another holder's lease is unexpired at `now`. Returns whether `holder` holds it. Only the holder
+    /// delivers the queue. Leases need not be durable (a lost lease only lets another holder take over).
+    fn lease_queue(&self, queue: &QueueId, holder: &str, now: i64, lease_until: i64) -> Result<bool, StoreError>;
+
+    /// Ends `holder`'s lease of `queue`, if it holds it.
+    fn release_queue(&self, queue: &QueueId, holder: &str) -> Result<(), StoreError>;
 
     /// Whether the store answers (readiness).
     fn ping(&self) -> Result<(), StoreError>;

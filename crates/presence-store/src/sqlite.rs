@@ -67,6 +67,9 @@ pub struct SqliteStore {
     durability: Durability,
     /// The checkpoint thread, stopped (and waited for) by `close` or when the store is dropped.
     checkpoints: Mutex<Option<Checkpoints>>,
+    /// Delivery leases: (holder, until) per queue. In memory: one process owns the file, and a lease need
+    /// not outlive it.
+    leases: Mutex<HashMap<QueueId, (String, i64)>>,
 }
 
 /// The checkpoint thread: dropping `stop` ends it after one last checkpoint.
@@ -359,6 +362,7 @@ impl SqliteStore {
             cache: Cache::new(),
             durability,
             checkpoints: Mutex::new(Some(checkpoints)),
+            leases: Mutex::default(),
         })
     }
 
@@ -886,6 +890,25 @@ impl PresenceStore for SqliteStore {
             reader.prepare_cached("SELECT queue, COUNT(*) FROM outbox GROUP BY queue ORDER BY queue")?;
         let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64)))?;
         rows.map(|row| row.map(|(name, length)| (queue_of(&name), length)).map_err(StoreError::from)).collect()
+    }
+
+    fn lease_queue(&self, queue: &QueueId, holder: &str, now: i64, lease_until: i64) -> Result<bool, StoreError> {
+        let mut leases = self.leases.lock().map_err(|_| StoreError::Poisoned)?;
+        match leases.get(queue) {
+            Some((other, until)) if other != holder && *until > now => Ok(false),
+            _ => {
+                leases.insert(queue.clone(), (holder.to_owned(), lease_until));
+                Ok(true)
+            }
+        }
+    }
+
+    fn release_queue(&self, queue: &QueueId, holder: &str) -> Result<(), StoreError> {
+        let mut leases = self.leases.lock().map_err(|_| StoreError::Poisoned)?;
+        if leases.get(queue).is_some_and(|(other, _)| other == holder) {
+            leases.remove(queue);
+        }
+        Ok(())
     }
 
     fn ping(&self) -> Result<(), StoreError> {

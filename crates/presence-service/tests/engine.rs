@@ -1,0 +1,299 @@
+//! The engine without HTTP: commands, reads, timers, subscriptions and delivery through a recording
+//! webhook client, on a real SQLite store; and two engines sharing one store, as two nodes share one.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use presence_auth::{Issuer, SigningKey};
+use presence_core::{Availability, Command, Timestamp};
+use presence_notify::record::SubscriptionRecord;
+use presence_notify::subscription::{SubscriptionLimits, SubscriptionRequest};
+use presence_notify::target::TargetPolicy;
+use presence_service::{
+    ManualClock, Posted, Service, ServiceConfig, ServiceError, Subscriber, WebhookFuture, Webhooks, Workers,
+};
+use presence_store::{PresenceStore, SqliteStore, StoredSubscription, UserKey};
+use serde_json::Value;
+use url::Url;
+
+const TENANT: &str = "5f1d3c2a-7b6e-4d8f-9a01-23456789abcd";
+const APP: &str = "0a0f1e5c-8f62-4d3f-9d52-3b1c3b0d5e11";
+const ADELE: &str = "7d3b5e0a-2c61-4f3e-9d1a-5a2b8c9e0f11";
+const ALEX: &str = "5e9a1c7b-8d44-4b0e-a3f2-6c1d2e3f4a5b";
+/// 2026-09-01T10:00:00Z.
+const START: i64 = 1_788_256_800_000;
+const MINUTE: i64 = 60_000;
+
+/// A subscriber endpoint that answers every handshake and every POST with 202, and keeps what arrived.
+#[derive(Default)]
+struct Recorder {
+    posts: Mutex<Vec<(String, Value)>>,
+    arrived: tokio::sync::Notify,
+}
+
+impl Webhooks for Recorder {
+    fn validate<'a>(&'a self, _url: &'a Url, _timeout: Duration) -> WebhookFuture<'a, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn post<'a>(&'a self, url: &'a str, body: Vec<u8>, _timeout: Duration) -> WebhookFuture<'a, Posted> {
+        Box::pin(async move {
+            let body = serde_json::from_slice(&body).expect("a JSON body");
+            self.posts.lock().unwrap().push((url.to_owned(), body));
+            self.arrived.notify_waiters();
+            Posted::Status(202)
+        })
+    }
+}
+
+impl Recorder {
+    /// The change notification items so far: (user, sequence number, subscription).
+    fn changes(&self) -> Vec<(String, String, String)> {
+        let posts = self.posts.lock().unwrap();
+        posts
+            .iter()
+            .flat_map(|(_, body)| body["value"].as_array().cloned().unwrap_or_default())
+            .filter(|item| item.get("lifecycleEvent").is_none())
+            .map(|item| {
+                let text = |value: &Value| value.as_str().unwrap_or_default().to_owned();
+                (
+                    text(&item["resourceData"]["id"]),
+                    text(&item["resourceData"]["sequenceNumber"]),
+                    text(&item["subscriptionId"]),
+                )
+            })
+            .collect()
+    }
+
+    /// Waits (at most 20 s, a guard against a hang) until `count` change items arrived, and returns them.
+    async fn wait_changes(&self, count: usize) -> Vec<(String, String, String)> {
+        let wait = async {
+            loop {
+                let arrived = self.arrived.notified();
+                let changes = self.changes();
+                if changes.len() >= count {
+                    return changes;
+                }
+                arrived.await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), wait)
+            .await
+            .unwrap_or_else(|_| panic!("expected {count} change notifications, got {:?}", self.changes()))
+    }
+}
+
+fn config() -> ServiceConfig {
+    ServiceConfig {
+        limits: SubscriptionLimits {
+            max_lifetime: Duration::from_secs(3600),
+            targets: TargetPolicy { allow_http: false, allow_internal: false },
+        },
+        delivery_timeout: Duration::from_secs(3),
+        validation_timeout: Duration::from_secs(10),
+        retry_window: Duration::from_secs(4 * 3600),
+        max_subscriptions_per_app: 2,
+        max_queued_per_subscription: 10_000,
+        max_batch: 100,
+        max_concurrent_deliveries: 8,
+    }
+}
+
+/// One engine (a node) on `store`, with its workers running.
+struct Node {
+    service: Arc<Service>,
+    _workers: Workers,
+}
+
+fn node(store: &Arc<SqliteStore>, clock: &Arc<ManualClock>, recorder: &Arc<Recorder>) -> Node {
+    let issuer = Issuer::new(SigningKey::generate(), "https://login.presenced.test");
+    let webhooks: Arc<dyn Webhooks> = recorder.clone();
+    let service = Service::new(store.clone(), clock.clone(), Ok(webhooks), issuer, config());
+    let workers = service.spawn_workers().expect("the engine starts");
+    Node { service, _workers: workers }
+}
+
+fn key(user: &str) -> UserKey {
+    UserKey::new(TENANT, user)
+}
+
+fn set_presence(availability: &str, activity: &str) -> Command {
+    Command::set_presence(APP, Some(APP), Some(availability), Some(activity), Some("PT1H")).expect("valid")
+}
+
+fn subscriber() -> Subscriber {
+    Subscriber { tenant_id: TENANT.into(), application_id: APP.into(), user_id: None }
+}
+
+fn request(users: &[&str], minutes: i64) -> SubscriptionRequest {
+    let filter = users.iter().map(|id| format!("'{id}'")).collect::<Vec<_>>().join(",");
+    SubscriptionRequest {
+        change_type: Some("updated".into()),
+        resource: Some(format!("communications/presences?$filter=id in ({filter})")),
+        notification_url: Some("https://hooks.example.org/presence".into()),
+        expiration: Some(START + minutes * MINUTE),
+        ..SubscriptionRequest::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_are_read_back_and_notify_each_watcher_once_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let clock = Arc::new(ManualClock::new(Timestamp(START)));
+    let recorder = Arc::new(Recorder::default());
+    let node = node(&store, &clock, &recorder);
+    let service = &node.service;
+
+    let created =
+        service.create_subscription(subscriber(), &request(&[ADELE], 60), "v1_2".into(), |_| true).await.unwrap();
+    service.apply(key(ADELE), set_presence("Busy", "InACall")).await.unwrap();
+    service.apply(key(ADELE), set_presence("Busy", "InACall")).await.unwrap(); // a refresh: nothing visible
+    service.apply(key(ALEX), set_presence("Away", "Away")).await.unwrap(); // not watched
+    service.apply(key(ADELE), set_presence("Available", "Available")).await.unwrap();
+
+    let presence = service.read(key(ADELE)).await.unwrap();
+    assert_eq!(presence.availability, Availability::Available);
+    let many = service.read_many(vec![key(ALEX), key("00000000-0000-4000-8000-000000000000")]).await.unwrap();
+    assert_eq!((many[0].availability, many[1].availability), (Availability::Away, Availability::Offline));
+
+    // Five idle minutes later Adele fades: a change no request made.
+    clock.advance(5 * MINUTE);
+    service.clock_moved();
+    let changes = recorder.wait_changes(3).await;
+    let sequences: Vec<&str> = changes.iter().map(|(_, sequence, _)| sequence.as_str()).collect();
+    assert_eq!(sequences, ["00000000000000000001", "00000000000000000002", "00000000000000000003"]);
+    assert!(changes.iter().all(|(user, _, subscription)| user == ADELE && *subscription == created.id));
+    assert_eq!(service.read(key(ADELE)).await.unwrap().sequence_number, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_application_limit_holds_and_refused_requests_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let clock = Arc::new(ManualClock::new(Timestamp(START)));
+    let recorder = Arc::new(Recorder::default());
+    let node = node(&store, &clock, &recorder);
+    let service = &node.service;
+    for _ in 0..2 {
+        service.create_subscription(subscriber(), &request(&[ADELE], 30), "v1_2".into(), |_| true).await.unwrap();
+    }
+    let over = service.create_subscription(subscriber(), &request(&[ADELE], 30), "v1_2".into(), |_| true).await;
+    assert!(matches!(over, Err(ServiceError::SubscriptionLimit(2))), "{over:?}");
+    let unknown =
+        service.create_subscription(subscriber(), &request(&[ALEX], 30), "v1_2".into(), |id| id == ADELE).await;
+    assert!(matches!(unknown, Err(ServiceError::UnknownUser(ref id)) if id == ALEX), "{unknown:?}");
+    let too_long = service.create_subscription(subscriber(), &request(&[ADELE], 61), "v1_2".into(), |_| true).await;
+    assert!(matches!(too_long, Err(ServiceError::Subscription(_))), "{too_long:?}");
+    assert_eq!(store.subscriptions().unwrap().0.len(), 2, "refused creations stored nothing");
+    let refused = service.apply(key(ADELE), Command::clear_presence(APP, Some(APP)).unwrap()).await;
+    assert!(matches!(refused, Err(ServiceError::Command(_))), "{refused:?}");
+    assert_eq!(store.get(&key(ADELE)).unwrap(), None, "a refused command wrote nothing");
+}
+
+/// A subscription record as another process would store it.
+fn foreign_subscription(id: &str, users: &[&str]) -> StoredSubscription {
+    let record = SubscriptionRecord {
+        id: id.into(),
+        tenant_id: TENANT.into(),
+        application_id: APP.into(),
+        user_id: None,
+        resource: "communications/presences".into(),
+        user_ids: users.iter().map(|user| (*user).to_owned()).collect(),
+        notification_url: "https://hooks.example.org/other".into(),
+        lifecycle_notification_url: None,
+        renewed_at: START,
+        expiration: START + 60 * MINUTE,
+        client_state: None,
+        include_resource_data: false,
+        encryption_certificate: None,
+        encryption_certificate_id: None,
+        latest_supported_tls_version: "v1_2".into(),
+        reauthorization_sent: false,
+    };
+    StoredSubscription {
+        id: record.id.clone(),
+        tenant_id: record.tenant_id.clone(),
+        application_id: record.application_id.clone(),
+        version: 0,
+        body: record.encode(),
+    }
+}
+
+/// Waits (at most 20 s) until `ready` holds, checking every 20 ms.
+async fn eventually(what: &str, ready: impl Fn() -> bool) {
+    let wait = async {
+        while !ready() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), wait).await.unwrap_or_else(|_| panic!("{what} did not happen"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_another_process_makes_and_removes_are_learnt_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let clock = Arc::new(ManualClock::new(Timestamp(START)));
+    let recorder = Arc::new(Recorder::default());
+    let node = node(&store, &clock, &recorder);
+    let service = &node.service;
+
+    // Another process creates a subscription: this one learns it from the change log, and notifies it.
+    let id = "4c1a9f0e-1111-4b2b-9c3d-2e4f5a6b7c8d";
+    assert!(store.create_subscription(&foreign_subscription(id, &[ALEX]), 10).unwrap());
+    eventually("learning of the subscription", || service.subscriptions_of(TENANT, APP).len() == 1).await;
+    service.apply(key(ALEX), set_presence("Busy", "InACall")).await.unwrap();
+    let changes = recorder.wait_changes(1).await;
+    assert_eq!(changes[0].2, id);
+    assert_eq!(recorder.posts.lock().unwrap()[0].0, "https://hooks.example.org/other");
+
+    // Another process removes it: this one stops notifying it.
+    assert!(store.remove_subscription(id, &mut |_| Vec::new()).unwrap().is_some());
+    eventually("learning of the removal", || service.subscriptions_of(TENANT, APP).is_empty()).await;
+    assert_eq!(service.subscription(id).await.unwrap(), None);
+    service.apply(key(ALEX), set_presence("Away", "Away")).await.unwrap();
+    assert_eq!(recorder.changes().len(), 1, "a removed subscription was notified");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_one_store_report_every_timer_change_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let clock = Arc::new(ManualClock::new(Timestamp(START)));
+    let recorder = Arc::new(Recorder::default());
+    let (first, second) = (node(&store, &clock, &recorder), node(&store, &clock, &recorder));
+
+    // 40 users, written through both nodes; a subscription made on the first watches them all.
+    let users: Vec<String> = (0..40).map(|index| format!("00000000-0000-4000-8000-{index:012}")).collect();
+    let ids: Vec<&str> = users.iter().map(String::as_str).collect();
+    first.service.create_subscription(subscriber(), &request(&ids, 60), "v1_2".into(), |_| true).await.unwrap();
+    eventually("the second node learning the subscription", || second.service.subscriptions_of(TENANT, APP).len() == 1)
+        .await;
+    for (index, user) in users.iter().enumerate() {
+        let node = if index % 2 == 0 { &first } else { &second };
+        node.service.apply(key(user), set_presence("Available", "Available")).await.unwrap();
+    }
+    let written = recorder.wait_changes(40).await.len();
+    assert_eq!(written, 40);
+
+    // Each user fades twice (5 and 10 minutes); both nodes run timers, each change goes out once.
+    for _ in 0..2 {
+        clock.advance(5 * MINUTE);
+        first.service.clock_moved();
+        second.service.clock_moved();
+    }
+    let changes = recorder.wait_changes(120).await;
+    let mut seen = std::collections::HashSet::new();
+    for change in &changes {
+        assert!(seen.insert(change.clone()), "reported twice: {change:?}");
+    }
+    for user in &users {
+        let sequences: Vec<&str> =
+            changes.iter().filter(|(id, _, _)| id == user).map(|(_, sequence, _)| sequence.as_str()).collect();
+        assert_eq!(sequences, ["00000000000000000001", "00000000000000000002", "00000000000000000003"], "{user}");
+    }
+    // Nothing more arrives: wait for a later sentinel change and check that only it came.
+    first.service.apply(key(&users[0]), set_presence("Busy", "InACall")).await.unwrap();
+    assert_eq!(recorder.wait_changes(121).await.len(), 121);
+}
