@@ -64,7 +64,19 @@ fn status_message(object: &Map<String, Value>) -> Result<Option<NewStatusMessage
             "The parameter 'statusMessage.message' is required; send null to clear.".into(),
         ));
     }
-    let Some(message) = object_member(status, "message")? else {
+    // Every member is checked, also when the message is null (a clear): a malformed request is refused.
+    let message = object_member(status, "message")?;
+    let expiry = match object_member(status, "expiryDateTime")? {
+        None => None,
+        Some(expiry) => {
+            let date_time = string_member(expiry, "dateTime")?
+                .ok_or_else(|| ApiError::BadRequest("The parameter 'expiryDateTime.dateTime' is required.".into()))?;
+            let time_zone = string_member(expiry, "timeZone")?.unwrap_or("UTC");
+            let at = crate::timezone::resolve(date_time, time_zone).map_err(ApiError::BadRequest)?;
+            Some(StatusExpiry { at, date_time: date_time.to_owned(), time_zone: time_zone.to_owned() })
+        }
+    };
+    let Some(message) = message else {
         return Ok(None);
     };
     match string_member(message, "contentType")? {
@@ -78,15 +90,5 @@ fn status_message(object: &Map<String, Value>) -> Result<Option<NewStatusMessage
         Some(kind) => return Err(ApiError::BadRequest(format!("'{kind}' is not a valid contentType value."))),
     }
     let content = string_member(message, "content")?.unwrap_or_default().to_owned();
-    let expiry = match object_member(status, "expiryDateTime")? {
-        None => None,
-        Some(expiry) => {
-            let date_time = string_member(expiry, "dateTime")?
-                .ok_or_else(|| ApiError::BadRequest("The parameter 'expiryDateTime.dateTime' is required.".into()))?;
-            let time_zone = string_member(expiry, "timeZone")?.unwrap_or("UTC");
-            let at = crate::timezone::resolve(date_time, time_zone).map_err(ApiError::BadRequest)?;
-            Some(StatusExpiry { at, date_time: date_time.to_owned(), time_zone: time_zone.to_owned() })
-        }
-    };
     Ok(Some(NewStatusMessage { content, expiry }))
 }

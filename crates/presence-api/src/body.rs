@@ -36,15 +36,16 @@ pub(crate) fn is_json(content_type: Option<&str>) -> bool {
         .is_some_and(|media_type| media_type.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// The body as a JSON object. An empty body is `{}` unless `needs_parameters`.
+/// The body as a JSON object. An empty body (no bytes) is `{}` unless `needs_parameters`.
 ///
-/// `content_type` is the request's Content-Type; a non-empty body must be `application/json`.
+/// `content_type` is the request's Content-Type; a non-empty body must be `application/json` and a JSON
+/// object (whitespace alone is not).
 pub(crate) fn json_object(
     content_type: Option<&str>,
     body: &[u8],
     needs_parameters: bool,
 ) -> Result<Map<String, Value>, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    if body.is_empty() {
         return if needs_parameters { Err(ApiError::EmptyPayload) } else { Ok(Map::new()) };
     }
     if !is_json(content_type) {

@@ -95,10 +95,13 @@ impl Context<'_> {
         let Some(select) = query_option(self.query, "$select") else {
             return Ok(None);
         };
+        if select.is_empty() {
+            // An empty list: no property but the id.
+            return Ok(Some(HashSet::new()));
+        }
         select
             .split(',')
             .map(str::trim)
-            .filter(|name| !name.is_empty())
             .map(|name| {
                 PRESENCE_PROPERTIES.iter().copied().find(|known| known.eq_ignore_ascii_case(name)).ok_or_else(|| {
                     ApiError::BadRequest(format!(
@@ -174,9 +177,12 @@ impl Context<'_> {
         };
         let skip = match query_option(self.query, "$skiptoken") {
             None => 0,
-            Some(text) => {
-                text.parse::<usize>().map_err(|_| ApiError::BadRequest("The $skiptoken is not valid.".into()))?
-            }
+            Some(text) => (1..=19)
+                .contains(&text.len())
+                .then_some(text)
+                .filter(|text| text.bytes().all(|byte| byte.is_ascii_digit()))
+                .and_then(|text| text.parse::<usize>().ok())
+                .ok_or_else(|| ApiError::BadRequest("The $skiptoken is not valid.".into()))?,
         };
         let users =
             self.state.inner.directory.tenant(&self.caller.tenant_id).map_or(&[][..], |tenant| &tenant.users[..]);

@@ -227,6 +227,9 @@ async fn status_message_expiry_in_a_windows_time_zone_and_clearing() {
     check(json!({ "statusMessage": {} }), "statusMessage.message").await;
     check(json!({ "statusMessage": { "message": { "content": "x" }, "expiryDateTime": { "dateTime": "2026-09-01 04:00:00+02:00", "timeZone": "UTC" } } }), "offset").await;
     check(json!({}), "statusMessage").await;
+    // A clear (a null message) is refused too when another member is malformed (found by schemathesis).
+    check(json!({ "statusMessage": { "message": null, "expiryDateTime": 3 } }), "must be an object").await;
+    check(json!({ "statusMessage": { "message": null, "expiryDateTime": {} } }), "dateTime").await;
 }
 
 #[tokio::test]
@@ -344,6 +347,34 @@ async fn select_limits_the_properties() {
     keys.sort_unstable();
     assert_eq!(keys, ["@odata.context", "activity", "availability", "id"]);
     server.get(&format!("/v1.0/users/{ADELE}/presence?$select=mood"), &token).await.error(400, "BadRequest");
+    let spaced = server.get(&format!("/v1.0/users/{ADELE}/presence?$select=%20Availability%20"), &token).await;
+    assert_eq!(spaced.json()["availability"], "Offline", "names match ignoring case and surrounding spaces");
+    for empty_item in ["availability,", ",", "availability,,activity"] {
+        let path = format!("/v1.0/users/{ADELE}/presence?$select={empty_item}");
+        server.get(&path, &token).await.error(400, "BadRequest");
+    }
+    let bare = server.get(&format!("/v1.0/users/{ADELE}/presence?$select="), &token).await.json();
+    assert_eq!(bare.as_object().unwrap().len(), 2, "an empty list selects the id only: {bare}");
+}
+
+#[tokio::test]
+async fn a_body_of_whitespace_is_not_an_empty_body() {
+    let server = Server::new();
+    let token = server.writer();
+    let path = format!("/v1.0/users/{ADELE}/presence/clearUserPreferredPresence");
+    let send = |body: &'static str| {
+        let request = axum::http::Request::builder()
+            .method("POST")
+            .uri(&path)
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        server.send(request)
+    };
+    send("").await.ok_empty(200);
+    send("{}").await.ok_empty(200);
+    send("\r\n").await.error(400, "BadRequest");
 }
 
 #[tokio::test]

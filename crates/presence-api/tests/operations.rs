@@ -93,6 +93,9 @@ async fn the_user_list_pages_through_the_callers_tenant_only() {
     let message = server.get("/v1.0/users?$top=1000", &token).await.error(400, "BadRequest");
     assert!(message.contains("$top"), "{message}");
     server.get("/v1.0/users?$skiptoken=abc", &token).await.error(400, "BadRequest");
+    for malformed in ["%2B1", "-1", "1.0", "%201", "18446744073709551616000"] {
+        server.get(&format!("/v1.0/users?$skiptoken={malformed}"), &token).await.error(400, "BadRequest");
+    }
     server.get("/v1.0/users", "").await.error(401, "InvalidAuthenticationToken");
     let own_presence_only = server.user(ADELE, &["Presence.ReadWrite"]);
     server.get("/v1.0/users", &own_presence_only).await.error(403, "Authorization_RequestDenied");
