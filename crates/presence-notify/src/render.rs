@@ -116,20 +116,31 @@ pub struct Current<'a> {
     pub certificate: Option<&'a EncryptionCertificate>,
 }
 
+/// The body of one POST, and how many items were left out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Collection {
+    /// The `changeNotificationCollection` JSON.
+    pub body: Vec<u8>,
+    /// Items that could not be read or sealed, and were left out.
+    pub left_out: usize,
+}
+
 /// The body of one POST: `{"value": [...]}` with each change item brought up to date with `current`
 /// (`subscriptionExpirationDateTime`, `clientState`) and its resource data sealed, and, when any item is
 /// sealed, `validationTokens` with the one token `validation_token` makes. Lifecycle items are sent as
-/// queued. An item that cannot be read or sealed is left out (and logged by the caller's count).
+/// queued. An item that cannot be read or sealed is left out, and counted.
 pub fn collection(
     batch: &[Queued<'_>],
     current: Option<Current<'_>>,
     validation_token: impl FnOnce(&SubscriptionRecord) -> String,
     rng: &mut (impl rand::CryptoRng + rand::RngCore),
-) -> Vec<u8> {
+) -> Collection {
     let mut value = Vec::with_capacity(batch.len());
     let mut rich = false;
+    let mut left_out = 0;
     for queued in batch {
         let Ok(Value::Object(mut item)) = serde_json::from_str::<Value>(queued.item) else {
+            left_out += 1;
             continue;
         };
         if let (Some(current), false) = (current, item.contains_key("lifecycleEvent")) {
@@ -142,6 +153,7 @@ pub fn collection(
                 (queued.resource_data, current.certificate, &record.encryption_certificate_id)
             {
                 let Ok(sealed) = seal(data.as_bytes(), certificate, id, rng) else {
+                    left_out += 1;
                     continue;
                 };
                 item.insert(
@@ -164,7 +176,7 @@ pub fn collection(
     if let (true, Some(current)) = (rich, current) {
         body.insert("validationTokens".into(), json!([validation_token(current.subscription)]));
     }
-    Value::Object(body).to_string().into_bytes()
+    Collection { body: Value::Object(body).to_string().into_bytes(), left_out }
 }
 
 #[cfg(test)]
@@ -206,8 +218,10 @@ mod tests {
         let batch =
             [Queued { item: &change.item, resource_data: None }, Queued { item: &lifecycle, resource_data: None }];
         let current = Current { subscription: &subscription, certificate: None };
-        let body = collection(&batch, Some(current), |_| unreachable!("nothing is sealed"), &mut rand::thread_rng());
-        let body: Value = serde_json::from_slice(&body).unwrap();
+        let collection =
+            collection(&batch, Some(current), |_| unreachable!("nothing is sealed"), &mut rand::thread_rng());
+        assert_eq!(collection.left_out, 0);
+        let body: Value = serde_json::from_slice(&collection.body).unwrap();
         let items = body["value"].as_array().unwrap();
         assert_eq!(items[0]["subscriptionExpirationDateTime"], "1970-01-01T02:00:00.0000000Z");
         assert_eq!(items[0]["clientState"], "renewed");

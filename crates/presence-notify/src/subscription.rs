@@ -33,12 +33,6 @@ pub struct SubscriptionLimits {
     pub targets: TargetPolicy,
 }
 
-impl Default for SubscriptionLimits {
-    fn default() -> Self {
-        SubscriptionLimits { max_lifetime: Duration::from_secs(60 * 60), targets: TargetPolicy::default() }
-    }
-}
-
 /// Whose presence a subscription watches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchedUsers {
@@ -248,6 +242,11 @@ mod tests {
     const B: &str = "5e9a1c7b-8d44-4b0e-a3f2-6c1d2e3f4a5b";
     const NOW: Millis = 1_788_256_800_000;
 
+    /// Graph's limits: an hour at most, public https targets only.
+    fn limits() -> SubscriptionLimits {
+        SubscriptionLimits { max_lifetime: Duration::from_secs(60 * 60), targets: TargetPolicy::STRICT }
+    }
+
     fn request() -> SubscriptionRequest {
         SubscriptionRequest {
             change_type: Some("updated".into()),
@@ -290,14 +289,14 @@ mod tests {
 
     #[test]
     fn a_valid_request_passes() {
-        let valid = request().validate(NOW, &SubscriptionLimits::default()).unwrap();
+        let valid = request().validate(NOW, &limits()).unwrap();
         assert_eq!(valid.watched, WatchedUsers::One(A.into()));
         assert!(valid.encryption.is_none());
     }
 
     #[test]
     fn each_rule_refuses() {
-        let limits = SubscriptionLimits::default();
+        let limits = limits();
         let check = |change: fn(&mut SubscriptionRequest), fragment: &str| {
             let mut request = request();
             change(&mut request);
@@ -326,8 +325,7 @@ mod tests {
 
     #[test]
     fn a_configured_maximum_allows_longer_lifetimes() {
-        let limits =
-            SubscriptionLimits { max_lifetime: Duration::from_secs(24 * 3600), ..SubscriptionLimits::default() };
+        let limits = SubscriptionLimits { max_lifetime: Duration::from_secs(24 * 3600), ..limits() };
         let mut request = request();
         request.expiration = Some(NOW + 12 * 3_600_000);
         assert!(request.validate(NOW, &limits).is_ok());

@@ -11,13 +11,18 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use url::{Host, Url};
 
-/// What the configuration allows beyond the defaults.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Which targets are acceptable beyond public https ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TargetPolicy {
     /// Accept `http://` targets (local development).
     pub allow_http: bool,
     /// Accept loopback, private, link-local and other internal targets (local development).
     pub allow_internal: bool,
+}
+
+impl TargetPolicy {
+    /// Public https targets only.
+    pub const STRICT: TargetPolicy = TargetPolicy { allow_http: false, allow_internal: false };
 }
 
 /// Why a target was refused.
@@ -128,7 +133,7 @@ mod tests {
 
     #[test]
     fn the_default_policy_accepts_public_https_only() {
-        let strict = TargetPolicy::default();
+        let strict = TargetPolicy::STRICT;
         check("https://hooks.example.com/presence?tenant=1", strict, Ok(()));
         check("https://203.0.113.7/hook", strict, Err("internal"));
         check("https://8.8.8.8/hook", strict, Ok(()));
@@ -171,7 +176,7 @@ mod tests {
 
     #[test]
     fn resolved_addresses_are_checked_too() {
-        let strict = TargetPolicy::default();
+        let strict = TargetPolicy::STRICT;
         assert!(check_address("93.184.215.14".parse().unwrap(), strict).is_ok());
         assert!(check_address("10.1.1.1".parse().unwrap(), strict).is_err());
         assert!(check_address("::ffff:192.168.0.1".parse().unwrap(), strict).is_err());

@@ -349,7 +349,10 @@ impl Service {
                 queues.ready.push_back(queue.clone());
             }
             Attempt::HeldElsewhere => {
+                // The holder delivers the queue and keeps its own count and attempts.
                 queues.states.remove(queue);
+                queues.lengths.remove(queue);
+                queues.attempts.remove(queue);
             }
             Attempt::Empty => {
                 queues.states.remove(queue);
@@ -476,7 +479,13 @@ impl Service {
         }
         let target = queue.clone();
         let limit = dispatch.max_batch;
-        let head = self.blocking(move |service| Ok(service.store.queue_head(&target, limit)?)).await?;
+        let head = self
+            .blocking(move |service| {
+                // Notifications a backend staged with their users' updates reach their queues first.
+                service.relay_staged()?;
+                Ok(service.store.queue_head(&target, limit)?)
+            })
+            .await?;
         let Some(first) = head.first() else {
             return Ok(Attempt::Empty);
         };
@@ -487,7 +496,20 @@ impl Service {
             return Ok(Attempt::Progress);
         }
         let lifecycle = queue.kind == QueueKind::Lifecycle;
-        let active = self.registry.get(&queue.subscription_id);
+        let active = match self.registry.get(&queue.subscription_id) {
+            Some(active) => Some(active),
+            // Not known here: perhaps made by another process a moment ago. The store decides.
+            None if !lifecycle => {
+                let id = queue.subscription_id.clone();
+                self.blocking(move |service| {
+                    let changing = service.registry.changing();
+                    service.refresh(&changing, &id)?;
+                    Ok(service.registry.get(&id))
+                })
+                .await?
+            }
+            None => None,
+        };
         if !lifecycle && active.is_none() {
             let positions: Vec<u64> = head.iter().map(|row| row.position).collect();
             let target = queue.clone();
@@ -579,7 +601,11 @@ impl Service {
             let issued = crate::clock::system_now().as_millis() / 1000;
             self.issuer.validation_token(&record.tenant_id, &record.application_id, issued)
         };
-        render::collection(&queued, current, token, &mut rand::thread_rng())
+        let collection = render::collection(&queued, current, token, &mut rand::thread_rng());
+        if collection.left_out > 0 {
+            tracing::error!(left_out = collection.left_out, "notification items could not be read or sealed");
+        }
+        collection.body
     }
 }
 

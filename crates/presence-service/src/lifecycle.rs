@@ -65,6 +65,15 @@ pub struct Renewal {
     pub notification_url: Option<String>,
 }
 
+/// Why a subscription is removed.
+#[derive(Debug, Clone, Copy)]
+enum Removal {
+    /// Its owner deleted it.
+    Delete,
+    /// It expired by this instant.
+    Expire(Timestamp),
+}
+
 /// The instant a subscription's timer falls due: its `reauthorizationRequired` or its expiry.
 fn timer_of(record: &SubscriptionRecord) -> i64 {
     if record.reauthorization_sent || record.lifecycle_notification_url.is_none() {
@@ -233,7 +242,7 @@ impl Service {
     /// Deletes subscription `id` with its queued notifications. Returns whether it existed.
     pub async fn delete_subscription(self: &Arc<Self>, id: &str) -> Result<bool, ServiceError> {
         let id = id.to_owned();
-        self.blocking(move |service| Ok(service.remove_subscription(&id, None)?)).await
+        self.blocking(move |service| Ok(service.remove_subscription(&id, Removal::Delete)?)).await
     }
 
     /// Copies `record` (at store version `version`) into the registry and sets its timer.
@@ -242,15 +251,15 @@ impl Service {
         self.registry.insert(changing, Arc::new(Active::new(record, version)));
     }
 
-    /// Takes subscription `id` out of the registry and its timers.
-    fn make_dead(&self, changing: &Changing<'_>, id: &str) {
+    /// Takes subscription `id` out of the registry and its timers; returns what the registry had.
+    fn make_dead(&self, changing: &Changing<'_>, id: &str) -> Option<Arc<Active>> {
         self.timers.unschedule(id);
-        self.registry.remove(changing, id);
         self.deliveries.forget(id);
+        self.registry.remove(changing, id)
     }
 
     /// Copies subscription `id` as the store has it now into the registry.
-    fn refresh(&self, changing: &Changing<'_>, id: &str) -> Result<(), StoreError> {
+    pub(crate) fn refresh(&self, changing: &Changing<'_>, id: &str) -> Result<(), StoreError> {
         match self.store.subscription(id)? {
             Some(stored) => {
                 if self.registry.get(id).is_some_and(|active| active.version == stored.version) {
@@ -264,7 +273,9 @@ impl Service {
                     }
                 }
             }
-            None => self.make_dead(changing, id),
+            None => {
+                self.make_dead(changing, id);
+            }
         }
         Ok(())
     }
@@ -327,21 +338,30 @@ impl Service {
         Ok(Some(record))
     }
 
-    /// Deletes subscription `id` with its queued notifications; `event` (if any) goes to its lifecycle URL,
-    /// made from the record as stored at the removal. Returns whether it existed.
-    fn remove_subscription(&self, id: &str, event: Option<LifecycleEvent>) -> Result<bool, StoreError> {
+    /// Removes subscription `id` with its queued notifications: deleted by its owner, or expired (then
+    /// only if the stored record is still expired, and with `subscriptionRemoved` to its lifecycle URL).
+    /// Returns whether it was removed.
+    fn remove_subscription(&self, id: &str, removal: Removal) -> Result<bool, StoreError> {
         let changing = self.registry.changing();
         // Gone from memory before the farewell can be delivered (the dispatcher may read the lifecycle
         // queue as soon as the store commits), so that whoever gets `subscriptionRemoved` finds it gone.
-        self.make_dead(&changing, id);
-        let now = self.clock.now();
+        let was = self.make_dead(&changing, id);
         let mut farewell = Vec::new();
         let removed = self.store.remove_subscription(id, &mut |stored| {
-            farewell = match (event, decode(stored)) {
-                (Some(event), Ok(record)) => lifecycle_notification(&record, event, now).into_iter().collect(),
-                _ => Vec::new(),
-            };
-            farewell.clone()
+            farewell = Vec::new();
+            match removal {
+                Removal::Delete => Some(Vec::new()),
+                Removal::Expire(now) => {
+                    // Checked on the stored record: a renewal (here or in another process) may have come in.
+                    let record = decode(stored).ok()?;
+                    if now.as_millis() < record.expiration {
+                        return None;
+                    }
+                    farewell =
+                        lifecycle_notification(&record, LifecycleEvent::SubscriptionRemoved, now).into_iter().collect();
+                    Some(farewell.clone())
+                }
+            }
         });
         match removed {
             Ok(Some(_)) => {
@@ -349,10 +369,21 @@ impl Service {
                 self.queued(&farewell);
                 Ok(true)
             }
-            Ok(None) => Ok(false),
+            Ok(None) => {
+                // Gone already, or kept (renewed): the registry copies the store either way.
+                self.refresh(&changing, id)?;
+                Ok(false)
+            }
             Err(error) => {
-                // Not removed after all: back into the registry as the store has it, if it can be read.
-                let _ = self.refresh(&changing, id);
+                // Not removed after all: back into the registry as the store has it, or as it was if the
+                // store cannot be read either, with a timer that retries soon.
+                if self.refresh(&changing, id).is_err() {
+                    if let Some(active) = was {
+                        let retry = self.clock.now().as_millis().saturating_add(1000);
+                        self.timers.schedule(id, retry);
+                        self.registry.insert(&changing, active);
+                    }
+                }
                 Err(error)
             }
         }
@@ -428,7 +459,7 @@ impl Service {
             };
             let record = &active.record;
             if now.as_millis() >= record.expiration {
-                if self.remove_subscription(&record.id, Some(LifecycleEvent::SubscriptionRemoved))? {
+                if self.remove_subscription(&record.id, Removal::Expire(now))? {
                     tracing::info!(subscription = %record.id, "subscription expired and was removed");
                 }
             } else if !record.reauthorization_sent

@@ -174,11 +174,22 @@ impl Service {
             self.timers.planned_wake.store(i64::MAX, Ordering::SeqCst);
             let next = self
                 .blocking(|service| {
-                    service.run_due_timers()?;
-                    service.relay_staged()?;
-                    service.run_subscription_timers()?;
+                    // Each stage runs whatever the others did: a failing one does not stop the rest, and
+                    // the loop comes back in a second.
+                    let stages = [
+                        ("users' timers", service.run_due_timers()),
+                        ("relaying staged notifications", service.relay_staged()),
+                        ("subscriptions' timers", service.run_subscription_timers()),
+                    ];
+                    let mut retry = None;
+                    for (stage, result) in stages {
+                        if let Err(error) = result {
+                            tracing::error!(%error, stage, "timers: a stage failed; retrying in a second");
+                            retry = Some(service.clock.now().as_millis().saturating_add(1000));
+                        }
+                    }
                     service.release_waiting();
-                    Ok(service.next_wake()?)
+                    Ok(service.next_wake()?.into_iter().chain(retry).min())
                 })
                 .await;
             let next = next.unwrap_or_else(|error| {

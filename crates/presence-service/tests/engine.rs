@@ -85,10 +85,7 @@ impl Recorder {
 
 fn config() -> ServiceConfig {
     ServiceConfig {
-        limits: SubscriptionLimits {
-            max_lifetime: Duration::from_secs(3600),
-            targets: TargetPolicy { allow_http: false, allow_internal: false },
-        },
+        limits: SubscriptionLimits { max_lifetime: Duration::from_secs(3600), targets: TargetPolicy::STRICT },
         delivery_timeout: Duration::from_secs(3),
         validation_timeout: Duration::from_secs(10),
         retry_window: Duration::from_secs(4 * 3600),
@@ -249,7 +246,7 @@ async fn subscriptions_another_process_makes_and_removes_are_learnt_from_the_sto
     assert_eq!(recorder.posts.lock().unwrap()[0].0, "https://hooks.example.org/other");
 
     // Another process removes it: this one stops notifying it.
-    assert!(store.remove_subscription(id, &mut |_| Vec::new()).unwrap().is_some());
+    assert!(store.remove_subscription(id, &mut |_| Some(Vec::new())).unwrap().is_some());
     eventually("learning of the removal", || service.subscriptions_of(TENANT, APP).is_empty()).await;
     assert_eq!(service.subscription(id).await.unwrap(), None);
     service.apply(key(ALEX), set_presence("Away", "Away")).await.unwrap();
@@ -296,4 +293,39 @@ async fn two_nodes_on_one_store_report_every_timer_change_once() {
     // Nothing more arrives: wait for a later sentinel change and check that only it came.
     first.service.apply(key(&users[0]), set_presence("Busy", "InACall")).await.unwrap();
     assert_eq!(recorder.wait_changes(121).await.len(), 121);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiry_does_not_remove_a_subscription_renewed_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let clock = Arc::new(ManualClock::new(Timestamp(START)));
+    let recorder = Arc::new(Recorder::default());
+    let node = node(&store, &clock, &recorder);
+    let service = &node.service;
+    let created =
+        service.create_subscription(subscriber(), &request(&[ADELE], 10), "v1_2".into(), |_| true).await.unwrap();
+
+    // Another process renews it for an hour; this one's copy still says it ends at 10 minutes.
+    let renewed = store
+        .update_subscription(&created.id, &mut |stored| {
+            let mut record = SubscriptionRecord::decode(&stored.body).unwrap();
+            record.expiration = START + 60 * MINUTE;
+            stored.body = record.encode();
+            Some(Vec::new())
+        })
+        .unwrap();
+    assert!(renewed.is_some());
+    clock.advance(10 * MINUTE);
+    service.clock_moved();
+    let renewed_here =
+        || service.subscriptions_of(TENANT, APP).first().is_some_and(|record| record.expiration == START + 60 * MINUTE);
+    eventually("learning of the renewal", renewed_here).await;
+    assert!(store.subscription(&created.id).unwrap().is_some(), "the renewed subscription was removed");
+
+    // At its new end it goes.
+    clock.advance(50 * MINUTE);
+    service.clock_moved();
+    eventually("the removal at the new end", || service.subscriptions_of(TENANT, APP).is_empty()).await;
+    assert!(store.subscription(&created.id).unwrap().is_none());
 }

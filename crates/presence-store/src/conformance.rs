@@ -383,6 +383,10 @@ pub fn a_write_ends_a_claim<B: Backend>(make: &impl Fn() -> B) {
     store.update(&user, &mut |_, _| Some(Effects { timer_only: true, ..Effects::default() })).expect("catch-up");
     assert_eq!(store.next_due().expect("next_due"), None, "no timer after a write without one");
     assert_eq!(store.claim_due(i64::MAX, i64::MAX, 10).expect("claim"), Vec::<UserKey>::new());
+    store.update(&user, &mut bump(Some(300))).expect("update");
+    assert_eq!(store.claim_due(300, 50_000, 10).expect("claim"), std::slice::from_ref(&user));
+    store.update(&user, &mut bump(Some(400))).expect("a write of the facts");
+    assert_eq!(store.next_due().expect("next_due"), Some(400), "a full write ends the claim too");
 }
 
 /// Each queue gives back its notifications in the order queued, with increasing positions; acknowledging
@@ -421,6 +425,14 @@ pub fn queues_keep_order_and_acknowledge_per_queue<B: Backend>(make: &impl Fn() 
     assert_eq!(items(&store, &other), ["u1", "u2", "u3"]);
     store.acknowledge(&changes, &[head[1].position, head[2].position], &[]).expect("acknowledge");
     assert!(items(&store, &changes).is_empty());
+
+    // A position is never given twice in a queue, also once the queue was emptied: acknowledging an old
+    // position cannot remove a newer notification.
+    store.enqueue(&[note(changes.clone(), "later")]).expect("enqueue");
+    let later = store.queue_head(&changes, 10).expect("queue_head");
+    assert!(later[0].position > head[2].position, "a position was reused");
+    store.acknowledge(&changes, &[head[0].position, head[2].position], &[]).expect("acknowledge");
+    assert_eq!(items(&store, &changes), ["later"], "an old position removed a newer notification");
 }
 
 /// The notifications of updates reach their queues exactly once, in order, however often the fan-out
@@ -549,6 +561,13 @@ pub fn subscriptions_count_against_the_limit_and_change_atomically<B: Backend>(m
 pub fn removing_a_subscription_drops_its_queue_and_queues_its_farewell<B: Backend>(make: &impl Fn() -> B) {
     let backend = make();
     let store = backend.open();
+    assert!(store.create_subscription(&subscription("kept", "t", "a", "renewed"), 10).expect("create"));
+    store.enqueue(&[note(QueueId::changes("kept"), "a")]).expect("enqueue");
+    let kept =
+        store.remove_subscription("kept", &mut |record| (record.body != "renewed").then(Vec::new)).expect("remove");
+    assert_eq!(kept, None, "a farewell of None keeps the subscription");
+    assert!(store.subscription("kept").expect("subscription").is_some(), "kept");
+    assert_eq!(items(&store, &QueueId::changes("kept")), ["a"], "with its queue");
     for id in ["s1", "s2"] {
         assert!(store.create_subscription(&subscription(id, "t", "a", id), 10).expect("create"));
         store.enqueue(&[note(QueueId::changes(id), "a"), note(QueueId::lifecycle(id), "b")]).expect("enqueue");
@@ -557,7 +576,7 @@ pub fn removing_a_subscription_drops_its_queue_and_queues_its_farewell<B: Backen
     let removed = store
         .remove_subscription("s1", &mut |record| {
             seen.push(record.body.clone());
-            vec![note(QueueId::lifecycle("s1"), "subscriptionRemoved")]
+            Some(vec![note(QueueId::lifecycle("s1"), "subscriptionRemoved")])
         })
         .expect("remove");
     assert_eq!(removed.map(|record| record.id), Some("s1".to_owned()));
@@ -565,12 +584,12 @@ pub fn removing_a_subscription_drops_its_queue_and_queues_its_farewell<B: Backen
     assert_eq!(store.subscription("s1").expect("subscription"), None);
     assert!(items(&store, &QueueId::changes("s1")).is_empty(), "the change queue went with it");
     assert_eq!(items(&store, &QueueId::lifecycle("s1")), ["b", "subscriptionRemoved"]);
-    assert_eq!(store.remove_subscription("s1", &mut |_| Vec::new()).expect("remove"), None, "removed once");
+    assert_eq!(store.remove_subscription("s1", &mut |_| Some(Vec::new())).expect("remove"), None, "removed once");
 
-    store.remove_subscription("s2", &mut |_| Vec::new()).expect("remove");
+    store.remove_subscription("s2", &mut |_| Some(Vec::new())).expect("remove");
     assert!(items(&store, &QueueId::lifecycle("s2")).is_empty(), "without a farewell the lifecycle queue goes too");
     assert!(
-        store.create_subscription(&subscription("s3", "t", "a", "s3"), 1).expect("create"),
+        store.create_subscription(&subscription("s3", "t", "a", "s3"), 2).expect("create"),
         "removal frees the limit"
     );
 }
@@ -594,7 +613,7 @@ pub fn subscription_changes_are_logged<B: Backend>(make: &impl Fn() -> B) {
             Some(Vec::new())
         })
         .expect("update");
-    store.remove_subscription("s2", &mut |_| Vec::new()).expect("remove");
+    store.remove_subscription("s2", &mut |_| Some(Vec::new())).expect("remove");
     store.update_subscription("s1", &mut |_| None).expect("declined update");
     let second = store.subscription_changes(first.cursor).expect("changes").expect("the log reaches back");
     assert_eq!(second.ids.iter().collect::<BTreeSet<_>>(), BTreeSet::from([&"s1".to_owned(), &"s2".to_owned()]));

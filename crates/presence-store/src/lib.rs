@@ -19,6 +19,8 @@
 //! - **Subscriptions in the store.** Creation counts against a per-application limit atomically; a change is
 //!   atomic per subscription; every change is written to a change log that other processes follow
 //!   ([`PresenceStore::subscription_changes`]).
+//! - **Order of visibility.** Queue positions and change-log cursors become visible in increasing order:
+//!   a reader that has seen one never later sees a smaller one appear (a follower may keep a cursor).
 //! - **Durability.** A write returns only once it is durable (for SQLite: after an fsync; after SIGKILL or a
 //!   power cut everything acknowledged is there).
 //!
@@ -227,8 +229,9 @@ pub type UpdateManyFn<'a> = dyn FnMut(&UserKey, &mut UserFacts, Option<i64>) -> 
 /// notifications to queue with it, or `None` to write nothing.
 pub type SubscriptionFn<'a> = dyn FnMut(&mut StoredSubscription) -> Option<Vec<NewNotification>> + 'a;
 
-/// The closure of a subscription removal: the last notifications to queue, from the current record.
-pub type FarewellFn<'a> = dyn FnMut(&StoredSubscription) -> Vec<NewNotification> + 'a;
+/// The closure of a subscription removal: given the current record, the last notifications to queue with
+/// the removal, or `None` to keep the subscription after all (it was renewed meanwhile, say).
+pub type FarewellFn<'a> = dyn FnMut(&StoredSubscription) -> Option<Vec<NewNotification>> + 'a;
 
 /// A backend that keeps presence facts, users' timers, subscriptions and queued notifications.
 ///
@@ -242,8 +245,9 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// The records of several users, in the order of `keys`.
     fn get_many(&self, keys: &[UserKey]) -> Result<Vec<Option<UserRecord>>, StoreError>;
 
-    /// Optional: [`PresenceStore::get_many`] if it can be answered without blocking (from memory, say),
-    /// else `None` and the caller reads on a blocking thread. The default answers `None`.
+    /// Optional: [`PresenceStore::get_many`] if it can be answered without waiting (from memory, or by a
+    /// quick read that waits for no lock, connection or network), else `None` and the caller reads on a
+    /// blocking thread. The default answers `None`.
     fn get_many_now(&self, keys: &[UserKey]) -> Option<Result<Vec<Option<UserRecord>>, StoreError>> {
         let _ = keys;
         None
@@ -289,7 +293,8 @@ pub trait PresenceStore: Send + Sync + 'static {
 
     /// Atomically removes subscription `id` and its change-notification queue, and queues the farewell
     /// notifications `farewell` makes from the current record (into its lifecycle queue, which is removed
-    /// too when there is no farewell). Returns the removed record, or `None` when there was none.
+    /// too when there is no farewell); unless `farewell` answers `None`, which keeps the subscription.
+    /// Returns the removed record, or `None` when there was none or it was kept.
     fn remove_subscription(
         &self,
         id: &str,

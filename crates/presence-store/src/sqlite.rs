@@ -19,7 +19,7 @@
 //! version), `subscription_log` (the change log), `outbox` (queued notifications, in order per queue) and
 //! `store_meta`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
@@ -70,6 +70,9 @@ pub struct SqliteStore {
     /// Delivery leases: (holder, until) per queue. In memory: one process owns the file, and a lease need
     /// not outlive it.
     leases: Mutex<HashMap<QueueId, (String, i64)>>,
+    /// Users claimed and not written since: their claims are undone at `close`, so that a restart finds
+    /// them due at their own `due_at` (after a crash, `open` undoes every claim).
+    claimed: Mutex<HashSet<UserKey>>,
 }
 
 /// The checkpoint thread: dropping `stop` ends it after one last checkpoint.
@@ -317,6 +320,16 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
     transaction.execute_batch(
         "CREATE INDEX IF NOT EXISTS subscriptions_owner ON subscriptions (tenant_id, application_id);",
     )?;
+    // Timer claims belong to the process that made them: after a stop without `close` (a crash), every
+    // claimed user is due again at its own due_at rather than when its lease would have ended.
+    let closed: Option<i64> =
+        transaction.query_row("SELECT value FROM store_meta WHERE key = 'closed'", [], |row| row.get(0)).optional()?;
+    if closed != Some(1) {
+        transaction.execute_batch("UPDATE presence SET timer_at = due_at WHERE timer_at IS NOT due_at;")?;
+    }
+    transaction.execute_batch(
+        "INSERT INTO store_meta (key, value) VALUES ('closed', 0) ON CONFLICT (key) DO UPDATE SET value = 0;",
+    )?;
     transaction.commit()?;
     Ok(())
 }
@@ -363,6 +376,7 @@ impl SqliteStore {
             durability,
             checkpoints: Mutex::new(Some(checkpoints)),
             leases: Mutex::default(),
+            claimed: Mutex::default(),
         })
     }
 
@@ -592,6 +606,16 @@ fn log_cursor(connection: &Connection) -> Result<u64, StoreError> {
 }
 
 impl SqliteStore {
+    /// Forgets the claims of users just written (their write ended the claim).
+    fn unclaim<'a>(&self, keys: impl Iterator<Item = &'a UserKey>) {
+        let mut claimed = self.claimed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !claimed.is_empty() {
+            for key in keys {
+                claimed.remove(key);
+            }
+        }
+    }
+
     /// Runs `work` in a write transaction, commits it, and returns once the commit is durable.
     fn write<R>(&self, work: impl FnOnce(&Transaction<'_>) -> Result<R, StoreError>) -> Result<R, StoreError> {
         let (result, ticket) = {
@@ -626,7 +650,8 @@ impl SqliteStore {
                 Err(error @ StoreError::Corrupt { .. }) => {
                     transaction
                         .prepare_cached(
-                            "UPDATE presence SET due_at = NULL, timer_at = NULL WHERE tenant_id = ?1 AND user_id = ?2",
+                            "UPDATE presence SET due_at = NULL, timer_at = NULL, version = version + 1
+                             WHERE tenant_id = ?1 AND user_id = ?2",
                         )?
                         .execute(params![key.tenant_id, key.user_id])?;
                     cleared = true;
@@ -639,6 +664,7 @@ impl SqliteStore {
             return Ok((results, None));
         }
         transaction.commit()?;
+        self.unclaim(written.iter().map(|(key, _)| key));
         for (key, record) in written {
             self.cache.set(key, record);
         }
@@ -679,6 +705,7 @@ impl PresenceStore for SqliteStore {
             transaction.commit()?;
             let version = record.version;
             self.cache.set(key.clone(), record);
+            self.unclaim(std::iter::once(key));
             (version, self.durability.committed())
         };
         self.durability.wait(ticket)?;
@@ -721,6 +748,7 @@ impl PresenceStore for SqliteStore {
         // A claim need not be durable (a lost claim only makes the user due again), so this commit does not
         // wait for an fsync; its ticket is covered by the next write's.
         self.durability.committed();
+        self.claimed.lock().map_err(|_| StoreError::Poisoned)?.extend(keys.iter().cloned());
         Ok(keys)
     }
 
@@ -803,7 +831,9 @@ impl PresenceStore for SqliteStore {
             let Some(current) = read_subscription(transaction, id)? else {
                 return Ok(None);
             };
-            let farewell = farewell(&current);
+            let Some(farewell) = farewell(&current) else {
+                return Ok(None);
+            };
             transaction.prepare_cached("DELETE FROM subscriptions WHERE id = ?1")?.execute([id])?;
             let mut delete = transaction.prepare_cached("DELETE FROM outbox WHERE queue = ?1")?;
             delete.execute([queue_name(&QueueId::changes(id))])?;
@@ -940,6 +970,20 @@ impl PresenceStore for SqliteStore {
         if let Some(checkpoints) = checkpoints {
             checkpoints.stop();
         }
+        // Claims not followed by a write are undone, and the file is marked closed (so the next open need
+        // not look for claims left by a crash).
+        let claimed: Vec<UserKey> = self.claimed.lock().map_err(|_| StoreError::Poisoned)?.drain().collect();
+        self.write(|transaction| {
+            let mut undo = transaction
+                .prepare_cached("UPDATE presence SET timer_at = due_at WHERE tenant_id = ?1 AND user_id = ?2")?;
+            for key in &claimed {
+                undo.execute(params![key.tenant_id, key.user_id])?;
+            }
+            transaction.execute_batch(
+                "INSERT INTO store_meta (key, value) VALUES ('closed', 1) ON CONFLICT (key) DO UPDATE SET value = 1;",
+            )?;
+            Ok(())
+        })?;
         let writer = lock(&self.writer)?;
         let busy: i64 = writer.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))?;
         if busy != 0 {

@@ -220,3 +220,34 @@ fn the_change_log_is_trimmed_and_a_follower_too_far_behind_reloads() {
     let (_, cursor) = store.subscriptions().unwrap();
     assert_eq!(store.subscription_changes(cursor - 5).unwrap().map(|changes| changes.ids), Some(vec!["s1".into()]));
 }
+
+#[test]
+fn timer_claims_end_with_the_process_that_made_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let due = |store: &SqliteStore| {
+        let mut claimed = store.claim_due(100, 50_000, 10).unwrap();
+        claimed.sort();
+        claimed
+    };
+    {
+        let store = SqliteStore::open(dir.path()).unwrap();
+        for user in ["u1", "u2"] {
+            store
+                .update(&key("t", user), &mut |facts, _| {
+                    facts.sequence_base = 1;
+                    Some(Effects { due_at: Some(100), ..Effects::default() })
+                })
+                .unwrap();
+        }
+        assert_eq!(due(&store), [key("t", "u1"), key("t", "u2")]);
+        assert!(due(&store).is_empty(), "claimed");
+        // Dropped without close: a crash.
+    }
+    {
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(due(&store), [key("t", "u1"), key("t", "u2")], "due again after a crash, not at the lease's end");
+        store.close().unwrap();
+    }
+    let store = SqliteStore::open(dir.path()).unwrap();
+    assert_eq!(due(&store), [key("t", "u1"), key("t", "u2")], "a clean close undoes the claims too");
+}

@@ -58,6 +58,8 @@ fn seed(data_dir: &std::path::Path, users: usize, burst_from: usize, now: Timest
         });
         assert!(results.iter().all(Result::is_ok), "seeding failed");
     }
+    // Closed as the server closes it, so that its next open is a clean one.
+    store.close().unwrap();
 }
 
 /// Resident memory of process `pid`, in bytes.
