@@ -8,13 +8,13 @@
 # /etc/presenced/presenced.toml (PRESENCED_CONFIG) or set keys with PRESENCED_* variables.
 
 FROM rust:1-bookworm AS build
-RUN apt-get update && apt-get install -y --no-install-recommends libsqlite3-dev pkg-config && rm -rf /var/lib/apt/lists/*
+# SQLite is compiled from source with the server (rusqlite's bundled build): no system package needed.
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked -p presenced --bin presenced
 
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends libsqlite3-0 ca-certificates \
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home-dir /var/lib/presenced --create-home presenced
 COPY --from=build /src/target/release/presenced /usr/local/bin/presenced

@@ -97,7 +97,8 @@ pub(crate) async fn handle(
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         (Endpoint::Reauthorize(id), _) => {
-            find(state, caller, &id).await?;
+            let current = find(state, caller, &id).await?;
+            service.reauthorize_subscription(&current.id).await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         _ => Err(ApiError::MethodNotAllowed("GET, POST")),

@@ -57,30 +57,36 @@ impl SubscriptionRecord {
     }
 }
 
+/// A subscription of one user with a lifecycle URL, for tests.
+#[cfg(test)]
+pub(crate) fn sample() -> SubscriptionRecord {
+    SubscriptionRecord {
+        id: "4c1a9f0e-1111-4b2b-9c3d-2e4f5a6b7c8d".into(),
+        tenant_id: "t".into(),
+        application_id: "a".into(),
+        user_id: None,
+        resource: "communications/presences/u".into(),
+        user_ids: vec!["u".into()],
+        notification_url: "https://example.org/hook".into(),
+        lifecycle_notification_url: Some("https://example.org/lifecycle".into()),
+        renewed_at: 0,
+        expiration: 3_600_000,
+        client_state: Some("s".into()),
+        include_resource_data: false,
+        encryption_certificate: None,
+        encryption_certificate_id: None,
+        latest_supported_tls_version: "v1_2".into(),
+        reauthorization_sent: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn records_round_trip() {
-        let record = SubscriptionRecord {
-            id: "4c1a9f0e-1111-4b2b-9c3d-2e4f5a6b7c8d".into(),
-            tenant_id: "t".into(),
-            application_id: "a".into(),
-            user_id: None,
-            resource: "communications/presences/u".into(),
-            user_ids: vec!["u".into()],
-            notification_url: "https://example.org/hook".into(),
-            lifecycle_notification_url: None,
-            renewed_at: 1,
-            expiration: 2,
-            client_state: Some("s".into()),
-            include_resource_data: false,
-            encryption_certificate: None,
-            encryption_certificate_id: None,
-            latest_supported_tls_version: "v1_2".into(),
-            reauthorization_sent: false,
-        };
+        let record = sample();
         assert_eq!(SubscriptionRecord::decode(&record.encode()), Ok(record.clone()));
         assert!(SubscriptionRecord::decode("{\"id\":1}").is_err());
     }

@@ -185,30 +185,9 @@ mod tests {
 
     use super::*;
 
-    fn record() -> SubscriptionRecord {
-        SubscriptionRecord {
-            id: "4c1a9f0e-1111-4b2b-9c3d-2e4f5a6b7c8d".into(),
-            tenant_id: "t".into(),
-            application_id: "a".into(),
-            user_id: None,
-            resource: "communications/presences/u".into(),
-            user_ids: vec!["u".into()],
-            notification_url: "https://example.org/hook".into(),
-            lifecycle_notification_url: Some("https://example.org/lifecycle".into()),
-            renewed_at: 0,
-            expiration: 3_600_000,
-            client_state: Some("s".into()),
-            include_resource_data: false,
-            encryption_certificate: None,
-            encryption_certificate_id: None,
-            latest_supported_tls_version: "v1_2".into(),
-            reauthorization_sent: false,
-        }
-    }
-
     #[test]
     fn items_are_brought_up_to_date_with_the_subscription_at_delivery() {
-        let mut subscription = record();
+        let mut subscription = crate::record::sample();
         let change = change_item(&subscription, "t", "u", &evaluate(&UserFacts::default(), Timestamp(0)));
         assert_eq!(change.resource_data, None, "no resource data without includeResourceData");
         let (url, lifecycle) = lifecycle_item(&subscription, LifecycleEvent::Missed).expect("has a lifecycle URL");

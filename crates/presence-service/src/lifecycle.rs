@@ -239,6 +239,21 @@ impl Service {
         updated.ok_or_else(|| ServiceError::SubscriptionNotFound(id.to_owned()))
     }
 
+    /// Reauthorizes subscription `id` (the caller's permissions were checked by its caller): it must exist
+    /// in the store, whatever this process's copy says. The record does not change: this server sends one
+    /// `reauthorizationRequired` per expiry and does not pause notifications meanwhile.
+    pub async fn reauthorize_subscription(self: &Arc<Self>, id: &str) -> Result<SubscriptionRecord, ServiceError> {
+        let target = id.to_owned();
+        let found = self
+            .blocking(move |service| {
+                let changing = service.registry.changing();
+                service.refresh(&changing, &target)?;
+                Ok(service.registry.get(&target).map(|active| active.record.clone()))
+            })
+            .await?;
+        found.ok_or_else(|| ServiceError::SubscriptionNotFound(id.to_owned()))
+    }
+
     /// Deletes subscription `id` with its queued notifications. Returns whether it existed.
     pub async fn delete_subscription(self: &Arc<Self>, id: &str) -> Result<bool, ServiceError> {
         let id = id.to_owned();

@@ -110,6 +110,25 @@ fn node(store: &Arc<SqliteStore>, clock: &Arc<ManualClock>, recorder: &Arc<Recor
     Node { service, _workers: workers }
 }
 
+/// A fresh store in a temporary directory, the clock at [`START`], and a recording endpoint.
+struct Setup {
+    _dir: tempfile::TempDir,
+    store: Arc<SqliteStore>,
+    clock: Arc<ManualClock>,
+    recorder: Arc<Recorder>,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    Setup {
+        _dir: dir,
+        store,
+        clock: Arc::new(ManualClock::new(Timestamp(START))),
+        recorder: Arc::new(Recorder::default()),
+    }
+}
+
 fn key(user: &str) -> UserKey {
     UserKey::new(TENANT, user)
 }
@@ -135,10 +154,7 @@ fn request(users: &[&str], minutes: i64) -> SubscriptionRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_are_read_back_and_notify_each_watcher_once_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
-    let clock = Arc::new(ManualClock::new(Timestamp(START)));
-    let recorder = Arc::new(Recorder::default());
+    let Setup { _dir, store, clock, recorder } = setup();
     let node = node(&store, &clock, &recorder);
     let service = &node.service;
 
@@ -166,10 +182,7 @@ async fn commands_are_read_back_and_notify_each_watcher_once_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_per_application_limit_holds_and_refused_requests_change_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
-    let clock = Arc::new(ManualClock::new(Timestamp(START)));
-    let recorder = Arc::new(Recorder::default());
+    let Setup { _dir, store, clock, recorder } = setup();
     let node = node(&store, &clock, &recorder);
     let service = &node.service;
     for _ in 0..2 {
@@ -229,10 +242,7 @@ async fn eventually(what: &str, ready: impl Fn() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_another_process_makes_and_removes_are_learnt_from_the_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
-    let clock = Arc::new(ManualClock::new(Timestamp(START)));
-    let recorder = Arc::new(Recorder::default());
+    let Setup { _dir, store, clock, recorder } = setup();
     let node = node(&store, &clock, &recorder);
     let service = &node.service;
 
@@ -245,8 +255,13 @@ async fn subscriptions_another_process_makes_and_removes_are_learnt_from_the_sto
     assert_eq!(changes[0].2, id);
     assert_eq!(recorder.posts.lock().unwrap()[0].0, "https://hooks.example.org/other");
 
-    // Another process removes it: this one stops notifying it.
+    assert_eq!(service.reauthorize_subscription(id).await.unwrap().id, id);
+
+    // Another process removes it: this one stops notifying it, and reauthorizing it answers not found at
+    // once (the store decides, not this process's copy).
     assert!(store.remove_subscription(id, &mut |_| Some(Vec::new())).unwrap().is_some());
+    let gone = service.reauthorize_subscription(id).await;
+    assert!(matches!(gone, Err(ServiceError::SubscriptionNotFound(_))), "{gone:?}");
     eventually("learning of the removal", || service.subscriptions_of(TENANT, APP).is_empty()).await;
     assert_eq!(service.subscription(id).await.unwrap(), None);
     service.apply(key(ALEX), set_presence("Away", "Away")).await.unwrap();
@@ -255,10 +270,7 @@ async fn subscriptions_another_process_makes_and_removes_are_learnt_from_the_sto
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_on_one_store_report_every_timer_change_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
-    let clock = Arc::new(ManualClock::new(Timestamp(START)));
-    let recorder = Arc::new(Recorder::default());
+    let Setup { _dir, store, clock, recorder } = setup();
     let (first, second) = (node(&store, &clock, &recorder), node(&store, &clock, &recorder));
 
     // 40 users, written through both nodes; a subscription made on the first watches them all.
@@ -297,10 +309,7 @@ async fn two_nodes_on_one_store_report_every_timer_change_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expiry_does_not_remove_a_subscription_renewed_meanwhile() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
-    let clock = Arc::new(ManualClock::new(Timestamp(START)));
-    let recorder = Arc::new(Recorder::default());
+    let Setup { _dir, store, clock, recorder } = setup();
     let node = node(&store, &clock, &recorder);
     let service = &node.service;
     let created =

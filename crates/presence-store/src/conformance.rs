@@ -135,6 +135,34 @@ pub fn absent_users_read_as_nothing<B: Backend>(make: &impl Fn() -> B) {
     assert_eq!(store.get_many(&[]).expect("get_many of nothing"), Vec::<Option<UserRecord>>::new());
 }
 
+/// Runs `work` `rounds` times on each of four threads, the odd ones through the second handle when there
+/// is one (two processes), and waits for them all.
+fn on_four_threads<S: PresenceStore>(
+    first: &Arc<S>,
+    second: &Option<Arc<S>>,
+    rounds: usize,
+    work: impl Fn(&S) + Send + Sync + 'static,
+) {
+    let work = Arc::new(work);
+    let threads: Vec<_> = (0..4)
+        .map(|thread| {
+            let store = match (second, thread % 2) {
+                (Some(second), 1) => second.clone(),
+                _ => first.clone(),
+            };
+            let work = work.clone();
+            std::thread::spawn(move || {
+                for _ in 0..rounds {
+                    work(&store);
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("a worker thread panicked");
+    }
+}
+
 /// Four threads (and, for a shared backend, two handles) increment one user 25 times each: no increment is
 /// lost, because each update reads what the previous one wrote.
 pub fn updates_are_atomic_per_user_under_concurrency<B: Backend>(make: &impl Fn() -> B) {
@@ -142,26 +170,10 @@ pub fn updates_are_atomic_per_user_under_concurrency<B: Backend>(make: &impl Fn(
     let first = Arc::new(backend.open());
     let second = backend.shared().then(|| Arc::new(backend.open()));
     let user = key("t", "u");
-    let threads: Vec<_> = (0..4)
-        .map(|thread| {
-            let first = first.clone();
-            let second = second.clone();
-            let user = user.clone();
-            std::thread::spawn(move || {
-                for _ in 0..25 {
-                    let mut apply = bump(None);
-                    match (&second, thread % 2) {
-                        (Some(second), 1) => second.update(&user, &mut apply),
-                        _ => first.update(&user, &mut apply),
-                    }
-                    .expect("update");
-                }
-            })
-        })
-        .collect();
-    for thread in threads {
-        thread.join().expect("a writer thread panicked");
-    }
+    let target = user.clone();
+    on_four_threads(&first, &second, 25, move |store| {
+        store.update(&target, &mut bump(None)).expect("update");
+    });
     assert_eq!(written(&*first, &user).facts.sequence_base, 100, "an update was lost");
 }
 
@@ -174,30 +186,16 @@ pub fn only_the_last_run_of_a_closure_is_written<B: Backend>(make: &impl Fn() ->
     let user = key("t", "u");
     let queue = QueueId::changes("s1");
     let runs = Arc::new(Mutex::new(0u64));
-    let threads: Vec<_> = (0..4)
-        .map(|thread| {
-            let (first, second, user, queue, runs) =
-                (first.clone(), second.clone(), user.clone(), queue.clone(), runs.clone());
-            std::thread::spawn(move || {
-                for _ in 0..10 {
-                    let mut apply = |facts: &mut UserFacts, _: Option<i64>| {
-                        *runs.lock().expect("runs") += 1;
-                        facts.sequence_base += 1;
-                        let item = format!("after {}", facts.sequence_base);
-                        Some(Effects { notifications: vec![note(queue.clone(), &item)], ..Effects::default() })
-                    };
-                    match (&second, thread % 2) {
-                        (Some(second), 1) => second.update(&user, &mut apply),
-                        _ => first.update(&user, &mut apply),
-                    }
-                    .expect("update");
-                }
-            })
-        })
-        .collect();
-    for thread in threads {
-        thread.join().expect("a writer thread panicked");
-    }
+    let (target, changes, counted) = (user.clone(), queue.clone(), runs.clone());
+    on_four_threads(&first, &second, 10, move |store| {
+        let mut apply = |facts: &mut UserFacts, _: Option<i64>| {
+            *counted.lock().expect("runs") += 1;
+            facts.sequence_base += 1;
+            let item = format!("after {}", facts.sequence_base);
+            Some(Effects { notifications: vec![note(changes.clone(), &item)], ..Effects::default() })
+        };
+        store.update(&target, &mut apply).expect("update");
+    });
     first.relay(10_000).expect("relay");
     let queued = items(&*first, &queue);
     let expected: Vec<String> = (1..=40).map(|n| format!("after {n}")).collect();
