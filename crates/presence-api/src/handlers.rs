@@ -95,10 +95,6 @@ impl Context<'_> {
         let Some(select) = query_option(self.query, "$select") else {
             return Ok(None);
         };
-        if select.is_empty() {
-            // An empty list: no property but the id.
-            return Ok(Some(HashSet::new()));
-        }
         select
             .split(',')
             .map(str::trim)

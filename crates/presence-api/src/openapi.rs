@@ -192,7 +192,7 @@ pub fn document(version: &str) -> Value {
                 "parameters": [{
                     "name": "$select", "in": "query", "required": false, "style": "form", "explode": false,
                     "description": "Properties to return, matched ignoring case.",
-                    "schema": { "type": "array", "items": select_item() }
+                    "schema": { "type": "array", "minItems": 1, "items": select_item() }
                 }],
                 "responses": responses("200", ok_json("presence"))
             }
