@@ -1,7 +1,7 @@
 //! What is stored about one user: the inputs from which the visible presence is computed.
 //!
 //! Facts never contain a derived value that could go stale with time: fading and expiry are computed by
-//! [`crate::engine`] from the instants recorded here.
+//! the engine from the instants recorded here.
 
 use crate::time::Timestamp;
 use crate::values::{Activity, Availability, WorkLocationType};

@@ -39,6 +39,8 @@ use crate::{Service, ServiceConfig, ServiceError};
 
 /// Endpoints whose slow-delivery counters are kept before idle ones are forgotten.
 const HEALTH_ENTRIES: usize = 4096;
+/// Notifications moved per relay call.
+const RELAY_BATCH: usize = 4096;
 /// How long a delivery lease outlasts the attempt (or the retry wait) it is taken for.
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
 
@@ -242,7 +244,7 @@ impl Service {
     /// Moves notifications the store staged with user updates to their queues, and marks those ready.
     pub(crate) fn relay_staged(&self) -> Result<(), StoreError> {
         loop {
-            let grown = self.store.relay(TIMER_RELAY_BATCH)?;
+            let grown = self.store.relay(RELAY_BATCH)?;
             if grown.is_empty() {
                 return Ok(());
             }
@@ -499,15 +501,7 @@ impl Service {
         let active = match self.registry.get(&queue.subscription_id) {
             Some(active) => Some(active),
             // Not known here: perhaps made by another process a moment ago. The store decides.
-            None if !lifecycle => {
-                let id = queue.subscription_id.clone();
-                self.blocking(move |service| {
-                    let changing = service.registry.changing();
-                    service.refresh(&changing, &id)?;
-                    Ok(service.registry.get(&id))
-                })
-                .await?
-            }
+            None if !lifecycle => self.stored_subscription(&queue.subscription_id).await?,
             None => None,
         };
         if !lifecycle && active.is_none() {
@@ -608,6 +602,3 @@ impl Service {
         collection.body
     }
 }
-
-/// Notifications moved per relay call.
-const TIMER_RELAY_BATCH: usize = 4096;

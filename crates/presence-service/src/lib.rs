@@ -38,7 +38,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use presence_auth::Issuer;
-use presence_core::{Change, Command, Timestamp};
+use presence_core::{Change, Command};
 use presence_notify::subscription::SubscriptionLimits;
 use presence_store::{PresenceStore, StoreStats, UserKey};
 
@@ -151,11 +151,6 @@ impl Service {
             Ok(()) => tracing::info!("store closed"),
             Err(error) => tracing::error!(%error, "closing the store at shutdown failed"),
         }
-    }
-
-    /// The presence instant now.
-    pub fn now(&self) -> Timestamp {
-        self.clock.now()
     }
 
     /// Tells the timers that the clock moved (the test clock), so that what fell due runs now.

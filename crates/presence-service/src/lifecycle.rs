@@ -99,27 +99,23 @@ fn decode(stored: &StoredSubscription) -> Result<SubscriptionRecord, StoreError>
 }
 
 impl Service {
-    /// The rules subscriptions are checked against.
-    pub fn subscription_limits(&self) -> &SubscriptionLimits {
-        &self.lifecycle.limits
-    }
-
-    /// The most subscriptions an application may have in its tenant.
-    pub fn max_subscriptions_per_app(&self) -> usize {
-        self.lifecycle.max_per_app
-    }
-
     /// Subscription `id` (an id in lower case), as this process knows it or, if it does not, as the store
     /// has it (made by another process a moment ago).
     pub async fn subscription(self: &Arc<Self>, id: &str) -> Result<Option<SubscriptionRecord>, ServiceError> {
-        if let Some(active) = self.registry.get(id) {
-            return Ok(Some(active.record.clone()));
-        }
+        let active = match self.registry.get(id) {
+            Some(active) => Some(active),
+            None => self.stored_subscription(id).await?,
+        };
+        Ok(active.map(|active| active.record.clone()))
+    }
+
+    /// Subscription `id` as the store has it now, copied into the registry first.
+    pub(crate) async fn stored_subscription(self: &Arc<Self>, id: &str) -> Result<Option<Arc<Active>>, ServiceError> {
         let id = id.to_owned();
         self.blocking(move |service| {
             let changing = service.registry.changing();
             service.refresh(&changing, &id)?;
-            Ok(service.registry.get(&id).map(|active| active.record.clone()))
+            Ok(service.registry.get(&id))
         })
         .await
     }
@@ -243,15 +239,8 @@ impl Service {
     /// in the store, whatever this process's copy says. The record does not change: this server sends one
     /// `reauthorizationRequired` per expiry and does not pause notifications meanwhile.
     pub async fn reauthorize_subscription(self: &Arc<Self>, id: &str) -> Result<SubscriptionRecord, ServiceError> {
-        let target = id.to_owned();
-        let found = self
-            .blocking(move |service| {
-                let changing = service.registry.changing();
-                service.refresh(&changing, &target)?;
-                Ok(service.registry.get(&target).map(|active| active.record.clone()))
-            })
-            .await?;
-        found.ok_or_else(|| ServiceError::SubscriptionNotFound(id.to_owned()))
+        let found = self.stored_subscription(id).await?;
+        found.map(|active| active.record.clone()).ok_or_else(|| ServiceError::SubscriptionNotFound(id.to_owned()))
     }
 
     /// Deletes subscription `id` with its queued notifications. Returns whether it existed.
@@ -274,7 +263,7 @@ impl Service {
     }
 
     /// Copies subscription `id` as the store has it now into the registry.
-    pub(crate) fn refresh(&self, changing: &Changing<'_>, id: &str) -> Result<(), StoreError> {
+    fn refresh(&self, changing: &Changing<'_>, id: &str) -> Result<(), StoreError> {
         match self.store.subscription(id)? {
             Some(stored) => {
                 if self.registry.get(id).is_some_and(|active| active.version == stored.version) {

@@ -4,12 +4,14 @@
 //! with [`conformance_suite!`](crate::conformance_suite), which expands to one `#[test]` per promise:
 //!
 //! ```text
-//! presence_store::conformance_suite!(my_backend_tests, || MyHarness::new());
+//! presence_store::conformance_suite!(my_backend_tests, || MyHarness::new());          // one process
+//! presence_store::conformance_suite!(my_backend_tests, || MyHarness::new(), shared);  // several
 //! ```
 //!
-//! A backend is done when the suite passes unchanged. The tests that need two handles on one storage at
-//! once (what one process writes, another sees) run only when [`Backend::shared`] says the backend serves
-//! several processes.
+//! A backend is done when the suite passes unchanged. A backend that serves several processes is
+//! instantiated with `shared`, which adds the tests that need two handles on one storage at once (what
+//! one process writes, another sees); its [`Backend::shared`] answers true, and the other tests then use
+//! the second handle too.
 //!
 //! Every test panics with a message naming the broken promise.
 
@@ -35,9 +37,20 @@ pub trait Backend: Send + Sync + 'static {
 }
 
 /// Expands to one `#[test]` per conformance test, in a module `$module`, each on a fresh harness from
-/// `$make` (an expression giving a [`Backend`]).
+/// `$make` (an expression giving a [`Backend`]); with `shared`, also the tests of two handles at once.
 #[macro_export]
 macro_rules! conformance_suite {
+    ($module:ident, $make:expr, shared) => {
+        $crate::conformance_suite!($module, $make);
+        mod shared {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::conformance_suite!(@tests $make;
+                a_second_handle_sees_what_the_first_wrote,
+                a_second_handle_never_claims_what_the_first_holds,
+            );
+        }
+    };
     ($module:ident, $make:expr) => {
         mod $module {
             #[allow(unused_imports)]
@@ -60,8 +73,6 @@ macro_rules! conformance_suite {
                 removing_a_subscription_drops_its_queue_and_queues_its_farewell,
                 subscription_changes_are_logged,
                 everything_survives_reopening,
-                a_second_handle_sees_what_the_first_wrote,
-                a_second_handle_never_claims_what_the_first_holds,
                 optional_reads_agree_with_get_many,
             );
         }
@@ -531,24 +542,14 @@ pub fn subscriptions_count_against_the_limit_and_change_atomically<B: Backend>(m
 
     // Concurrent updates of one subscription lose nothing.
     let store = Arc::new(store);
-    let threads: Vec<_> = (0..4)
-        .map(|_| {
-            let store = store.clone();
-            std::thread::spawn(move || {
-                for _ in 0..10 {
-                    store
-                        .update_subscription("s2", &mut |record| {
-                            record.body.push('+');
-                            Some(Vec::new())
-                        })
-                        .expect("update");
-                }
+    on_four_threads(&store, &None, 10, |store| {
+        store
+            .update_subscription("s2", &mut |record| {
+                record.body.push('+');
+                Some(Vec::new())
             })
-        })
-        .collect();
-    for thread in threads {
-        thread.join().expect("an updater panicked");
-    }
+            .expect("update");
+    });
     let s2 = store.subscription("s2").expect("subscription").expect("exists");
     assert_eq!(s2.body, format!("two{}", "+".repeat(40)), "a concurrent subscription update was lost");
     assert_eq!(s2.version, 41);
@@ -672,12 +673,10 @@ pub fn everything_survives_reopening<B: Backend>(make: &impl Fn() -> B) {
 }
 
 /// With two handles open at once (two processes), what one writes the other reads: facts, queued
-/// notifications, subscriptions and the change log. Skipped by a backend that one process owns.
+/// notifications, subscriptions and the change log. Only for a backend that serves several processes.
 pub fn a_second_handle_sees_what_the_first_wrote<B: Backend>(make: &impl Fn() -> B) {
     let backend = make();
-    if !backend.shared() {
-        return;
-    }
+    assert!(backend.shared(), "a suite instantiated with `shared` needs a backend that serves several processes");
     let (first, second) = (backend.open(), backend.open());
     let (_, cursor) = second.subscriptions().expect("subscriptions");
     let user = key("t", "u1");
@@ -699,12 +698,10 @@ pub fn a_second_handle_sees_what_the_first_wrote<B: Backend>(make: &impl Fn() ->
 }
 
 /// With two handles open at once, a user claimed through one is not claimed through the other until the
-/// lease ends. Skipped by a backend that one process owns.
+/// lease ends. Only for a backend that serves several processes.
 pub fn a_second_handle_never_claims_what_the_first_holds<B: Backend>(make: &impl Fn() -> B) {
     let backend = make();
-    if !backend.shared() {
-        return;
-    }
+    assert!(backend.shared(), "a suite instantiated with `shared` needs a backend that serves several processes");
     let (first, second) = (backend.open(), backend.open());
     let user = key("t", "u1");
     first.update(&user, &mut bump(Some(100))).expect("update");

@@ -9,7 +9,7 @@ use axum::Router;
 use http_body_util::BodyExt;
 use presence_api::AppState;
 use presence_core::Timestamp;
-use presence_service::{Clock, ManualClock, Service, ServiceConfig, SystemClock, Webhooks, Workers};
+use presence_service::{ManualClock, Service, ServiceConfig, Webhooks, Workers};
 use presence_store::SqliteStore;
 use presence_webhook::WebhookClient;
 use serde_json::{json, Value};
@@ -121,17 +121,16 @@ impl Server {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let store = Arc::new(SqliteStore::open(dir.path()).expect("the store opens"));
         let clock = Arc::new(ManualClock::new(Timestamp(START)));
-        let engine_clock: Arc<dyn Clock> = if test_clock { clock.clone() } else { Arc::new(SystemClock::default()) };
         let webhooks = WebhookClient::new(service_config.limits.targets, extra_roots)
             .map(|client| Arc::new(client) as Arc<dyn Webhooks>);
-        let issuer = presence_auth::Issuer::new(signing_key(), ISSUER);
-        let service = Service::new(store.clone(), engine_clock, webhooks, issuer, service_config);
-        let state = AppState::new(
-            service.clone(),
+        let presenced::Assembled { service, state } = presenced::assemble_with(
+            &settings,
+            service_config,
+            webhooks,
             Arc::new(directory()),
+            store.clone(),
             signing_key(),
             test_clock.then(|| clock.clone()),
-            settings.api_config(),
         );
         Server { router: presence_api::router(state.clone()), clock, store, state, service, workers: None, _dir: dir }
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use presence_api::AppState;
 use presence_auth::{Directory, Issuer, SigningKey};
-use presence_service::{Clock, ManualClock, Service, SystemClock, Webhooks};
+use presence_service::{Clock, ManualClock, Service, ServiceConfig, SystemClock, Webhooks};
 use presence_store::PresenceStore;
 use presence_webhook::WebhookClient;
 
@@ -32,15 +32,29 @@ pub fn assemble(
     key: SigningKey,
     test_clock: Option<Arc<ManualClock>>,
 ) -> anyhow::Result<Assembled> {
+    let roots = config.notification_roots()?;
+    let webhooks =
+        WebhookClient::new(config.target_policy(), &roots).map(|client| Arc::new(client) as Arc<dyn Webhooks>);
+    Ok(assemble_with(config, config.service_config(), webhooks, directory, store, key, test_clock))
+}
+
+/// [`assemble`] with the engine's settings and its client for subscriber endpoints (or why there is none)
+/// given rather than taken from `config` (tests adjust both).
+pub fn assemble_with(
+    config: &Config,
+    service_config: ServiceConfig,
+    webhooks: Result<Arc<dyn Webhooks>, String>,
+    directory: Arc<Directory>,
+    store: Arc<dyn PresenceStore>,
+    key: SigningKey,
+    test_clock: Option<Arc<ManualClock>>,
+) -> Assembled {
     let clock: Arc<dyn Clock> = match &test_clock {
         Some(clock) => clock.clone(),
         None => Arc::new(SystemClock::default()),
     };
-    let roots = config.notification_roots()?;
-    let webhooks =
-        WebhookClient::new(config.target_policy(), &roots).map(|client| Arc::new(client) as Arc<dyn Webhooks>);
     let issuer = Issuer::new(key.clone(), &config.issuer_base());
-    let service = Service::new(store, clock, webhooks, issuer, config.service_config());
+    let service = Service::new(store, clock, webhooks, issuer, service_config);
     let state = AppState::new(service.clone(), directory, key, test_clock, config.api_config());
-    Ok(Assembled { service, state })
+    Assembled { service, state }
 }

@@ -38,7 +38,7 @@ struct Cli {
 
 /// Shorthands for `--set` of common keys. They go through the same validation as every key and show in
 /// `presenced config show`.
-#[derive(Args, Default)]
+#[derive(Args)]
 struct Shorthands {
     /// Address to listen on: `--set listen=...`.
     #[arg(long, global = true)]
