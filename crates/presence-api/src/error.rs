@@ -95,6 +95,10 @@ impl From<ServiceError> for ApiError {
     }
 }
 
+/// What a `503` for a store that cannot acknowledge writes asks clients to wait, in seconds: about a
+/// Redis Cluster's failover time.
+const STORE_RETRY_AFTER_SECONDS: u32 = 5;
+
 /// What the envelope middleware needs to render an error body.
 #[derive(Debug, Clone)]
 pub(crate) struct ErrorInfo {
@@ -117,6 +121,7 @@ impl ApiError {
             },
             ApiError::Command(CommandError::SessionNotFound(_)) => (StatusCode::NOT_FOUND, "NotFound"),
             ApiError::Command(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
+            ApiError::Store(StoreError::Unavailable(_)) => (StatusCode::SERVICE_UNAVAILABLE, "serviceNotAvailable"),
             ApiError::Store(_) | ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "generalException"),
             ApiError::BadRequest(_)
             | ApiError::InvalidJson
@@ -141,6 +146,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         let message = match &self {
+            ApiError::Store(error @ StoreError::Unavailable(_)) => {
+                tracing::warn!(%error, "store unavailable");
+                "Presence storage cannot accept writes for now; retry after the interval in Retry-After.".to_owned()
+            }
             ApiError::Store(error) => {
                 tracing::error!(%error, "store failure");
                 "An internal error occurred while accessing presence storage.".to_owned()
@@ -157,6 +166,9 @@ impl IntoResponse for ApiError {
         match self {
             ApiError::Throttled(seconds) => {
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            ApiError::Store(StoreError::Unavailable(_)) => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(STORE_RETRY_AFTER_SECONDS));
             }
             ApiError::MethodNotAllowed(allowed) => {
                 response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allowed));

@@ -1,6 +1,7 @@
 //! The stored form of [`UserFacts`]: a small JSON document per user.
 //!
-//! The shape is private to this crate and versioned (`v`), so it can change without touching the core.
+//! The shape is shared by every backend (so a record reads the same whichever stores it) and versioned
+//! (`v`), so it can change without touching the core.
 //! Enumerations are stored as their Graph spellings.
 
 use presence_core::{
@@ -67,7 +68,8 @@ struct StoredLocation {
     until: i64,
 }
 
-pub(crate) fn encode(facts: &UserFacts) -> String {
+/// The stored text of `facts`.
+pub fn encode(facts: &UserFacts) -> String {
     let location = |entry: &LocationEntry| StoredLocation {
         kind: entry.location_type.as_str().to_owned(),
         place: entry.place_id.clone(),
@@ -108,7 +110,8 @@ pub(crate) fn encode(facts: &UserFacts) -> String {
     serde_json::to_string(&stored).expect("serialising plain structs cannot fail")
 }
 
-pub(crate) fn decode(text: &str) -> Result<UserFacts, String> {
+/// The facts of a stored text, or why it is not one.
+pub fn decode(text: &str) -> Result<UserFacts, String> {
     let stored: Stored = serde_json::from_str(text).map_err(|error| error.to_string())?;
     if stored.v != VERSION {
         return Err(format!("unknown record version {}", stored.v));

@@ -33,7 +33,7 @@
 //!
 //! This crate must not interpret facts beyond storing them, read the clock, or know about HTTP or tokens.
 
-mod codec;
+pub mod codec;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod sqlite;
@@ -88,6 +88,10 @@ pub enum StoreError {
     /// The store's lock was poisoned by a panic in another thread.
     #[error("the store is unavailable after an internal panic")]
     Poisoned,
+    /// The store cannot acknowledge writes for now (a replicated backend with too few replicas in reach):
+    /// the write is not acknowledged, and the caller may retry later.
+    #[error("the store cannot acknowledge writes for now: {0}")]
+    Unavailable(String),
 }
 
 /// Which of a subscription's two delivery queues.
