@@ -1,0 +1,1243 @@
+//! The Redis Cluster backend of the store contract: several presenced processes share one cluster.
+//!
+//! Every promise of [`PresenceStore`] is kept with scripts that touch one hash slot each (see [`keys`] for
+//! where everything lives):
+//! - **A user's write** is one script on the user's partition: it checks the record's version (a write in
+//!   between makes the script refuse, and the update re-reads and re-runs its closure), stores the facts,
+//!   the version and the timer, and stages the notifications in the partition's outbox stream: a
+//!   transactional outbox.
+//! - **Timers** are a sorted set per partition. A claim moves a due user's score to the end of the lease
+//!   instead of removing it, so a claimer that dies loses nothing: the user falls due again.
+//! - **Relaying** moves outbox entries to their subscriptions' queues; each queue remembers, per partition,
+//!   the last outbox entry it took (a high-water mark), so a relay repeated after a crash queues nothing
+//!   twice. A handle relays the partitions it wrote to, and every few seconds looks at all of them (what a
+//!   process that died left behind).
+//! - **Queues** are streams whose entry ids are the positions, in the slot of their subscription's
+//!   partition, with the partition's index of queue lengths and its delivery leases.
+//! - **Subscriptions** live in one registry slot (records, versions, per-application counts and the change
+//!   log), so creation within the limit, every change and its log entry are atomic. Queue work that a
+//!   change brings (notifications to queue, or a removal's dropped queue and farewell) is written to the
+//!   registry as *pending* in the same script, then done on the queues' slot idempotently and cleared; a
+//!   pending entry that a crash left is done by the next handle that lists subscriptions or queues.
+//! - **Durability**: every write waits (`WAIT`) until `wait_replicas` replicas have it, and the cluster is
+//!   expected to run with `appendfsync always`; a write that too few replicas acknowledged in time answers
+//!   [`StoreError::Unavailable`].
+//!
+//! The methods block: each runs on the store's own small tokio runtime, so they can be called from any
+//! thread but one driving a current-thread tokio runtime (the engine calls them on blocking threads).
+
+mod keys;
+mod scripts;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::future::join_all;
+use presence_core::UserFacts;
+use presence_store::codec::{decode, encode};
+use presence_store::{
+    Effects, FarewellFn, NewNotification, PresenceStore, QueueId, QueueKind, QueuedNotification, StoreError,
+    StoredSubscription, SubscriptionChanges, SubscriptionFn, UpdateFn, UpdateManyFn, Updated, UserKey, UserRecord,
+};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::{AsyncCommands, Script, Value};
+use serde::{Deserialize, Serialize};
+
+use crate::keys::{queue_tag, Keys, PARTITIONS};
+use crate::scripts::REGISTRY_KEYS;
+
+/// How often a handle looks at every partition's outbox, not only those it wrote to.
+const OUTBOX_SWEEP: Duration = Duration::from_secs(5);
+/// How many times an update re-reads and re-runs its closure under contention before giving up.
+const MAX_ATTEMPTS: usize = 10_000;
+
+/// How to reach the cluster, and when a write counts as durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// Seed nodes: `redis://host:port`, or `rediss://host:port` for TLS.
+    pub urls: Vec<String>,
+    /// The ACL user, if any.
+    pub username: Option<String>,
+    /// The ACL password, if any.
+    pub password: Option<String>,
+    /// Extra root certificates (PEM) for `rediss://` nodes; else the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Prefix of every key (without `{` or `}`).
+    pub key_prefix: String,
+    /// Replicas that must have a write before it is acknowledged.
+    pub wait_replicas: u32,
+    /// How long a write waits for them.
+    pub wait_timeout: Duration,
+}
+
+/// A handle on the store in a Redis Cluster.
+pub struct RedisStore {
+    runtime: Option<tokio::runtime::Runtime>,
+    connection: ClusterConnection,
+    keys: Keys,
+    wait_replicas: u32,
+    wait_timeout_ms: u64,
+    /// Partitions this handle staged notifications in since it last relayed them.
+    dirty: Mutex<BTreeSet<u16>>,
+    /// When this handle last looked at every partition's outbox.
+    swept: Mutex<Option<Instant>>,
+    /// The last stamp this handle gave or saw (a hybrid logical clock in microseconds): relaying merges
+    /// the partitions' outboxes by stamp, so one handle's notifications keep the order of its writes.
+    stamp: AtomicI64,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("RedisStore").field("wait_replicas", &self.wait_replicas).finish_non_exhaustive()
+    }
+}
+
+fn backend(error: redis::RedisError) -> StoreError {
+    let text = error.to_string();
+    if text.contains("NOREPLICAS") || text.contains("CLUSTERDOWN") {
+        StoreError::Unavailable(text)
+    } else {
+        StoreError::Backend(text)
+    }
+}
+
+fn corrupt(record: impl Into<String>, reason: impl Into<String>) -> StoreError {
+    StoreError::Corrupt { record: record.into(), reason: reason.into() }
+}
+
+fn kind_letter(kind: QueueKind) -> &'static str {
+    match kind {
+        QueueKind::Changes => "c",
+        QueueKind::Lifecycle => "l",
+    }
+}
+
+fn queue_field(queue: &QueueId) -> String {
+    format!("{}:{}", kind_letter(queue.kind), queue.subscription_id)
+}
+
+fn parse_queue_field(field: &str) -> Option<QueueId> {
+    match field.split_once(':')? {
+        ("c", id) => Some(QueueId::changes(id)),
+        ("l", id) => Some(QueueId::lifecycle(id)),
+        _ => None,
+    }
+}
+
+/// Bits of a position that hold the queue's tag; the number is above them.
+const TAG_BITS: u32 = 24;
+
+/// The stream entry id of `position` in `queue`, or `None` when the position is not one of its.
+fn entry_id(queue: &QueueId, position: u64) -> Option<String> {
+    let tag = queue_tag(&queue_field(queue));
+    (position & ((1 << TAG_BITS) - 1) == tag).then(|| format!("{}-{tag}", position >> TAG_BITS))
+}
+
+/// The position of a queue's stream entry id.
+fn position_of(id: &str) -> Option<u64> {
+    let (number, tag) = id.split_once('-')?;
+    Some((number.parse::<u64>().ok()? << TAG_BITS) | tag.parse::<u64>().ok()?)
+}
+
+/// A notification as stored in an outbox or a queue.
+#[derive(Serialize, Deserialize)]
+struct Entry {
+    /// In an outbox: the queue it goes to (`c:id` or `l:id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    q: Option<String>,
+    url: String,
+    at: i64,
+    item: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rd: Option<String>,
+}
+
+impl Entry {
+    fn of(notification: &NewNotification, staged: bool) -> String {
+        let entry = Entry {
+            q: staged.then(|| queue_field(&notification.queue)),
+            url: notification.url.clone(),
+            at: notification.created_at,
+            item: notification.item.clone(),
+            rd: notification.resource_data.clone(),
+        };
+        serde_json::to_string(&entry).expect("serialising plain structs cannot fail")
+    }
+
+    fn read(text: &str, record: &str) -> Result<Entry, StoreError> {
+        serde_json::from_str(text).map_err(|error| corrupt(record, error.to_string()))
+    }
+}
+
+/// A subscription as stored in the registry (its version is kept beside it).
+#[derive(Serialize, Deserialize)]
+struct StoredBody {
+    tenant: String,
+    app: String,
+    body: String,
+}
+
+/// Queue work a subscription change left in the registry, done on the queues' slot.
+#[derive(Serialize, Deserialize)]
+struct Pending {
+    sub: String,
+    version: u64,
+    remove: bool,
+    /// Pairs of queue kind (`c` or `l`) and entry.
+    notes: Vec<(String, String)>,
+}
+
+/// What an update read, to be checked by its write.
+struct Read {
+    facts: UserFacts,
+    due_at: Option<i64>,
+    version: u64,
+}
+
+fn int(value: &Value) -> Option<i64> {
+    match value {
+        Value::Int(number) => Some(*number),
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok()?.parse().ok(),
+        Value::SimpleString(text) => text.parse().ok(),
+        _ => None,
+    }
+}
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        Value::SimpleString(text) => Some(text.clone()),
+        Value::Int(number) => Some(number.to_string()),
+        _ => None,
+    }
+}
+
+/// A sorted-set score (a double in its text form) as milliseconds.
+fn score(value: &str) -> Option<i64> {
+    value.parse::<i64>().ok().or_else(|| {
+        // Saturating: scores at the ends of i64 come back in exponent form.
+        #[allow(clippy::cast_possible_truncation)]
+        value.parse::<f64>().ok().map(|float| float as i64)
+    })
+}
+
+/// Pairs of a flat `[field, value, field, value, …]` reply.
+fn pairs(value: &Value) -> Vec<(String, String)> {
+    match value {
+        Value::Array(items) => items
+            .chunks(2)
+            .filter_map(|pair| match pair {
+                [field, value] => Some((text(field)?, text(value)?)),
+                _ => None,
+            })
+            .collect(),
+        Value::Map(items) => items.iter().filter_map(|(field, value)| Some((text(field)?, text(value)?))).collect(),
+        _ => Vec::new(),
+    }
+}
+
+impl RedisStore {
+    /// Connects to the cluster and checks the stored format (the partition count) or writes it.
+    pub fn open(config: &RedisConfig) -> Result<RedisStore, StoreError> {
+        if config.urls.is_empty() {
+            return Err(StoreError::Backend("no Redis node to connect to (redis_urls is empty)".into()));
+        }
+        if config.key_prefix.contains(['{', '}']) {
+            return Err(StoreError::Backend("the Redis key prefix must not contain '{' or '}'".into()));
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("presence-redis")
+            .enable_all()
+            .build()
+            .map_err(|error| StoreError::Backend(format!("starting the Redis client's runtime: {error}")))?;
+        let mut builder = ClusterClientBuilder::new(config.urls.clone())
+            .connection_timeout(Duration::from_secs(5))
+            .response_timeout(Duration::from_secs(10))
+            .retries(8);
+        if let Some(username) = &config.username {
+            builder = builder.username(username);
+        }
+        if let Some(password) = &config.password {
+            builder = builder.password(password);
+        }
+        if let Some(ca_file) = &config.ca_file {
+            let root = std::fs::read(ca_file)
+                .map_err(|error| StoreError::Backend(format!("reading {}: {error}", ca_file.display())))?;
+            builder = builder.certs(redis::TlsCertificates { client_tls: None, root_cert: Some(root) });
+        }
+        let client = builder.build().map_err(backend)?;
+        let connection = runtime.block_on(client.get_async_connection()).map_err(backend)?;
+        let wait_timeout_ms = u64::try_from(config.wait_timeout.as_millis()).unwrap_or(u64::MAX).max(1);
+        let store = RedisStore {
+            runtime: Some(runtime),
+            connection,
+            keys: Keys::new(&config.key_prefix),
+            wait_replicas: config.wait_replicas,
+            wait_timeout_ms,
+            dirty: Mutex::default(),
+            swept: Mutex::default(),
+            stamp: AtomicI64::new(0),
+        };
+        store.check_format()?;
+        store.finish_pending()?;
+        Ok(store)
+    }
+
+    /// Runs `future` on the store's runtime and waits for it. Called from a thread of another (multi-thread)
+    /// runtime, that thread first hands its other work over (`block_in_place`), as a blocking call must.
+    fn run<T>(&self, future: impl std::future::Future<Output = T>) -> T {
+        let runtime = self.runtime.as_ref().expect("the runtime lives as long as the store");
+        tokio::task::block_in_place(|| runtime.block_on(future))
+    }
+
+    /// The next stamp: the wall clock in microseconds, or one more than the last stamp given or seen.
+    fn next_stamp(&self) -> i64 {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |elapsed| i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX));
+        let previous = self
+            .stamp
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| Some(now.max(last + 1)))
+            .unwrap_or_else(|last| last);
+        now.max(previous + 1)
+    }
+
+    fn connection(&self) -> ClusterConnection {
+        self.connection.clone()
+    }
+
+    fn check_format(&self) -> Result<(), StoreError> {
+        let key = self.keys.format();
+        let mut connection = self.connection();
+        let stored: Option<String> = self
+            .run(async {
+                let _: bool = redis::cmd("HSETNX")
+                    .arg(&key)
+                    .arg("partitions")
+                    .arg(PARTITIONS)
+                    .query_async(&mut connection)
+                    .await?;
+                connection.hget(&key, "partitions").await
+            })
+            .map_err(backend)?;
+        match stored.as_deref().and_then(|text| text.parse::<u16>().ok()) {
+            Some(PARTITIONS) => Ok(()),
+            other => Err(corrupt(
+                key,
+                format!("the store was made with {other:?} partitions; this version uses {PARTITIONS}"),
+            )),
+        }
+    }
+
+    /// Waits until `wait_replicas` replicas of the primary of `slot` have every write sent to it so far.
+    async fn durable(&self, connection: &mut ClusterConnection, slot: u16) -> Result<(), StoreError> {
+        if self.wait_replicas == 0 {
+            return Ok(());
+        }
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(self.wait_replicas).arg(self.wait_timeout_ms);
+        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master)));
+        let reached = connection.route_command(wait, route).await.map_err(backend)?;
+        match int(&reached) {
+            Some(count) if count >= i64::from(self.wait_replicas) => Ok(()),
+            Some(count) => Err(StoreError::Unavailable(format!(
+                "{count} of {} replicas acknowledged the write within {} ms",
+                self.wait_replicas, self.wait_timeout_ms
+            ))),
+            None => Err(StoreError::Backend(format!("WAIT answered {reached:?}"))),
+        }
+    }
+
+    /// Runs `script` with `keys` and `args`, then waits until the write is durable.
+    async fn write(
+        &self,
+        connection: &mut ClusterConnection,
+        script: &Script,
+        keys: &[String],
+        args: &[String],
+        slot: u16,
+    ) -> Result<Value, StoreError> {
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(key);
+        }
+        for arg in args {
+            invocation.arg(arg);
+        }
+        let value: Value = invocation.invoke_async(connection).await.map_err(backend)?;
+        self.durable(connection, slot).await?;
+        Ok(value)
+    }
+
+    fn registry_keys(&self) -> Vec<String> {
+        REGISTRY_KEYS.iter().map(|name| self.keys.registry(name)).collect()
+    }
+
+    fn registry_slot(&self) -> u16 {
+        keys::slot("registry")
+    }
+
+    async fn read_record(&self, connection: &mut ClusterConnection, key: &UserKey) -> Result<Option<Read>, StoreError> {
+        let (member, partition) = self.keys.user(&key.tenant_id, &key.user_id);
+        let record = self.keys.record(partition, &member);
+        let (facts, version, due): (Option<String>, Option<u64>, Option<i64>) = redis::cmd("HMGET")
+            .arg(&record)
+            .arg("f")
+            .arg("v")
+            .arg("d")
+            .query_async(connection)
+            .await
+            .map_err(backend)?;
+        let Some(version) = version else { return Ok(None) };
+        let facts = match facts {
+            Some(text) => decode(&text).map_err(|reason| corrupt(member.clone(), reason))?,
+            None => UserFacts::default(),
+        };
+        Ok(Some(Read { facts, due_at: due, version }))
+    }
+
+    /// Writes one user's effects at the version read; `Ok(None)` when another write came in between.
+    async fn write_record(
+        &self,
+        connection: &mut ClusterConnection,
+        key: &UserKey,
+        expected: u64,
+        facts: &UserFacts,
+        effects: &Effects,
+    ) -> Result<Option<u64>, StoreError> {
+        let (member, partition) = self.keys.user(&key.tenant_id, &key.user_id);
+        let keys = [self.keys.record(partition, &member), self.keys.timers(partition), self.keys.outbox(partition)];
+        let mut args = vec![
+            expected.to_string(),
+            if effects.timer_only { String::new() } else { encode(facts) },
+            effects.due_at.map(|due| due.to_string()).unwrap_or_default(),
+            member,
+            self.next_stamp().to_string(),
+        ];
+        args.extend(effects.notifications.iter().map(|notification| Entry::of(notification, true)));
+        let value = self.write(connection, &scripts::UPDATE, &keys, &args, self.keys.partition_slot(partition)).await?;
+        if !effects.notifications.is_empty() {
+            self.dirty.lock().unwrap_or_else(PoisonError::into_inner).insert(partition);
+        }
+        match &value {
+            Value::Int(-1) => Ok(None),
+            Value::Array(parts) => match parts.as_slice() {
+                [version, stamp] => {
+                    if let Some(stamp) = int(stamp) {
+                        self.stamp.fetch_max(stamp, Ordering::SeqCst);
+                    }
+                    Ok(Some(int(version).and_then(|version| u64::try_from(version).ok()).unwrap_or_default()))
+                }
+                _ => Err(StoreError::Backend(format!("the update script answered {value:?}"))),
+            },
+            _ => Err(StoreError::Backend(format!("the update script answered {value:?}"))),
+        }
+    }
+
+    async fn update_one(
+        &self,
+        connection: &mut ClusterConnection,
+        key: &UserKey,
+        apply: &mut (dyn FnMut(&mut UserFacts, Option<i64>) -> Option<Effects> + '_),
+    ) -> Result<Updated, StoreError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let read = self.read_record(connection, key).await?;
+            let (mut facts, due_at, version) = match read {
+                Some(read) => (read.facts, read.due_at, read.version),
+                None => (UserFacts::default(), None, 0),
+            };
+            let Some(effects) = apply(&mut facts, due_at) else { return Ok(Updated::Declined) };
+            if let Some(version) = self.write_record(connection, key, version, &facts, &effects).await? {
+                return Ok(Updated::Written { version });
+            }
+        }
+        Err(StoreError::Backend(format!("user {}/{} is written too often to update", key.tenant_id, key.user_id)))
+    }
+
+    /// Queues `notifications` directly (not staged), grouped by subscription.
+    async fn enqueue_now(
+        &self,
+        connection: &mut ClusterConnection,
+        notifications: &[NewNotification],
+    ) -> Result<(), StoreError> {
+        let mut by_subscription: BTreeMap<&str, Vec<&NewNotification>> = BTreeMap::new();
+        for notification in notifications {
+            by_subscription.entry(&notification.queue.subscription_id).or_default().push(notification);
+        }
+        for (subscription, notes) in by_subscription {
+            let mut args = Self::queue_args(subscription);
+            for notification in notes {
+                args.push(kind_letter(notification.queue.kind).to_owned());
+                args.push(Entry::of(notification, false));
+            }
+            let keys = self.queue_keys(subscription);
+            let slot = self.keys.partition_slot(self.keys.subscription_partition(subscription));
+            self.write(connection, &scripts::ENQUEUE, &keys[..4], &args, slot).await?;
+        }
+        Ok(())
+    }
+
+    /// The first arguments of every queue script: the subscription and its queues' tags.
+    fn queue_args(subscription: &str) -> Vec<String> {
+        vec![
+            subscription.to_owned(),
+            queue_tag(&queue_field(&QueueId::changes(subscription))).to_string(),
+            queue_tag(&queue_field(&QueueId::lifecycle(subscription))).to_string(),
+        ]
+    }
+
+    /// A subscription's queue keys: meta, changes, lifecycle, its partition's index and leases.
+    fn queue_keys(&self, subscription: &str) -> [String; 5] {
+        let partition = self.keys.subscription_partition(subscription);
+        [
+            self.keys.queue_meta(subscription),
+            self.keys.queue(subscription, 'c'),
+            self.keys.queue(subscription, 'l'),
+            self.keys.queue_index(partition),
+            self.keys.leases(partition),
+        ]
+    }
+
+    async fn apply_pending(
+        &self,
+        connection: &mut ClusterConnection,
+        field: &str,
+        pending: &Pending,
+    ) -> Result<(), StoreError> {
+        let mut args = Self::queue_args(&pending.sub);
+        args.push(pending.version.to_string());
+        args.push(if pending.remove { "1" } else { "0" }.to_owned());
+        for (kind, entry) in &pending.notes {
+            args.push(kind.clone());
+            args.push(entry.clone());
+        }
+        let keys = self.queue_keys(&pending.sub);
+        let slot = self.keys.partition_slot(self.keys.subscription_partition(&pending.sub));
+        self.write(connection, &scripts::APPLY_PENDING, &keys, &args, slot).await?;
+        let _: i64 = connection.hdel(self.keys.registry("pending"), field).await.map_err(backend)?;
+        Ok(())
+    }
+
+    /// Does the queue work that subscription changes left pending (a crash between the two steps).
+    fn finish_pending(&self) -> Result<(), StoreError> {
+        let mut connection = self.connection();
+        self.run(async {
+            let all: Vec<(String, String)> =
+                connection.hgetall(self.keys.registry("pending")).await.map_err(backend)?;
+            let mut work = Vec::new();
+            for (field, text) in all {
+                let pending: Pending =
+                    serde_json::from_str(&text).map_err(|error| corrupt(field.clone(), error.to_string()))?;
+                work.push((pending.sub.clone(), pending.remove, pending.version, field, pending));
+            }
+            work.sort_by(|a, b| (&a.0, a.1, a.2).cmp(&(&b.0, b.1, b.2)));
+            for (_, _, _, field, pending) in work {
+                self.apply_pending(&mut connection, &field, &pending).await?;
+            }
+            Ok(())
+        })
+    }
+
+    async fn read_subscription(
+        &self,
+        connection: &mut ClusterConnection,
+        id: &str,
+    ) -> Result<Option<StoredSubscription>, StoreError> {
+        let (body, version): (Option<String>, Option<u64>) = redis::pipe()
+            .cmd("HGET")
+            .arg(self.keys.registry("subs"))
+            .arg(id)
+            .cmd("HGET")
+            .arg(self.keys.registry("versions"))
+            .arg(id)
+            .query_async(connection)
+            .await
+            .map_err(backend)?;
+        match (body, version) {
+            (Some(body), Some(version)) => Ok(Some(subscription_of(id, &body, version)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// [`PresenceStore::relay`], or with `crash` everything but removing the relayed entries from their
+    /// outboxes, as a process that died at that moment would leave it.
+    fn relay_or_crash(&self, limit: usize, crash: bool) -> Result<Vec<QueueId>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let sweep = {
+            let mut swept = self.swept.lock().unwrap_or_else(PoisonError::into_inner);
+            let due = swept.is_none_or(|at| at.elapsed() >= OUTBOX_SWEEP);
+            if due {
+                *swept = Some(Instant::now());
+            }
+            due
+        };
+        let partitions: Vec<u16> = {
+            let mut dirty = self.dirty.lock().unwrap_or_else(PoisonError::into_inner);
+            let taken = std::mem::take(&mut *dirty);
+            if sweep {
+                self.keys.partitions().collect()
+            } else {
+                taken.into_iter().collect()
+            }
+        };
+        if partitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let result = self.run(async {
+            let outboxes = join_all(partitions.iter().map(|partition| {
+                let mut connection = self.connection();
+                async move { self.read_outbox(&mut connection, *partition, limit).await }
+            }))
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
+            let (chosen, left_over) = merge(outboxes, limit);
+            self.dirty.lock().unwrap_or_else(PoisonError::into_inner).extend(left_over);
+            self.relay_staged(&chosen, crash).await
+        });
+        match result {
+            Ok(grown) => Ok(grown.into_iter().collect()),
+            Err(error) => {
+                // Looked at again next time.
+                self.dirty.lock().unwrap_or_else(PoisonError::into_inner).extend(partitions);
+                Err(error)
+            }
+        }
+    }
+
+    /// Relays like [`PresenceStore::relay`] but stops before the relayed entries leave their outboxes, as a
+    /// process killed at that moment would: the next relay finds them again.
+    #[cfg(feature = "testing")]
+    pub fn relay_then_crash(&self, limit: usize) -> Result<Vec<QueueId>, StoreError> {
+        let grown = self.relay_or_crash(limit, true)?;
+        self.dirty.lock().unwrap_or_else(PoisonError::into_inner).extend(self.keys.partitions());
+        Ok(grown)
+    }
+
+    /// The oldest `limit` notifications staged in `partition`'s outbox, in its order. An entry that cannot
+    /// be read is answered without a queue, to be removed unrelayed (it could never be delivered).
+    async fn read_outbox(
+        &self,
+        connection: &mut ClusterConnection,
+        partition: u16,
+        limit: usize,
+    ) -> Result<Vec<Staged>, StoreError> {
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(self.keys.outbox(partition))
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit)
+            .query_async(connection)
+            .await
+            .map_err(backend)?;
+        Ok(reply
+            .ids
+            .into_iter()
+            .map(|entry| {
+                let stamp = entry.map.get("t").and_then(int).unwrap_or(0);
+                let staged =
+                    entry.map.get("n").and_then(text).and_then(|text| serde_json::from_str::<Entry>(&text).ok());
+                let (queue, entry_text) = match staged {
+                    Some(Entry { q: Some(queue), url, at, item, rd }) => {
+                        let stored = Entry { q: None, url, at, item, rd };
+                        (parse_queue_field(&queue), serde_json::to_string(&stored).unwrap_or_default())
+                    }
+                    _ => (None, String::new()),
+                };
+                Staged { stamp, partition, id: entry.id, queue, entry: entry_text }
+            })
+            .collect())
+    }
+
+    /// Relays the staged notifications of `chosen` (in the order to queue them), then removes them from
+    /// their outboxes unless `crash` (a test's crash before that step). Answers the queues that grew.
+    async fn relay_staged(&self, chosen: &[Staged], crash: bool) -> Result<BTreeSet<QueueId>, StoreError> {
+        let mut by_queue: BTreeMap<&QueueId, Vec<&Staged>> = BTreeMap::new();
+        for staged in chosen {
+            if let Some(queue) = &staged.queue {
+                by_queue.entry(queue).or_default().push(staged);
+            }
+        }
+        let relays = join_all(by_queue.into_iter().map(|(queue, entries)| {
+            let mut connection = self.connection();
+            async move {
+                let subscription = &queue.subscription_id;
+                let keys = self.queue_keys(subscription);
+                let mut args = Self::queue_args(subscription);
+                args.push(kind_letter(queue.kind).to_owned());
+                for staged in entries {
+                    args.push(format!("hw:{}", staged.partition));
+                    args.push(staged.id.clone());
+                    args.push(staged.entry.clone());
+                }
+                let slot = self.keys.partition_slot(self.keys.subscription_partition(subscription));
+                let added = self.write(&mut connection, &scripts::RELAY, &keys[..4], &args, slot).await?;
+                Ok::<_, StoreError>((int(&added).unwrap_or(0) > 0).then(|| queue.clone()))
+            }
+        }))
+        .await;
+        let mut grown = BTreeSet::new();
+        for relayed in relays {
+            grown.extend(relayed?);
+        }
+        if crash {
+            return Ok(grown);
+        }
+        let mut by_partition: BTreeMap<u16, Vec<&str>> = BTreeMap::new();
+        for staged in chosen {
+            by_partition.entry(staged.partition).or_default().push(&staged.id);
+        }
+        for (partition, ids) in by_partition {
+            let mut delete = redis::cmd("XDEL");
+            delete.arg(self.keys.outbox(partition)).arg(ids);
+            let _: i64 = delete.query_async(&mut self.connection()).await.map_err(backend)?;
+        }
+        Ok(grown)
+    }
+}
+
+/// A notification staged in a partition's outbox.
+struct Staged {
+    stamp: i64,
+    partition: u16,
+    /// Its outbox entry id.
+    id: String,
+    /// Where it goes; `None` for an entry that cannot be read.
+    queue: Option<QueueId>,
+    /// The entry to queue.
+    entry: String,
+}
+
+/// Merges the partitions' outboxes (each in its own order) by stamp, up to `limit` in all: the
+/// notifications to relay, in the order to queue them. Answers also whether a partition has more left.
+fn merge(outboxes: Vec<Vec<Staged>>, limit: usize) -> (Vec<Staged>, BTreeSet<u16>) {
+    let mut left_over = BTreeSet::new();
+    let mut heads: BinaryHeap<Reverse<(i64, u16, usize)>> = BinaryHeap::new();
+    let mut outboxes: Vec<std::collections::VecDeque<Staged>> = outboxes.into_iter().map(Into::into).collect();
+    for (index, outbox) in outboxes.iter().enumerate() {
+        if let Some(first) = outbox.front() {
+            heads.push(Reverse((first.stamp, first.partition, index)));
+            if outbox.len() >= limit {
+                left_over.insert(first.partition);
+            }
+        }
+    }
+    let mut chosen = Vec::new();
+    while chosen.len() < limit {
+        let Some(Reverse((_, _, index))) = heads.pop() else { break };
+        let Some(staged) = outboxes[index].pop_front() else { continue };
+        chosen.push(staged);
+        if let Some(next) = outboxes[index].front() {
+            heads.push(Reverse((next.stamp, next.partition, index)));
+        }
+    }
+    for outbox in &outboxes {
+        if let Some(first) = outbox.front() {
+            left_over.insert(first.partition);
+        }
+    }
+    (chosen, left_over)
+}
+
+fn subscription_of(id: &str, body: &str, version: u64) -> Result<StoredSubscription, StoreError> {
+    let stored: StoredBody =
+        serde_json::from_str(body).map_err(|error| corrupt(format!("subscription {id}"), error.to_string()))?;
+    Ok(StoredSubscription {
+        id: id.to_owned(),
+        tenant_id: stored.tenant,
+        application_id: stored.app,
+        version,
+        body: stored.body,
+    })
+}
+
+fn body_of(subscription: &StoredSubscription) -> String {
+    let stored = StoredBody {
+        tenant: subscription.tenant_id.clone(),
+        app: subscription.application_id.clone(),
+        body: subscription.body.clone(),
+    };
+    serde_json::to_string(&stored).expect("serialising plain structs cannot fail")
+}
+
+fn count_field(subscription: &StoredSubscription) -> String {
+    format!("{}/{}", subscription.tenant_id, subscription.application_id)
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks; a store may be dropped inside another runtime's task.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl PresenceStore for RedisStore {
+    fn get(&self, key: &UserKey) -> Result<Option<UserRecord>, StoreError> {
+        let mut connection = self.connection();
+        let read = self.run(self.read_record(&mut connection, key))?;
+        Ok(read.map(|read| UserRecord { facts: read.facts, due_at: read.due_at, version: read.version }))
+    }
+
+    fn get_many(&self, keys: &[UserKey]) -> Result<Vec<Option<UserRecord>>, StoreError> {
+        let connection = self.connection();
+        self.run(async {
+            let reads = keys.iter().map(|key| {
+                let mut connection = connection.clone();
+                async move { self.read_record(&mut connection, key).await }
+            });
+            let results = join_all(reads).await;
+            results
+                .into_iter()
+                .map(|read| {
+                    Ok(read?.map(|read| UserRecord { facts: read.facts, due_at: read.due_at, version: read.version }))
+                })
+                .collect()
+        })
+    }
+
+    fn update(&self, key: &UserKey, apply: &mut UpdateFn<'_>) -> Result<Updated, StoreError> {
+        let mut connection = self.connection();
+        self.run(self.update_one(&mut connection, key, apply))
+    }
+
+    fn update_many(&self, keys: &[UserKey], apply: &mut UpdateManyFn<'_>) -> Vec<Result<Updated, StoreError>> {
+        let mut connection = self.connection();
+        self.run(async {
+            let mut results = Vec::with_capacity(keys.len());
+            for key in keys {
+                let result = self.update_one(&mut connection, key, &mut |facts, due| apply(key, facts, due)).await;
+                if let Err(StoreError::Corrupt { .. }) = &result {
+                    // One corrupt record must not keep everyone's timers busy: its timer goes.
+                    let (member, partition) = self.keys.user(&key.tenant_id, &key.user_id);
+                    let cleared: Result<i64, _> = connection.zrem(self.keys.timers(partition), &member).await;
+                    if let Err(error) = cleared {
+                        results.push(Err(backend(error)));
+                        continue;
+                    }
+                }
+                results.push(result);
+            }
+            results
+        })
+    }
+
+    fn claim_due(&self, now: i64, lease_until: i64, limit: usize) -> Result<Vec<UserKey>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let connection = self.connection();
+        self.run(async {
+            let candidates = join_all(self.keys.partitions().map(|partition| {
+                let mut connection = connection.clone();
+                async move {
+                    let due: Vec<(String, String)> = redis::cmd("ZRANGEBYSCORE")
+                        .arg(self.keys.timers(partition))
+                        .arg("-inf")
+                        .arg(now)
+                        .arg("WITHSCORES")
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(limit)
+                        .query_async(&mut connection)
+                        .await
+                        .map_err(backend)?;
+                    Ok::<_, StoreError>(
+                        due.into_iter().map(move |(member, at)| (score(&at).unwrap_or(i64::MIN), partition, member)),
+                    )
+                }
+            }))
+            .await;
+            let mut due: Vec<(i64, u16, String)> = Vec::new();
+            for partition in candidates {
+                due.extend(partition?);
+            }
+            due.sort();
+            due.truncate(limit);
+            let mut by_partition: BTreeMap<u16, Vec<String>> = BTreeMap::new();
+            for (_, partition, member) in &due {
+                by_partition.entry(*partition).or_default().push(member.clone());
+            }
+            let claims = join_all(by_partition.into_iter().map(|(partition, members)| {
+                let mut connection = connection.clone();
+                async move {
+                    let mut invocation = scripts::CLAIM.prepare_invoke();
+                    invocation.key(self.keys.timers(partition)).arg(now).arg(lease_until);
+                    for member in &members {
+                        invocation.arg(member);
+                    }
+                    let claimed: Vec<String> = invocation.invoke_async(&mut connection).await.map_err(backend)?;
+                    Ok::<_, StoreError>(claimed)
+                }
+            }))
+            .await;
+            let mut claimed = BTreeSet::new();
+            for partition in claims {
+                claimed.extend(partition?);
+            }
+            // In the order of their timers.
+            Ok(due
+                .into_iter()
+                .filter(|(_, _, member)| claimed.contains(member))
+                .filter_map(|(_, _, member)| {
+                    let (tenant, user) = member.split_once('/')?;
+                    Some(UserKey::new(tenant, user))
+                })
+                .collect())
+        })
+    }
+
+    fn next_due(&self) -> Result<Option<i64>, StoreError> {
+        let connection = self.connection();
+        self.run(async {
+            let firsts = join_all(self.keys.partitions().map(|partition| {
+                let mut connection = connection.clone();
+                async move {
+                    let first: Vec<(String, String)> = redis::cmd("ZRANGE")
+                        .arg(self.keys.timers(partition))
+                        .arg(0)
+                        .arg(0)
+                        .arg("WITHSCORES")
+                        .query_async(&mut connection)
+                        .await
+                        .map_err(backend)?;
+                    Ok::<_, StoreError>(first.first().and_then(|(_, at)| score(at)))
+                }
+            }))
+            .await;
+            let mut earliest = None;
+            for first in firsts {
+                earliest = [earliest, first?].into_iter().flatten().min();
+            }
+            Ok(earliest)
+        })
+    }
+
+    fn subscriptions(&self) -> Result<(Vec<StoredSubscription>, u64), StoreError> {
+        self.finish_pending()?;
+        let mut connection = self.connection();
+        let reply: Value = self
+            .run(async {
+                let mut invocation = scripts::SUBSCRIPTIONS.prepare_invoke();
+                for key in self.registry_keys() {
+                    invocation.key(key);
+                }
+                invocation.invoke_async(&mut connection).await
+            })
+            .map_err(backend)?;
+        let Value::Array(parts) = reply else { return Err(StoreError::Backend(format!("listing answered {reply:?}"))) };
+        let [bodies, versions, cursor] = parts.as_slice() else {
+            return Err(StoreError::Backend("listing answered the wrong shape".into()));
+        };
+        let versions: HashMap<String, String> = pairs(versions).into_iter().collect();
+        let mut all = Vec::new();
+        for (id, body) in pairs(bodies) {
+            let version = versions.get(&id).and_then(|text| text.parse().ok()).unwrap_or_default();
+            all.push(subscription_of(&id, &body, version)?);
+        }
+        let cursor = text(cursor).and_then(|text| text.parse().ok()).unwrap_or_default();
+        Ok((all, cursor))
+    }
+
+    fn subscription(&self, id: &str) -> Result<Option<StoredSubscription>, StoreError> {
+        let mut connection = self.connection();
+        self.run(self.read_subscription(&mut connection, id))
+    }
+
+    fn create_subscription(&self, subscription: &StoredSubscription, limit: usize) -> Result<bool, StoreError> {
+        let mut connection = self.connection();
+        let args = [subscription.id.clone(), count_field(subscription), limit.to_string(), body_of(subscription)];
+        let created = self.run(self.write(
+            &mut connection,
+            &scripts::CREATE_SUBSCRIPTION,
+            &self.registry_keys(),
+            &args,
+            self.registry_slot(),
+        ))?;
+        Ok(int(&created) == Some(1))
+    }
+
+    fn update_subscription(
+        &self,
+        id: &str,
+        apply: &mut SubscriptionFn<'_>,
+    ) -> Result<Option<StoredSubscription>, StoreError> {
+        let mut connection = self.connection();
+        self.run(async {
+            for _ in 0..MAX_ATTEMPTS {
+                let Some(current) = self.read_subscription(&mut connection, id).await? else { return Ok(None) };
+                let mut changed = current.clone();
+                let Some(notifications) = apply(&mut changed) else { return Ok(Some(current)) };
+                let changed = StoredSubscription {
+                    id: current.id.clone(),
+                    tenant_id: current.tenant_id.clone(),
+                    application_id: current.application_id.clone(),
+                    version: current.version + 1,
+                    body: changed.body,
+                };
+                // Notifications for this subscription's queues are pending work of the change; those for
+                // another subscription's queues are queued on their own afterwards.
+                let (own, others): (Vec<NewNotification>, Vec<NewNotification>) =
+                    notifications.into_iter().partition(|note| note.queue.subscription_id == id);
+                let pending = (!own.is_empty()).then(|| Pending {
+                    sub: id.to_owned(),
+                    version: changed.version,
+                    remove: false,
+                    notes: own
+                        .iter()
+                        .map(|note| (kind_letter(note.queue.kind).to_owned(), Entry::of(note, false)))
+                        .collect(),
+                });
+                let pending_text = pending.as_ref().map(|pending| serde_json::to_string(pending).unwrap_or_default());
+                let args =
+                    [id.to_owned(), current.version.to_string(), body_of(&changed), pending_text.unwrap_or_default()];
+                let answer = self
+                    .write(
+                        &mut connection,
+                        &scripts::UPDATE_SUBSCRIPTION,
+                        &self.registry_keys(),
+                        &args,
+                        self.registry_slot(),
+                    )
+                    .await?;
+                match int(&answer) {
+                    Some(-1) => continue,
+                    Some(-2) => return Ok(None),
+                    Some(_) => {
+                        if let Some(pending) = pending {
+                            self.apply_pending(&mut connection, &format!("{id}:{}", changed.version), &pending).await?;
+                        }
+                        self.enqueue_now(&mut connection, &others).await?;
+                        return Ok(Some(changed));
+                    }
+                    None => return Err(StoreError::Backend(format!("the subscription update answered {answer:?}"))),
+                }
+            }
+            Err(StoreError::Backend(format!("subscription {id} is written too often to update")))
+        })
+    }
+
+    fn remove_subscription(
+        &self,
+        id: &str,
+        farewell: &mut FarewellFn<'_>,
+    ) -> Result<Option<StoredSubscription>, StoreError> {
+        let mut connection = self.connection();
+        self.run(async {
+            for _ in 0..MAX_ATTEMPTS {
+                let Some(current) = self.read_subscription(&mut connection, id).await? else { return Ok(None) };
+                let Some(notes) = farewell(&current) else { return Ok(None) };
+                let pending = Pending {
+                    sub: id.to_owned(),
+                    version: current.version,
+                    remove: true,
+                    notes: notes
+                        .iter()
+                        .map(|note| (kind_letter(QueueKind::Lifecycle).to_owned(), Entry::of(note, false)))
+                        .collect(),
+                };
+                let args = [
+                    id.to_owned(),
+                    current.version.to_string(),
+                    count_field(&current),
+                    serde_json::to_string(&pending).unwrap_or_default(),
+                ];
+                let answer = self
+                    .write(
+                        &mut connection,
+                        &scripts::REMOVE_SUBSCRIPTION,
+                        &self.registry_keys(),
+                        &args,
+                        self.registry_slot(),
+                    )
+                    .await?;
+                match int(&answer) {
+                    Some(-1) => continue,
+                    Some(-2) => return Ok(None),
+                    Some(_) => {
+                        self.apply_pending(&mut connection, &format!("{id}:rm"), &pending).await?;
+                        return Ok(Some(current));
+                    }
+                    None => return Err(StoreError::Backend(format!("the subscription removal answered {answer:?}"))),
+                }
+            }
+            Err(StoreError::Backend(format!("subscription {id} is written too often to remove")))
+        })
+    }
+
+    fn subscription_changes(&self, since: u64) -> Result<Option<SubscriptionChanges>, StoreError> {
+        let mut connection = self.connection();
+        let reply: Value = self
+            .run(async {
+                let mut invocation = scripts::CHANGES.prepare_invoke();
+                for key in self.registry_keys() {
+                    invocation.key(key);
+                }
+                invocation.arg(since);
+                invocation.invoke_async(&mut connection).await
+            })
+            .map_err(backend)?;
+        if matches!(reply, Value::Nil | Value::Boolean(false)) {
+            return Ok(None);
+        }
+        let mut changes = SubscriptionChanges { ids: Vec::new(), cursor: since };
+        for (id, at) in pairs(&reply) {
+            changes.cursor = changes.cursor.max(at.parse().unwrap_or_default());
+            changes.ids.push(id);
+        }
+        Ok(Some(changes))
+    }
+
+    fn enqueue(&self, notifications: &[NewNotification]) -> Result<(), StoreError> {
+        let mut connection = self.connection();
+        self.run(self.enqueue_now(&mut connection, notifications))
+    }
+
+    fn relay(&self, limit: usize) -> Result<Vec<QueueId>, StoreError> {
+        self.relay_or_crash(limit, false)
+    }
+
+    fn queue_head(&self, queue: &QueueId, limit: usize) -> Result<Vec<QueuedNotification>, StoreError> {
+        let stream = self.keys.queue(&queue.subscription_id, kind_letter(queue.kind).chars().next().unwrap_or('c'));
+        let mut connection = self.connection();
+        let reply: redis::streams::StreamRangeReply = self
+            .run(
+                redis::cmd("XRANGE")
+                    .arg(&stream)
+                    .arg("-")
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(limit.max(1))
+                    .query_async(&mut connection),
+            )
+            .map_err(backend)?;
+        let mut head = Vec::new();
+        for entry in reply.ids.into_iter().take(limit) {
+            let position = position_of(&entry.id);
+            let text = entry.map.get("n").and_then(text);
+            let (Some(position), Some(text)) = (position, text) else {
+                return Err(corrupt(stream.clone(), format!("entry {} is not a notification", entry.id)));
+            };
+            let stored = Entry::read(&text, &stream)?;
+            head.push(QueuedNotification {
+                position,
+                url: stored.url,
+                created_at: stored.at,
+                item: stored.item,
+                resource_data: stored.rd,
+            });
+        }
+        Ok(head)
+    }
+
+    fn acknowledge(
+        &self,
+        queue: &QueueId,
+        positions: &[u64],
+        notifications: &[NewNotification],
+    ) -> Result<(), StoreError> {
+        let subscription = &queue.subscription_id;
+        let (own, others): (Vec<&NewNotification>, Vec<&NewNotification>) =
+            notifications.iter().partition(|note| &note.queue.subscription_id == subscription);
+        let ids: Vec<String> = positions.iter().filter_map(|position| entry_id(queue, *position)).collect();
+        let mut args = Self::queue_args(subscription);
+        args.push(kind_letter(queue.kind).to_owned());
+        args.push(ids.len().to_string());
+        args.extend(ids);
+        for note in own {
+            args.push(kind_letter(note.queue.kind).to_owned());
+            args.push(Entry::of(note, false));
+        }
+        let keys = self.queue_keys(subscription);
+        let slot = self.keys.partition_slot(self.keys.subscription_partition(subscription));
+        let others: Vec<NewNotification> = others.into_iter().cloned().collect();
+        let mut connection = self.connection();
+        self.run(async {
+            self.write(&mut connection, &scripts::ACKNOWLEDGE, &keys[..4], &args, slot).await?;
+            // Notifications for another subscription's queues are queued on their own.
+            self.enqueue_now(&mut connection, &others).await
+        })
+    }
+
+    fn queue_lengths(&self) -> Result<Vec<(QueueId, u64)>, StoreError> {
+        self.finish_pending()?;
+        let connection = self.connection();
+        self.run(async {
+            let indexes = join_all(self.keys.partitions().map(|partition| {
+                let mut connection = connection.clone();
+                async move {
+                    let index: Vec<(String, u64)> =
+                        connection.hgetall(self.keys.queue_index(partition)).await.map_err(backend)?;
+                    Ok::<_, StoreError>(index)
+                }
+            }))
+            .await;
+            let mut lengths = Vec::new();
+            for index in indexes {
+                for (field, length) in index? {
+                    if let (Some(queue), true) = (parse_queue_field(&field), length > 0) {
+                        lengths.push((queue, length));
+                    }
+                }
+            }
+            Ok(lengths)
+        })
+    }
+
+    fn lease_queue(&self, queue: &QueueId, holder: &str, now: i64, lease_until: i64) -> Result<bool, StoreError> {
+        let partition = self.keys.subscription_partition(&queue.subscription_id);
+        let mut connection = self.connection();
+        let granted: i64 = self
+            .run(async {
+                scripts::LEASE
+                    .key(self.keys.leases(partition))
+                    .arg(queue_field(queue))
+                    .arg(holder)
+                    .arg(now)
+                    .arg(lease_until)
+                    .invoke_async(&mut connection)
+                    .await
+            })
+            .map_err(backend)?;
+        Ok(granted == 1)
+    }
+
+    fn release_queue(&self, queue: &QueueId, holder: &str) -> Result<(), StoreError> {
+        let partition = self.keys.subscription_partition(&queue.subscription_id);
+        let mut connection = self.connection();
+        let _: i64 = self
+            .run(async {
+                scripts::RELEASE
+                    .key(self.keys.leases(partition))
+                    .arg(queue_field(queue))
+                    .arg(holder)
+                    .invoke_async(&mut connection)
+                    .await
+            })
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn ping(&self) -> Result<(), StoreError> {
+        let mut connection = self.connection();
+        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+            self.registry_slot(),
+            SlotAddr::Master,
+        )));
+        self.run(connection.route_command(redis::cmd("PING"), route)).map_err(backend)?;
+        Ok(())
+    }
+}

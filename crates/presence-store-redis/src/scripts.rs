@@ -1,0 +1,301 @@
+//! The Lua scripts: each changes keys of one hash slot atomically (Redis runs a script alone).
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Queues one notification of kind `c` or `l`: the subscription's next number, the stream entry (its id is
+/// the number and the queue's tag), the index count. Every queue script has KEYS queue meta, changes,
+/// lifecycle, index, and ARGV subscription, changes tag, lifecycle tag first.
+const ENQUEUE_FN: &str = r"
+local function put(kind, entry)
+  local stream, tag = KEYS[2], ARGV[2]
+  if kind == 'l' then stream, tag = KEYS[3], ARGV[3] end
+  local number = redis.call('HINCRBY', KEYS[1], 'pos', 1)
+  redis.call('XADD', stream, number .. '-' .. tag, 'n', entry)
+  redis.call('HINCRBY', KEYS[4], kind .. ':' .. ARGV[1], 1)
+end
+";
+
+/// Appends a subscription id to the registry's change log (one entry per id, scored by the newest change)
+/// and keeps the newest 1,000 entries, remembering the highest score trimmed.
+const LOGGED_FN: &str = r"
+local function logged(id)
+  local seq = redis.call('HINCRBY', KEYS[5], 'seq', 1)
+  redis.call('ZADD', KEYS[4], seq, id)
+  local excess = redis.call('ZCARD', KEYS[4]) - 1000
+  if excess > 0 then
+    local old = redis.call('ZRANGE', KEYS[4], excess - 1, excess - 1, 'WITHSCORES')
+    redis.call('HSET', KEYS[5], 'trimmed', old[2])
+    redis.call('ZREMRANGEBYRANK', KEYS[4], 0, excess - 1)
+  end
+end
+";
+
+fn script(functions: &[&str], body: &str) -> Script {
+    Script::new(&format!("{}{body}", functions.concat()))
+}
+
+/// A user's write. KEYS: record, timers, outbox. ARGV: expected version, facts (empty: keep them), due
+/// (empty: none), timer member, the writer's stamp, then the notifications to stage. The notifications are
+/// stamped above the record's last stamp, so one user's stamps increase whoever writes. Answers the new
+/// version and the stamp used, or -1 when the record's version is not the expected one.
+pub(crate) static UPDATE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        &[],
+        r"
+local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if v ~= tonumber(ARGV[1]) then return -1 end
+v = v + 1
+redis.call('HSET', KEYS[1], 'v', v)
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'f', ARGV[2]) end
+local stamp = math.max(tonumber(ARGV[5]), tonumber(redis.call('HGET', KEYS[1], 's') or '0') + 1)
+if #ARGV > 5 then redis.call('HSET', KEYS[1], 's', string.format('%.0f', stamp)) end
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[1], 'd', ARGV[3])
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+else
+  redis.call('HDEL', KEYS[1], 'd')
+  redis.call('ZREM', KEYS[2], ARGV[4])
+end
+for i = 6, #ARGV do redis.call('XADD', KEYS[3], '*', 'n', ARGV[i], 't', string.format('%.0f', stamp)) end
+return { v, string.format('%.0f', stamp) }
+",
+    )
+});
+
+/// Claims due users of one partition. KEYS: timers. ARGV: now, lease end, members. Moves each member still
+/// due to the lease's end (it is not removed: a claimer that dies loses nothing) and answers those claimed.
+pub(crate) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        &[],
+        r"
+local now = tonumber(ARGV[1])
+local claimed = {}
+for i = 3, #ARGV do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if score and tonumber(score) <= now then
+    redis.call('ZADD', KEYS[1], ARGV[2], ARGV[i])
+    claimed[#claimed + 1] = ARGV[i]
+  end
+end
+return claimed
+",
+    )
+});
+
+/// Queues notifications of one subscription. ARGV after the first three: pairs of kind (`c` or `l`) and
+/// entry.
+pub(crate) static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        &[ENQUEUE_FN],
+        r"
+for i = 4, #ARGV, 2 do put(ARGV[i], ARGV[i + 1]) end
+return 1
+",
+    )
+});
+
+/// Removes notifications of one queue by entry id and queues others. ARGV after the first three: kind, count
+/// n, n entry ids, then pairs of kind and entry. An emptied stream is deleted (numbers live in the meta).
+pub(crate) static ACKNOWLEDGE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        &[ENQUEUE_FN],
+        r"
+local stream = KEYS[2]
+if ARGV[4] == 'l' then stream = KEYS[3] end
+local n = tonumber(ARGV[5])
+local removed = 0
+for i = 6, 5 + n do removed = removed + redis.call('XDEL', stream, ARGV[i]) end
+local field = ARGV[4] .. ':' .. ARGV[1]
+if removed > 0 then
+  if redis.call('HINCRBY', KEYS[4], field, -removed) <= 0 then redis.call('HDEL', KEYS[4], field) end
+  if redis.call('XLEN', stream) == 0 then redis.call('DEL', stream) end
+end
+for i = 6 + n, #ARGV, 2 do put(ARGV[i], ARGV[i + 1]) end
+return removed
+",
+    )
+});
+
+/// Relays staged notifications into one queue, each once. ARGV after the first three: kind, then triples
+/// of high-water field (`hw:PARTITION`), outbox entry id and entry, in each partition's outbox order.
+/// Entries at or below their partition's high-water mark were relayed before; a removed subscription's
+/// queue takes none. Answers how many were queued.
+pub(crate) static RELAY: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        &[ENQUEUE_FN],
+        r"
+if redis.call('HEXISTS', KEYS[1], 'gone') == 1 then return 0 end
+local function parse(id)
+  local dash = string.find(id, '-', 1, true)
+  return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
+end
+local marks = {}
+local added = 0
+for i = 5, #ARGV, 3 do
+  local field = ARGV[i]
+  if not marks[field] then
+    local hw = redis.call('HGET', KEYS[1], field)
+    if hw then marks[field] = { parse(hw) } else marks[field] = { -1, -1 } end
+  end
+  local ms, seq = parse(ARGV[i + 1])
+  local mark = marks[field]
+  if ms > mark[1] or (ms == mark[1] and seq > mark[2]) then
+    put(ARGV[4], ARGV[i + 2])
+    marks[field] = { ms, seq }
+    redis.call('HSET', KEYS[1], field, ARGV[i + 1])
+    added = added + 1
+  end
+end
+return added
+",
+    )
+});
+
+/// Takes or renews a delivery lease. KEYS: leases. ARGV: field, holder, now, lease end.
+pub(crate) static LEASE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        &[],
+        r"
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if current then
+  local space = string.find(current, ' ', 1, true)
+  local ends = tonumber(string.sub(current, 1, space - 1))
+  if string.sub(current, space + 1) ~= ARGV[2] and ends > tonumber(ARGV[3]) then return 0 end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[4] .. ' ' .. ARGV[2])
+return 1
+",
+    )
+});
+
+/// Ends a holder's lease. KEYS: leases. ARGV: field, holder.
+pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        &[],
+        r"
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if current and string.sub(current, string.find(current, ' ', 1, true) + 1) == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 1
+",
+    )
+});
+
+/// The registry scripts' keys, in this order: subs, versions, counts, log, meta, pending.
+pub(crate) const REGISTRY_KEYS: [&str; 6] = ["subs", "versions", "counts", "log", "meta", "pending"];
+
+/// Creates a subscription within its application's limit. ARGV: id, count field, limit, record.
+pub(crate) static CREATE_SUBSCRIPTION: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        &[LOGGED_FN],
+        r"
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
+local count = tonumber(redis.call('HGET', KEYS[3], ARGV[2]) or '0')
+if count >= tonumber(ARGV[3]) then return 0 end
+redis.call('HINCRBY', KEYS[3], ARGV[2], 1)
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
+redis.call('HSET', KEYS[2], ARGV[1], 1)
+logged(ARGV[1])
+return 1
+",
+    )
+});
+
+/// Changes a subscription at an expected version. ARGV: id, expected version, record, pending queue work
+/// (empty: none). Answers the new version, -1 on another version, -2 when there is no such subscription.
+pub(crate) static UPDATE_SUBSCRIPTION: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        &[LOGGED_FN],
+        r"
+local v = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if v == 0 then return -2 end
+if v ~= tonumber(ARGV[2]) then return -1 end
+v = v + 1
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], v)
+logged(ARGV[1])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[6], ARGV[1] .. ':' .. v, ARGV[4]) end
+return v
+",
+    )
+});
+
+/// Removes a subscription at an expected version, leaving its queue work (dropping the change queue,
+/// queuing the farewell) pending. ARGV: id, expected version, count field, pending queue work. Answers as
+/// [`UPDATE_SUBSCRIPTION`].
+pub(crate) static REMOVE_SUBSCRIPTION: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        &[LOGGED_FN],
+        r"
+local v = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if v == 0 then return -2 end
+if v ~= tonumber(ARGV[2]) then return -1 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+if redis.call('HINCRBY', KEYS[3], ARGV[3], -1) <= 0 then redis.call('HDEL', KEYS[3], ARGV[3]) end
+logged(ARGV[1])
+redis.call('HSET', KEYS[6], ARGV[1] .. ':rm', ARGV[4])
+return v
+",
+    )
+});
+
+/// Every subscription with its version, and the log's cursor, at one instant.
+pub(crate) static SUBSCRIPTIONS: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        &[],
+        r"
+return { redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), redis.call('HGET', KEYS[5], 'seq') or '0' }
+",
+    )
+});
+
+/// The ids changed after a cursor, with their scores, or `false` when the log was trimmed past it.
+/// ARGV: cursor.
+pub(crate) static CHANGES: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        &[],
+        r"
+local trimmed = tonumber(redis.call('HGET', KEYS[5], 'trimmed') or '0')
+if tonumber(ARGV[1]) < trimmed then return false end
+return redis.call('ZRANGEBYSCORE', KEYS[4], '(' .. ARGV[1], '+inf', 'WITHSCORES')
+",
+    )
+});
+
+/// Does a subscription's pending queue work, once. KEYS: the queue keys and leases. ARGV after the first
+/// three: version, removal (`1` or `0`), then pairs of kind and entry. A removal marks the
+/// queues gone (relays add nothing more), drops the change queue, and queues the farewell into the
+/// lifecycle queue or drops that too; an update queues its notifications unless a version as new was
+/// queued already.
+pub(crate) static APPLY_PENDING: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        &[ENQUEUE_FN],
+        r"
+if redis.call('HEXISTS', KEYS[1], 'gone') == 1 then return 0 end
+if ARGV[5] == '1' then
+  local pos = redis.call('HGET', KEYS[1], 'pos') or '0'
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'gone', ARGV[4], 'pos', pos)
+  redis.call('EXPIRE', KEYS[1], 86400)
+  redis.call('DEL', KEYS[2])
+  redis.call('HDEL', KEYS[4], 'c:' .. ARGV[1])
+  redis.call('HDEL', KEYS[5], 'c:' .. ARGV[1])
+  if #ARGV < 6 then
+    redis.call('DEL', KEYS[3])
+    redis.call('HDEL', KEYS[4], 'l:' .. ARGV[1])
+    redis.call('HDEL', KEYS[5], 'l:' .. ARGV[1])
+  end
+else
+  local sv = tonumber(redis.call('HGET', KEYS[1], 'sv') or '0')
+  if sv >= tonumber(ARGV[4]) then return 0 end
+  redis.call('HSET', KEYS[1], 'sv', ARGV[4])
+end
+for i = 6, #ARGV, 2 do put(ARGV[i], ARGV[i + 1]) end
+return 1
+",
+    )
+});

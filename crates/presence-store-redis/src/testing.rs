@@ -1,0 +1,69 @@
+//! A real Redis Cluster for tests: 6 `redis-server` processes (3 primaries, 3 replicas, AOF fsynced on
+//! every write) that `scripts/redis-cluster.sh` starts once per test binary and stops when that binary's
+//! process is gone. Tests share it, each under a key prefix of its own ([`prefix`]).
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::RedisConfig;
+
+/// The cluster of this test binary (started on first use).
+pub struct Cluster {
+    /// Where the nodes keep their files (`N/` per node, `ports`, `urls`).
+    pub dir: tempfile::TempDir,
+    /// The seed URLs, one per node.
+    pub urls: Vec<String>,
+}
+
+impl Cluster {
+    /// The loopback ports of the nodes.
+    pub fn ports(&self) -> Vec<u16> {
+        self.urls.iter().filter_map(|url| url.rsplit(':').next()?.parse().ok()).collect()
+    }
+}
+
+/// The cluster of this test binary, started by the first caller.
+pub fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/redis-cluster.sh");
+        let output = Command::new("bash")
+            .arg(&script)
+            .arg("start")
+            .arg(dir.path())
+            .arg("--watch")
+            .arg(std::process::id().to_string())
+            .output()
+            .expect("running scripts/redis-cluster.sh");
+        assert!(
+            output.status.success(),
+            "the Redis Cluster did not start: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let urls = String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned).collect();
+        Cluster { dir, urls }
+    })
+}
+
+/// A key prefix no other caller in this process gets.
+pub fn prefix() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("t{}-{}:", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst))
+}
+
+/// The settings of a store on the cluster under a fresh prefix, durable on one replica.
+pub fn config() -> RedisConfig {
+    RedisConfig {
+        urls: cluster().urls.clone(),
+        username: None,
+        password: None,
+        ca_file: None,
+        key_prefix: prefix(),
+        wait_replicas: 1,
+        wait_timeout: Duration::from_secs(5),
+    }
+}

@@ -1,0 +1,94 @@
+//! What the Redis backend promises beyond the conformance suite, against the real cluster: writes that
+//! too few replicas acknowledged fail as unavailable, a handle relays what a dead handle staged, and a
+//! store made with another partition count is refused.
+
+use std::time::Duration;
+
+use presence_store::{Effects, NewNotification, PresenceStore, QueueId, StoreError, UserKey};
+use presence_store_redis::{testing, RedisStore};
+use redis::Commands;
+
+fn note(subscription: &str, item: &str) -> NewNotification {
+    NewNotification {
+        queue: QueueId::changes(subscription),
+        url: "https://example.org/hook".into(),
+        created_at: 1,
+        item: item.into(),
+        resource_data: None,
+    }
+}
+
+#[test]
+fn a_write_too_few_replicas_have_is_refused_as_unavailable() {
+    // Each primary has one replica: asking for two can never be met.
+    let mut config = testing::config();
+    config.wait_replicas = 2;
+    config.wait_timeout = Duration::from_millis(50);
+    let store = RedisStore::open(&config).expect("open");
+    let result = store.update(&UserKey::new("t", "u"), &mut |facts, _| {
+        facts.sequence_base += 1;
+        Some(Effects::default())
+    });
+    assert!(matches!(result, Err(StoreError::Unavailable(_))), "{result:?}");
+
+    config.wait_replicas = 1;
+    config.wait_timeout = Duration::from_secs(5);
+    let store = RedisStore::open(&config).expect("open");
+    let result = store.update(&UserKey::new("t", "u2"), &mut |facts, _| {
+        facts.sequence_base += 1;
+        Some(Effects::default())
+    });
+    assert!(result.is_ok(), "one replica acknowledges: {result:?}");
+}
+
+#[test]
+fn another_handle_relays_what_a_dead_handle_staged() {
+    let config = testing::config();
+    {
+        let dying = RedisStore::open(&config).expect("open");
+        for (user, item) in [("u1", "first"), ("u2", "second"), ("u3", "third")] {
+            dying
+                .update(&UserKey::new("t", user), &mut |facts, _| {
+                    facts.sequence_base += 1;
+                    Some(Effects { notifications: vec![note("s1", item)], ..Effects::default() })
+                })
+                .expect("update");
+        }
+        // Dropped before relaying: its notifications are staged only.
+    }
+    let other = RedisStore::open(&config).expect("open");
+    let grown = other.relay(1_000).expect("relay");
+    assert_eq!(grown, [QueueId::changes("s1")], "the first relay of a handle looks at every partition");
+    let items: Vec<String> =
+        other.queue_head(&QueueId::changes("s1"), 10).expect("queue_head").into_iter().map(|row| row.item).collect();
+    assert_eq!(items, ["first", "second", "third"], "in the order they were written");
+    assert!(other.relay(1_000).expect("relay").is_empty(), "relayed once");
+}
+
+#[test]
+fn a_store_made_with_another_partition_count_is_refused() {
+    let config = testing::config();
+    let client = redis::cluster::ClusterClient::new(config.urls.clone()).expect("client");
+    let mut connection = client.get_connection().expect("connection");
+    let _: () = connection.hset(format!("{}{{registry}}format", config.key_prefix), "partitions", 128).expect("hset");
+    let refused = RedisStore::open(&config).expect_err("refused");
+    assert!(matches!(&refused, StoreError::Corrupt { reason, .. } if reason.contains("128")), "{refused}");
+}
+
+#[test]
+fn a_relay_repeated_after_a_crash_queues_nothing_twice() {
+    let store = RedisStore::open(&testing::config()).expect("open");
+    for (user, item) in [("u1", "first"), ("u2", "second"), ("u1", "third")] {
+        store
+            .update(&UserKey::new("t", user), &mut |facts, _| {
+                facts.sequence_base += 1;
+                Some(Effects { notifications: vec![note("s1", item)], ..Effects::default() })
+            })
+            .expect("update");
+    }
+    assert_eq!(store.relay_then_crash(1_000).expect("relay"), [QueueId::changes("s1")]);
+    assert!(store.relay(1_000).expect("relay").is_empty(), "the replay queued something");
+    let items: Vec<String> =
+        store.queue_head(&QueueId::changes("s1"), 10).expect("queue_head").into_iter().map(|row| row.item).collect();
+    assert_eq!(items, ["first", "second", "third"], "each once, in order");
+}

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# A real Redis Cluster for the tests and the benchmark: 6 redis-server processes on free loopback ports
+# (3 primaries, 3 replicas), each with its AOF fsynced on every write, created with redis-cli and waited
+# for until every node reports cluster_state:ok.
+#
+#   scripts/redis-cluster.sh start DIR [--watch PID]   starts it in DIR; prints the seed URLs, one a line
+#   scripts/redis-cluster.sh stop DIR                  stops it (SIGTERM, then SIGKILL) and keeps DIR
+#
+# With --watch, a watcher stops the cluster and deletes DIR once process PID is gone (a test binary that
+# started it).
+# DIR/urls holds the URLs, DIR/ports the ports, DIR/N/ each node's files.
+set -euo pipefail
+
+usage() { echo "usage: $0 start DIR [--watch PID] | stop DIR" >&2; exit 2; }
+[ $# -ge 2 ] || usage
+action=$1
+dir=$2
+script=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
+nodes=6
+
+free_port() {
+  python3 - <<'PY'
+import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+PY
+}
+
+stop() {
+  local pids=()
+  for pidfile in "$dir"/*/redis.pid; do
+    [ -f "$pidfile" ] && pids+=("$(cat "$pidfile")")
+  done
+  [ ${#pids[@]} -gt 0 ] || return 0
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  for _ in $(seq 50); do
+    local alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ $alive -eq 0 ] && return 0
+    sleep 0.1
+  done
+  kill -KILL "${pids[@]}" 2>/dev/null || true
+}
+
+case $action in
+  stop)
+    stop
+    ;;
+  start)
+    watch=""
+    if [ $# -ge 4 ] && [ "$3" = "--watch" ]; then watch=$4; fi
+    command -v redis-server >/dev/null && command -v redis-cli >/dev/null || {
+      echo "redis-server and redis-cli are needed (Debian: redis-server, redis-tools)" >&2; exit 1; }
+    mkdir -p "$dir"
+    dir=$(cd "$dir" && pwd)
+    : > "$dir/ports"
+    for n in $(seq 1 $nodes); do
+      port=$(free_port)
+      # The cluster bus listens on port + 10000: take another port if that one is busy.
+      while ! python3 -c "import socket,sys; s=socket.socket(); s.bind(('127.0.0.1', $port + 10000))" 2>/dev/null \
+        || grep -qx "$port" "$dir/ports"; do
+        port=$(free_port)
+      done
+      echo "$port" >> "$dir/ports"
+      mkdir -p "$dir/$n"
+      redis-server --port "$port" --bind 127.0.0.1 --daemonize yes --dir "$dir/$n" \
+        --pidfile "$dir/$n/redis.pid" --logfile "$dir/$n/redis.log" \
+        --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 3000 \
+        --appendonly yes --appendfsync always --save "" \
+        --cluster-require-full-coverage no --min-replicas-to-write 1 --min-replicas-max-lag 10
+    done
+    for port in $(cat "$dir/ports"); do
+      for _ in $(seq 100); do
+        redis-cli -p "$port" ping >/dev/null 2>&1 && break
+        sleep 0.05
+      done
+    done
+    mapfile -t ports < "$dir/ports"
+    # min-replicas-to-write holds back writes until each primary has its replica; the cluster is created
+    # with it, and replicas attach within a second.
+    redis-cli --cluster create $(printf '127.0.0.1:%s ' "${ports[@]}") --cluster-replicas 1 --cluster-yes \
+      > "$dir/create.log" 2>&1 || { cat "$dir/create.log" >&2; stop; exit 1; }
+    for port in "${ports[@]}"; do
+      for _ in $(seq 300); do
+        redis-cli -p "$port" cluster info 2>/dev/null | grep -q 'cluster_state:ok' && break
+        sleep 0.1
+      done
+      redis-cli -p "$port" cluster info | grep -q 'cluster_state:ok' || {
+        echo "node $port did not reach cluster_state:ok" >&2; stop; exit 1; }
+    done
+    # Every primary has its replica attached and in sync (min-replicas-to-write refuses writes before).
+    for _ in $(seq 300); do
+      masters=$(redis-cli -p "${ports[0]}" cluster nodes | awk '$3 ~ /master/ && $9 != "" {split($2, a, "[:@]"); print a[2]}')
+      ready=0
+      for port in $masters; do
+        redis-cli -p "$port" info replication | grep -q '^slave0:.*state=online' && ready=$((ready + 1))
+      done
+      [ "$ready" -eq 3 ] && break
+      sleep 0.1
+    done
+    [ "$ready" -eq 3 ] || { echo "the replicas did not attach" >&2; stop; exit 1; }
+    printf 'redis://127.0.0.1:%s\n' "${ports[@]}" > "$dir/urls"
+    if [ -n "$watch" ]; then
+      nohup bash -c "while kill -0 $watch 2>/dev/null; do sleep 1; done; '$script' stop '$dir'; rm -rf '$dir'" \
+        >/dev/null 2>&1 </dev/null &
+    fi
+    cat "$dir/urls"
+    ;;
+  *)
+    usage
+    ;;
+esac
