@@ -72,14 +72,21 @@ impl SigningKey {
 
     /// Loads the key from `data_dir`, creating it (readable by the owner only) when absent.
     pub fn load_or_create(data_dir: &Path) -> Result<Self, KeyError> {
-        let path = data_dir.join(KEY_FILE);
+        Self::load_or_create_file(&data_dir.join(KEY_FILE))
+    }
+
+    /// [`SigningKey::load_or_create`] with the key file at `path` (several nodes share one key this way).
+    /// Nodes that start at once on one new file all end up with the key of the first to create it.
+    pub fn load_or_create_file(path: &Path) -> Result<Self, KeyError> {
         let display = path.display().to_string();
-        match std::fs::read_to_string(&path) {
+        match std::fs::read_to_string(path) {
             Ok(pem) => Self::from_pem(&pem).map_err(|reason| KeyError::Invalid { path: display, reason }),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 let key = Self::generate();
                 let io = |source| KeyError::Io { path: display.clone(), source };
-                let temporary = data_dir.join(format!("{KEY_FILE}.tmp"));
+                let mut temporary = path.as_os_str().to_owned();
+                temporary.push(format!(".{}.tmp", std::process::id()));
+                let temporary = std::path::PathBuf::from(temporary);
                 let mut options = std::fs::OpenOptions::new();
                 options.write(true).create(true).truncate(true);
                 #[cfg(unix)]
@@ -87,8 +94,17 @@ impl SigningKey {
                 let mut file = options.open(&temporary).map_err(io)?;
                 file.write_all(key.pem.as_bytes()).map_err(io)?;
                 file.sync_all().map_err(io)?;
-                std::fs::rename(&temporary, &path).map_err(io)?;
-                Ok(key)
+                // A link, unlike a rename, never replaces a key another process created meanwhile.
+                let linked = std::fs::hard_link(&temporary, path);
+                std::fs::remove_file(&temporary).map_err(io)?;
+                match linked {
+                    Ok(()) => Ok(key),
+                    Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                        let pem = std::fs::read_to_string(path).map_err(io)?;
+                        Self::from_pem(&pem).map_err(|reason| KeyError::Invalid { path: display.clone(), reason })
+                    }
+                    Err(error) => Err(io(error)),
+                }
             }
             Err(source) => Err(KeyError::Io { path: display, source }),
         }

@@ -18,7 +18,7 @@ pub mod verify;
 
 pub use directory::{App, Directory, DirectoryError, Tenant, User};
 pub use issuer::{Issuer, TokenRequest};
-pub use keys::SigningKey;
+pub use keys::{SigningKey, KEY_FILE};
 pub use permissions::{authorize, Operation, Target};
 pub use verify::{AuthError, Caller, CallerKind, Verifier};
 

@@ -48,6 +48,41 @@ pub const SETTINGS: &[Setting] = &[
         "\"presenced-data\"",
         "Directory holding all state: the SQLite database and the token-signing key. Created if missing.",
     ),
+    set(
+        "store",
+        "\"sqlite\"",
+        "Where presence, subscriptions and queued notifications live: \"sqlite\" (a database file in data_dir,\n\
+         for one process) or \"redis\" (a Redis Cluster shared by any number of presenced nodes; see redis_urls).",
+    ),
+    unset(
+        "signing_key_file",
+        "\"/etc/presenced/signing-key.pem\"",
+        "The token-signing key (PKCS#8 PEM), created if missing. Default: signing-key.pem in data_dir. Nodes\n\
+         sharing a Redis store must share the key, so that a token one node issued is accepted by all.",
+    ),
+    set(
+        "redis_urls",
+        "[]",
+        "Redis Cluster seed nodes, for store = \"redis\": [\"redis://host:port\", ...], or rediss:// for TLS\n\
+         (with the system's roots, or redis_ca_file's). The cluster must run with appendonly yes and\n\
+         appendfsync always (see the README's deployment guide).",
+    ),
+    unset("redis_username", "\"presenced\"", "The Redis ACL user and password, if the cluster requires them."),
+    unset("redis_password", "\"secret\"", ""),
+    unset("redis_ca_file", "\"/etc/presenced/redis-ca.pem\"", "Extra root certificates (PEM) for rediss:// nodes."),
+    set(
+        "redis_key_prefix",
+        "\"pd:\"",
+        "The prefix of every key presenced writes, so that several deployments can share a cluster.",
+    ),
+    set(
+        "redis_wait_replicas",
+        "1",
+        "Durability of a write on Redis: it is acknowledged once its primary has it in its AOF and this many\n\
+         replicas have it too (WAIT), within redis_wait_timeout_ms; else the request fails with 503 and\n\
+         Retry-After. 0 acknowledges on the primary's AOF alone (a failover may lose the last writes).",
+    ),
+    set("redis_wait_timeout_ms", "1000", ""),
     unset(
         "tls_cert_file",
         "\"/etc/presenced/cert.pem\"",
@@ -202,6 +237,15 @@ pub fn example_file() -> String {
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    pub store: StoreKind,
+    pub signing_key_file: Option<PathBuf>,
+    pub redis_urls: Vec<String>,
+    pub redis_username: Option<String>,
+    pub redis_password: Option<String>,
+    pub redis_ca_file: Option<PathBuf>,
+    pub redis_key_prefix: String,
+    pub redis_wait_replicas: u32,
+    pub redis_wait_timeout_ms: u64,
     pub public_url: Option<String>,
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
@@ -237,6 +281,16 @@ pub struct Config {
     /// Tenants with their users and apps.
     #[serde(default)]
     pub tenants: Vec<Tenant>,
+}
+
+/// Which backend keeps the state.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// One SQLite file in the data directory, for one process.
+    Sqlite,
+    /// A Redis Cluster, shared by several processes.
+    Redis,
 }
 
 /// How logs are written.
@@ -370,7 +424,58 @@ impl Config {
                 anyhow::bail!("invalid configuration in {origin}: {key} = {value} must be between {min} and {max}");
             }
         }
+        self.validate_redis(origin)
+    }
+
+    fn validate_redis(&self, origin: &str) -> anyhow::Result<()> {
+        if self.store == StoreKind::Redis && self.redis_urls.is_empty() {
+            anyhow::bail!(
+                "invalid configuration in {origin}: store = \"redis\" needs redis_urls (the cluster's seed nodes)"
+            );
+        }
+        for url in &self.redis_urls {
+            let parsed = url::Url::parse(url)
+                .map_err(|error| anyhow::anyhow!("invalid configuration in {origin}: redis_urls: {url:?}: {error}"))?;
+            if !matches!(parsed.scheme(), "redis" | "rediss") || parsed.host_str().is_none() {
+                anyhow::bail!(
+                    "invalid configuration in {origin}: redis_urls: {url:?} must be redis://host:port or rediss://host:port"
+                );
+            }
+        }
+        if self.redis_ca_file.is_some() && !self.redis_urls.iter().all(|url| url.starts_with("rediss://")) {
+            anyhow::bail!("invalid configuration in {origin}: redis_ca_file is for rediss:// URLs only");
+        }
+        if self.redis_key_prefix.contains(['{', '}']) {
+            anyhow::bail!(
+                "invalid configuration in {origin}: redis_key_prefix = {:?} must not contain '{{' or '}}' (hash tags)",
+                self.redis_key_prefix
+            );
+        }
+        if !(1..=60_000).contains(&self.redis_wait_timeout_ms) {
+            anyhow::bail!(
+                "invalid configuration in {origin}: redis_wait_timeout_ms = {} must be between 1 and 60000",
+                self.redis_wait_timeout_ms
+            );
+        }
         Ok(())
+    }
+
+    /// Where the token-signing key is kept.
+    pub fn signing_key_path(&self) -> PathBuf {
+        self.signing_key_file.clone().unwrap_or_else(|| self.data_dir.join(presence_auth::KEY_FILE))
+    }
+
+    /// The Redis backend's settings.
+    pub fn redis_config(&self) -> presence_store_redis::RedisConfig {
+        presence_store_redis::RedisConfig {
+            urls: self.redis_urls.clone(),
+            username: self.redis_username.clone(),
+            password: self.redis_password.clone(),
+            ca_file: self.redis_ca_file.clone(),
+            key_prefix: self.redis_key_prefix.clone(),
+            wait_replicas: self.redis_wait_replicas,
+            wait_timeout: Duration::from_millis(self.redis_wait_timeout_ms),
+        }
     }
 
     /// The log filter of `log_level`.
@@ -571,5 +676,39 @@ mod tests {
         assert!(error.contains("log_format") && error.contains("xml"), "{error}");
         let error = error_of(Config::load(Some(&path), no_overrides(), &["log_level=info,[".to_owned()]));
         assert!(error.contains("log_level"), "{error}");
+    }
+
+    #[test]
+    fn redis_settings_are_checked_before_anything_connects() {
+        let load = |flags: &[&str]| {
+            let flags: Vec<String> = flags.iter().map(|flag| (*flag).to_owned()).collect();
+            Config::load(None, no_overrides(), &flags)
+        };
+        let error = error_of(load(&["store=redis"]));
+        assert!(error.contains("redis_urls"), "{error}");
+        let error = error_of(load(&["store=redis", r#"redis_urls=["http://127.0.0.1:7000"]"#]));
+        assert!(error.contains("http://127.0.0.1:7000"), "{error}");
+        let error = error_of(load(&["store=redis", r#"redis_urls=["redis://"]"#]));
+        assert!(error.contains("redis_urls"), "{error}");
+        let error =
+            error_of(load(&["store=redis", r#"redis_urls=["redis://127.0.0.1:7000"]"#, "redis_key_prefix=\"a{b}\""]));
+        assert!(error.contains("redis_key_prefix"), "{error}");
+        let error = error_of(load(&[r#"redis_urls=["redis://127.0.0.1:7000"]"#, "redis_ca_file=\"/etc/ca.pem\""]));
+        assert!(error.contains("redis_ca_file"), "{error}");
+        let error = error_of(load(&["redis_wait_timeout_ms=0"]));
+        assert!(error.contains("redis_wait_timeout_ms"), "{error}");
+        let error = error_of(load(&["store=postgres"]));
+        assert!(error.contains("store") && error.contains("postgres"), "{error}");
+        let config = load(&[
+            "store=redis",
+            r#"redis_urls=["rediss://cache.example.org:6380"]"#,
+            "redis_ca_file=\"/etc/ca.pem\"",
+        ])
+        .unwrap();
+        assert_eq!(config.store, StoreKind::Redis);
+        let redis = config.redis_config();
+        assert_eq!((redis.key_prefix.as_str(), redis.wait_replicas), ("pd:", 1));
+        assert_eq!(redis.wait_timeout, Duration::from_secs(1));
+        assert_eq!(config.signing_key_path(), config.data_dir.join("signing-key.pem"));
     }
 }

@@ -14,7 +14,8 @@ use clap::{Args, Parser, Subcommand};
 
 use presence_auth::{Issuer, SigningKey, TokenRequest};
 use presence_service::ManualClock;
-use presence_store::SqliteStore;
+use presence_store::{PresenceStore, SqliteStore};
+use presence_store_redis::RedisStore;
 use presenced::config::{self, Config};
 
 #[derive(Parser)]
@@ -176,9 +177,25 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn open_key(config: &Config) -> anyhow::Result<SigningKey> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    Ok(SigningKey::load_or_create(&config.data_dir)?)
+    let path = config.signing_key_path();
+    if let Some(directory) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+        std::fs::create_dir_all(directory).with_context(|| format!("creating directory {}", directory.display()))?;
+    }
+    Ok(SigningKey::load_or_create_file(&path)?)
+}
+
+/// Opens the store the configuration names.
+fn open_store(config: &Config) -> anyhow::Result<Arc<dyn PresenceStore>> {
+    Ok(match config.store {
+        config::StoreKind::Sqlite => Arc::new(
+            SqliteStore::open(&config.data_dir)
+                .with_context(|| format!("opening the store in {}", config.data_dir.display()))?,
+        ),
+        config::StoreKind::Redis => Arc::new(
+            RedisStore::open(&config.redis_config())
+                .with_context(|| format!("opening the Redis store at {}", config.redis_urls.join(", ")))?,
+        ),
+    })
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
@@ -189,13 +206,12 @@ fn serve(config: Config) -> anyhow::Result<()> {
     let tls = config.tls()?;
     let directory = Arc::new(config.directory()?);
     let key = open_key(&config)?;
-    let store = SqliteStore::open(&config.data_dir)
-        .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+    let store = open_store(&config)?;
     let test_clock = config.test_clock.then(|| {
         tracing::warn!("TEST CLOCK ENABLED: presence time stands still and /_test/clock can move it. Never use this in production.");
         Arc::new(ManualClock::new(presence_service::system_now()))
     });
-    let assembled = presenced::assemble(&config, directory, Arc::new(store), key, test_clock)?;
+    let assembled = presenced::assemble(&config, directory, store, key, test_clock)?;
     let (service, state) = (assembled.service, assembled.state);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
@@ -206,7 +222,11 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let public = config.public_url();
         // The banner is for people; JSON logs are for machines, and stay one object a line.
         if config.log_format == config::LogFormat::Human {
-            println!("presenced listening on {address}, reachable as {public} (data in {})", config.data_dir.display());
+            let data = match config.store {
+                config::StoreKind::Sqlite => config.data_dir.display().to_string(),
+                config::StoreKind::Redis => format!("the Redis Cluster at {}", config.redis_urls.join(", ")),
+            };
+            println!("presenced listening on {address}, reachable as {public} (data in {data})");
             println!("Graph API: {public}/v1.0 and {public}/beta");
             if config.board {
                 println!("Presence board: {public}/board");
