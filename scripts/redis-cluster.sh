@@ -5,13 +5,15 @@
 #
 #   scripts/redis-cluster.sh start DIR [--watch PID]   starts it in DIR; prints the seed URLs, one a line
 #   scripts/redis-cluster.sh stop DIR                  stops it (SIGTERM, then SIGKILL) and keeps DIR
+#   scripts/redis-cluster.sh restart DIR N             starts node N (1-6) again, as a supervisor would
+#                                                      after a crash: it rejoins the cluster
 #
 # With --watch, a watcher stops the cluster and deletes DIR once process PID is gone (a test binary that
 # started it).
 # DIR/urls holds the URLs, DIR/ports the ports, DIR/N/ each node's files.
 set -euo pipefail
 
-usage() { echo "usage: $0 start DIR [--watch PID] | stop DIR" >&2; exit 2; }
+usage() { echo "usage: $0 start DIR [--watch PID] | stop DIR | restart DIR N" >&2; exit 2; }
 [ $# -ge 2 ] || usage
 action=$1
 dir=$2
@@ -25,6 +27,16 @@ s = socket.socket()
 s.bind(("127.0.0.1", 0))
 print(s.getsockname()[1])
 PY
+}
+
+# Starts node $1 of the cluster in $dir on port $2 (its files in $dir/$1).
+start_node() {
+  mkdir -p "$dir/$1"
+  redis-server --port "$2" --bind 127.0.0.1 --daemonize yes --dir "$dir/$1" \
+    --pidfile "$dir/$1/redis.pid" --logfile "$dir/$1/redis.log" \
+    --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 3000 \
+    --appendonly yes --appendfsync always --save "" \
+    --cluster-require-full-coverage no --min-replicas-to-write 1 --min-replicas-max-lag 10
 }
 
 stop() {
@@ -47,6 +59,18 @@ case $action in
   stop)
     stop
     ;;
+  restart)
+    [ $# -ge 3 ] || usage
+    port=$(sed -n "${3}p" "$dir/ports")
+    [ -n "$port" ] || usage
+    start_node "$3" "$port"
+    for _ in $(seq 100); do
+      redis-cli -p "$port" ping >/dev/null 2>&1 && exit 0
+      sleep 0.05
+    done
+    echo "node $3 did not start again" >&2
+    exit 1
+    ;;
   start)
     watch=""
     if [ $# -ge 4 ] && [ "$3" = "--watch" ]; then watch=$4; fi
@@ -63,12 +87,7 @@ case $action in
         port=$(free_port)
       done
       echo "$port" >> "$dir/ports"
-      mkdir -p "$dir/$n"
-      redis-server --port "$port" --bind 127.0.0.1 --daemonize yes --dir "$dir/$n" \
-        --pidfile "$dir/$n/redis.pid" --logfile "$dir/$n/redis.log" \
-        --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 3000 \
-        --appendonly yes --appendfsync always --save "" \
-        --cluster-require-full-coverage no --min-replicas-to-write 1 --min-replicas-max-lag 10
+      start_node "$n" "$port"
     done
     for port in $(cat "$dir/ports"); do
       for _ in $(seq 100); do

@@ -1,4 +1,6 @@
-// A real presenced (release build, embedded store, its own token issuer) on a free loopback port.
+// A real presenced (release build, embedded store, its own token issuer) on a free loopback port. With
+// PRESENCED_SDK_REDIS_URLS (comma-separated seed URLs of a Redis Cluster), the first node of a two-node
+// deployment on that cluster (store = "redis", its own key prefix, one signing key).
 "use strict";
 
 const { spawn, execFileSync } = require("node:child_process");
@@ -7,7 +9,10 @@ const net = require("node:net");
 const os = require("node:os");
 const path = require("node:path");
 
+const crypto = require("node:crypto");
+
 const REPO = path.resolve(__dirname, "..", "..");
+const REDIS_URLS = (process.env.PRESENCED_SDK_REDIS_URLS || "").split(",").filter((url) => url);
 const BINARY = process.env.PRESENCED_BIN || path.join(REPO, "target", "release", "presenced");
 
 function freePort() {
@@ -29,6 +34,14 @@ function canConnect(port) {
   });
 }
 
+async function waitForPort(port, child) {
+  const deadline = Date.now() + 30000;
+  while (!(await canConnect(port))) {
+    if (Date.now() > deadline || child.exitCode !== null) throw new Error("presenced did not start");
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
 async function start({ throttleLimit = 10000, throttleWindowSeconds = 30 } = {}) {
   const port = await freePort();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "presenced-js-"));
@@ -38,23 +51,37 @@ async function start({ throttleLimit = 10000, throttleWindowSeconds = 30 } = {})
     .replace('data_dir = "presenced-data"', `data_dir = "${dir}"`)
     .replace("throttle_limit = 10000", `throttle_limit = ${throttleLimit}`)
     .replace("throttle_window_seconds = 30", `throttle_window_seconds = ${throttleWindowSeconds}`);
+  if (REDIS_URLS.length > 0) {
+    config = config
+      .replace('store = "sqlite"', 'store = "redis"')
+      .replace("redis_urls = []", `redis_urls = [${REDIS_URLS.map((url) => JSON.stringify(url)).join(", ")}]`)
+      .replace('redis_key_prefix = "pd:"', `redis_key_prefix = "sdk-${crypto.randomUUID()}:"`)
+      .replace(
+        '# signing_key_file = "/etc/presenced/signing-key.pem"',
+        `signing_key_file = ${JSON.stringify(path.join(dir, "signing-key.pem"))}`,
+      );
+  }
   const configPath = path.join(dir, "presenced.toml");
   fs.writeFileSync(configPath, config);
   const { PRESENCED_TLS_CERT: cert, PRESENCED_TLS_KEY: key } = process.env;
   if (!cert || !key) throw new Error("run the suite with `npm test`: it sets up the TLS certificate");
   const args = ["--config", configPath, "serve", "--test-clock", "--tls-cert", cert, "--tls-key", key];
   const child = spawn(BINARY, args, { stdio: "ignore" });
-  const deadline = Date.now() + 30000;
-  while (!(await canConnect(port))) {
-    if (Date.now() > deadline || child.exitCode !== null) throw new Error("presenced did not start");
-    await new Promise((resolve) => setTimeout(resolve, 20));
+  await waitForPort(port, child);
+  const children = [child];
+  if (REDIS_URLS.length > 0) {
+    const second = await freePort();
+    const secondArgs = [...args, "--listen", `127.0.0.1:${second}`, "--data-dir", path.join(dir, "second")];
+    const other = spawn(BINARY, secondArgs, { stdio: "ignore" });
+    children.push(other);
+    await waitForPort(second, other);
   }
   return {
     base: `https://localhost:${port}`,
     token: (...args) =>
       execFileSync(BINARY, ["--config", configPath, "token", ...args], { encoding: "utf8" }).trim(),
     stop: () => {
-      child.kill("SIGKILL");
+      for (const running of children) running.kill("SIGKILL");
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -1,4 +1,10 @@
-"""A real presenced (release build, embedded store, its own token issuer) on a free loopback port."""
+"""A real presenced (release build, embedded store, its own token issuer) on a free loopback port.
+
+With PRESENCED_SDK_REDIS_URLS (comma-separated seed URLs of a Redis Cluster), the server is the first node
+of a two-node deployment on that cluster (store = "redis", its own key prefix, one signing key): the
+suites then run against a node whose every write, timer and notification goes through the cluster while
+a second node shares it.
+"""
 
 import asyncio
 import inspect
@@ -7,6 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -17,6 +24,21 @@ BINARY = Path(os.environ.get("PRESENCED_BIN", REPO / "target" / "release" / "pre
 ADELE = "7d3b5e0a-2c61-4f3e-9d1a-5a2b8c9e0f11"
 ALEX = "5e9a1c7b-8d44-4b0e-a3f2-6c1d2e3f4a5b"
 APP = "0a0f1e5c-8f62-4d3f-9d52-3b1c3b0d5e11"
+
+
+REDIS_URLS = [url for url in os.environ.get("PRESENCED_SDK_REDIS_URLS", "").split(",") if url]
+
+
+def wait_for_port(port: int, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("presenced did not start")
+            time.sleep(0.02)
 
 
 def free_port() -> int:
@@ -40,6 +62,15 @@ class Presenced:
         # The webhook receiver of the subscription test listens on plain HTTP on this machine.
         config = config.replace("notification_allow_http = false", "notification_allow_http = true")
         config = config.replace("notification_allow_internal = false", "notification_allow_internal = true")
+        if REDIS_URLS:
+            urls = ", ".join(f'"{url}"' for url in REDIS_URLS)
+            config = config.replace('store = "sqlite"', 'store = "redis"')
+            config = config.replace("redis_urls = []", f"redis_urls = [{urls}]")
+            config = config.replace('redis_key_prefix = "pd:"', f'redis_key_prefix = "sdk-{uuid.uuid4().hex}:"')
+            config = config.replace(
+                '# signing_key_file = "/etc/presenced/signing-key.pem"',
+                f'signing_key_file = "{self.dir.name}/signing-key.pem"',
+            )
         self.config = Path(self.dir.name) / "presenced.toml"
         self.config.write_text(config)
         self.process = subprocess.Popen(
@@ -47,15 +78,17 @@ class Presenced:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError("presenced did not start")
-                time.sleep(0.02)
+        wait_for_port(self.port, self.process)
+        self.second = None
+        if REDIS_URLS:
+            port = free_port()
+            self.second = subprocess.Popen(
+                [str(BINARY), "--config", str(self.config), "--data-dir", f"{self.dir.name}/second", "serve",
+                 "--test-clock", "--listen", f"127.0.0.1:{port}"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            wait_for_port(port, self.second)
 
     def token(self, *args: str) -> str:
         output = subprocess.run(
@@ -64,8 +97,10 @@ class Presenced:
         return output.stdout.strip()
 
     def stop(self) -> None:
-        self.process.kill()
-        self.process.wait()
+        for process in [self.process, self.second]:
+            if process is not None:
+                process.kill()
+                process.wait()
         self.dir.cleanup()
 
 

@@ -135,6 +135,8 @@ pub(crate) async fn clock_advance(
     }
     let now = clock.advance((seconds * 1000.0).round() as i64);
     state.service().clock_moved();
+    // The other processes of a shared store follow.
+    state.service().share_test_clock(clock.clone()).await?;
     tracing::warn!(seconds, now = %format_instant(now), "test clock advanced");
     Ok(clock_json(now))
 }

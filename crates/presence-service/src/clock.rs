@@ -55,6 +55,13 @@ impl ManualClock {
     }
 }
 
+impl ManualClock {
+    /// Moves the clock forward to `instant`, if that is later; answers whether it moved.
+    pub fn advance_to(&self, instant: Timestamp) -> bool {
+        self.millis.fetch_max(instant.as_millis(), Ordering::SeqCst) < instant.as_millis()
+    }
+}
+
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
         Timestamp(self.millis.load(Ordering::SeqCst))

@@ -185,6 +185,20 @@ impl Service {
         self.blocking(|service| Ok(service.store.ping()?)).await
     }
 
+    /// Shares the test clock with the other processes of the store: raises the shared instant to `clock`'s
+    /// and moves `clock` forward to the shared instant when another process moved it further. Answers
+    /// false when the store shares no test clock (it serves one process).
+    pub async fn share_test_clock(self: &Arc<Self>, clock: Arc<ManualClock>) -> Result<bool, ServiceError> {
+        let local = clock.now().as_millis();
+        let Some(shared) = self.blocking(move |service| Ok(service.store.share_test_clock(local)?)).await? else {
+            return Ok(false);
+        };
+        if clock.advance_to(presence_core::Timestamp(shared)) {
+            self.clock_moved();
+        }
+        Ok(true)
+    }
+
     /// The store's monitoring counts now, when the backend keeps them.
     pub async fn store_stats(self: &Arc<Self>) -> Result<Option<StoreStats>, ServiceError> {
         self.blocking(|service| Ok(service.store.stats(service.clock.now().as_millis())?)).await

@@ -35,7 +35,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::future::join_all;
@@ -56,6 +56,12 @@ use crate::scripts::REGISTRY_KEYS;
 
 /// How often a handle looks at every partition's outbox, not only those it wrote to.
 const OUTBOX_SWEEP: Duration = Duration::from_secs(5);
+/// How often the watchdog checks that the connection answers, and how long it waits for an answer.
+const WATCHDOG_INTERVAL: Duration = Duration::from_millis(500);
+const WATCHDOG_TIMEOUT: Duration = Duration::from_secs(1);
+/// How many checks in a row may fail before the connection is replaced.
+const WATCHDOG_FAILURES: u32 = 2;
+
 /// How many times an update re-reads and re-runs its closure under contention before giving up.
 const MAX_ATTEMPTS: usize = 10_000;
 
@@ -81,7 +87,8 @@ pub struct RedisConfig {
 /// A handle on the store in a Redis Cluster.
 pub struct RedisStore {
     runtime: Option<tokio::runtime::Runtime>,
-    connection: ClusterConnection,
+    /// The multiplexed connection every call clones; replaced by the watchdog when it stops answering.
+    connection: Arc<RwLock<ClusterConnection>>,
     keys: Keys,
     wait_replicas: u32,
     wait_timeout_ms: u64,
@@ -254,15 +261,17 @@ impl RedisStore {
             return Err(StoreError::Backend("the Redis key prefix must not contain '{' or '}'".into()));
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
+            .worker_threads(2)
             .thread_name("presence-redis")
             .enable_all()
             .build()
             .map_err(|error| StoreError::Backend(format!("starting the Redis client's runtime: {error}")))?;
+        // A command answers within the replicas' wait and a second, or fails (and the request with it), so
+        // that a failing node holds no request for long.
         let mut builder = ClusterClientBuilder::new(config.urls.clone())
-            .connection_timeout(Duration::from_secs(5))
-            .response_timeout(Duration::from_secs(10))
-            .retries(8);
+            .connection_timeout(Duration::from_secs(1))
+            .response_timeout(config.wait_timeout + Duration::from_secs(1))
+            .retries(4);
         if let Some(username) = &config.username {
             builder = builder.username(username);
         }
@@ -276,6 +285,8 @@ impl RedisStore {
         }
         let client = builder.build().map_err(backend)?;
         let connection = runtime.block_on(client.get_async_connection()).map_err(backend)?;
+        let connection = Arc::new(RwLock::new(connection));
+        runtime.spawn(watchdog(client, Arc::downgrade(&connection)));
         let wait_timeout_ms = u64::try_from(config.wait_timeout.as_millis()).unwrap_or(u64::MAX).max(1);
         let store = RedisStore {
             runtime: Some(runtime),
@@ -312,7 +323,7 @@ impl RedisStore {
     }
 
     fn connection(&self) -> ClusterConnection {
-        self.connection.clone()
+        self.connection.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     fn check_format(&self) -> Result<(), StoreError> {
@@ -357,14 +368,15 @@ impl RedisStore {
         }
     }
 
-    /// Runs `script` with `keys` and `args`, then waits until the write is durable.
+    /// Runs `script` with `keys` and `args`, then, given the slot it wrote to, waits until the write is
+    /// durable.
     async fn write(
         &self,
         connection: &mut ClusterConnection,
         script: &Script,
         keys: &[String],
         args: &[String],
-        slot: u16,
+        slot: Option<u16>,
     ) -> Result<Value, StoreError> {
         let mut invocation = script.prepare_invoke();
         for key in keys {
@@ -374,8 +386,22 @@ impl RedisStore {
             invocation.arg(arg);
         }
         let value: Value = invocation.invoke_async(connection).await.map_err(backend)?;
-        self.durable(connection, slot).await?;
+        if let Some(slot) = slot {
+            self.durable(connection, slot).await?;
+        }
         Ok(value)
+    }
+
+    /// Waits until `wait_replicas` replicas of the primaries of `slots` have every write sent to them so
+    /// far (after writes to many slots at once): one `WAIT` per slot, all at once; the primary of several
+    /// answers the later ones at once.
+    async fn durable_all(&self, connection: &ClusterConnection, slots: BTreeSet<u16>) -> Result<(), StoreError> {
+        let waits = join_all(slots.into_iter().map(|slot| {
+            let mut connection = connection.clone();
+            async move { self.durable(&mut connection, slot).await }
+        }))
+        .await;
+        waits.into_iter().collect()
     }
 
     fn registry_keys(&self) -> Vec<String> {
@@ -406,6 +432,7 @@ impl RedisStore {
     }
 
     /// Writes one user's effects at the version read; `Ok(None)` when another write came in between.
+    /// With `wait`, returns once the write is durable; else the caller waits for it.
     async fn write_record(
         &self,
         connection: &mut ClusterConnection,
@@ -413,6 +440,7 @@ impl RedisStore {
         expected: u64,
         facts: &UserFacts,
         effects: &Effects,
+        wait: bool,
     ) -> Result<Option<u64>, StoreError> {
         let (member, partition) = self.keys.user(&key.tenant_id, &key.user_id);
         let keys = [self.keys.record(partition, &member), self.keys.timers(partition), self.keys.outbox(partition)];
@@ -424,7 +452,8 @@ impl RedisStore {
             self.next_stamp().to_string(),
         ];
         args.extend(effects.notifications.iter().map(|notification| Entry::of(notification, true)));
-        let value = self.write(connection, &scripts::UPDATE, &keys, &args, self.keys.partition_slot(partition)).await?;
+        let slot = wait.then(|| self.keys.partition_slot(partition));
+        let value = self.write(connection, &scripts::UPDATE, &keys, &args, slot).await?;
         if !effects.notifications.is_empty() {
             self.dirty.lock().unwrap_or_else(PoisonError::into_inner).insert(partition);
         }
@@ -456,11 +485,30 @@ impl RedisStore {
                 None => (UserFacts::default(), None, 0),
             };
             let Some(effects) = apply(&mut facts, due_at) else { return Ok(Updated::Declined) };
-            if let Some(version) = self.write_record(connection, key, version, &facts, &effects).await? {
+            if let Some(version) = self.write_record(connection, key, version, &facts, &effects, true).await? {
                 return Ok(Updated::Written { version });
             }
         }
         Err(StoreError::Backend(format!("user {}/{} is written too often to update", key.tenant_id, key.user_id)))
+    }
+
+    /// `error`, after clearing the user's timer when the record is corrupt: one corrupt record must not
+    /// keep everyone's timers busy.
+    async fn clear_timer_if_corrupt(
+        &self,
+        connection: &ClusterConnection,
+        key: &UserKey,
+        error: StoreError,
+    ) -> StoreError {
+        if !matches!(error, StoreError::Corrupt { .. }) {
+            return error;
+        }
+        let (member, partition) = self.keys.user(&key.tenant_id, &key.user_id);
+        let cleared: Result<i64, _> = connection.clone().zrem(self.keys.timers(partition), &member).await;
+        match cleared {
+            Ok(_) => error,
+            Err(failure) => backend(failure),
+        }
     }
 
     /// Queues `notifications` directly (not staged), grouped by subscription.
@@ -481,7 +529,7 @@ impl RedisStore {
             }
             let keys = self.queue_keys(subscription);
             let slot = self.keys.partition_slot(self.keys.subscription_partition(subscription));
-            self.write(connection, &scripts::ENQUEUE, &keys[..4], &args, slot).await?;
+            self.write(connection, &scripts::ENQUEUE, &keys[..4], &args, Some(slot)).await?;
         }
         Ok(())
     }
@@ -522,7 +570,7 @@ impl RedisStore {
         }
         let keys = self.queue_keys(&pending.sub);
         let slot = self.keys.partition_slot(self.keys.subscription_partition(&pending.sub));
-        self.write(connection, &scripts::APPLY_PENDING, &keys, &args, slot).await?;
+        self.write(connection, &scripts::APPLY_PENDING, &keys, &args, Some(slot)).await?;
         let _: i64 = connection.hdel(self.keys.registry("pending"), field).await.map_err(backend)?;
         Ok(())
     }
@@ -683,7 +731,7 @@ impl RedisStore {
                     args.push(staged.entry.clone());
                 }
                 let slot = self.keys.partition_slot(self.keys.subscription_partition(subscription));
-                let added = self.write(&mut connection, &scripts::RELAY, &keys[..4], &args, slot).await?;
+                let added = self.write(&mut connection, &scripts::RELAY, &keys[..4], &args, Some(slot)).await?;
                 Ok::<_, StoreError>((int(&added).unwrap_or(0) > 0).then(|| queue.clone()))
             }
         }))
@@ -751,6 +799,33 @@ fn merge(outboxes: Vec<Vec<Staged>>, limit: usize) -> (Vec<Staged>, BTreeSet<u16
     (chosen, left_over)
 }
 
+/// Replaces the connection when it stops answering: a cluster client whose node restarted under load can
+/// wedge (every command timing out, healthy nodes included) rather than recover. A new connection starts
+/// from the seed nodes and a fresh slot map. Ends when the store is dropped.
+async fn watchdog(client: redis::cluster::ClusterClient, cell: Weak<RwLock<ClusterConnection>>) {
+    let mut failures = 0;
+    loop {
+        tokio::time::sleep(WATCHDOG_INTERVAL).await;
+        let Some(shared) = cell.upgrade() else { return };
+        let mut connection = shared.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+        let answered =
+            tokio::time::timeout(WATCHDOG_TIMEOUT, connection.route_command(redis::cmd("PING"), route)).await;
+        if matches!(answered, Ok(Ok(_))) {
+            failures = 0;
+            continue;
+        }
+        failures += 1;
+        if failures < WATCHDOG_FAILURES {
+            continue;
+        }
+        if let Ok(Ok(fresh)) = tokio::time::timeout(WATCHDOG_TIMEOUT * 3, client.get_async_connection()).await {
+            *shared.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+            failures = 0;
+        }
+    }
+}
+
 fn subscription_of(id: &str, body: &str, version: u64) -> Result<StoredSubscription, StoreError> {
     let stored: StoredBody =
         serde_json::from_str(body).map_err(|error| corrupt(format!("subscription {id}"), error.to_string()))?;
@@ -815,23 +890,76 @@ impl PresenceStore for RedisStore {
     }
 
     fn update_many(&self, keys: &[UserKey], apply: &mut UpdateManyFn<'_>) -> Vec<Result<Updated, StoreError>> {
-        let mut connection = self.connection();
+        let connection = self.connection();
         self.run(async {
-            let mut results = Vec::with_capacity(keys.len());
-            for key in keys {
-                let result = self.update_one(&mut connection, key, &mut |facts, due| apply(key, facts, due)).await;
-                if let Err(StoreError::Corrupt { .. }) = &result {
-                    // One corrupt record must not keep everyone's timers busy: its timer goes.
-                    let (member, partition) = self.keys.user(&key.tenant_id, &key.user_id);
-                    let cleared: Result<i64, _> = connection.zrem(self.keys.timers(partition), &member).await;
-                    if let Err(error) = cleared {
-                        results.push(Err(backend(error)));
+            // Every record read at once, the closures run in turn, every write sent at once, and one wait
+            // for the replicas of every primary; a user written meanwhile is updated again on its own.
+            let reads = join_all(keys.iter().map(|key| {
+                let mut connection = connection.clone();
+                async move { self.read_record(&mut connection, key).await }
+            }))
+            .await;
+            let mut results: Vec<Option<Result<Updated, StoreError>>> = vec![None; keys.len()];
+            let mut writes = Vec::new();
+            for (index, read) in reads.into_iter().enumerate() {
+                let key = &keys[index];
+                let (mut facts, due_at, version) = match read {
+                    Ok(Some(read)) => (read.facts, read.due_at, read.version),
+                    Ok(None) => (UserFacts::default(), None, 0),
+                    Err(error) => {
+                        results[index] = Some(Err(self.clear_timer_if_corrupt(&connection, key, error).await));
                         continue;
                     }
+                };
+                match apply(key, &mut facts, due_at) {
+                    None => results[index] = Some(Ok(Updated::Declined)),
+                    Some(effects) => writes.push((index, version, facts, effects)),
                 }
-                results.push(result);
+            }
+            let written =
+                join_all(
+                    writes.iter().map(|(index, version, facts, effects)| {
+                        let mut connection = connection.clone();
+                        async move {
+                            self.write_record(&mut connection, &keys[*index], *version, facts, effects, false).await
+                        }
+                    }),
+                )
+                .await;
+            let slots: BTreeSet<u16> = writes
+                .iter()
+                .zip(&written)
+                .filter(|(_, result)| matches!(result, Ok(Some(_))))
+                .map(|((index, ..), _)| {
+                    let (_, partition) = self.keys.user(&keys[*index].tenant_id, &keys[*index].user_id);
+                    self.keys.partition_slot(partition)
+                })
+                .collect();
+            let durable = self.durable_all(&connection, slots).await;
+            let mut conflicts = Vec::new();
+            for ((index, ..), result) in writes.iter().zip(written) {
+                results[*index] = match result {
+                    Ok(Some(version)) => Some(durable.clone().map(|()| Updated::Written { version })),
+                    Ok(None) => {
+                        conflicts.push(*index);
+                        None
+                    }
+                    Err(error) => Some(Err(error)),
+                };
+            }
+            for index in conflicts {
+                let key = &keys[index];
+                let mut connection = connection.clone();
+                let result = self.update_one(&mut connection, key, &mut |facts, due| apply(key, facts, due)).await;
+                results[index] = Some(match result {
+                    Err(error) => Err(self.clear_timer_if_corrupt(&connection, key, error).await),
+                    done => done,
+                });
             }
             results
+                .into_iter()
+                .map(|result| result.unwrap_or_else(|| Err(StoreError::Backend("the update was not run".into()))))
+                .collect()
         })
     }
 
@@ -965,7 +1093,7 @@ impl PresenceStore for RedisStore {
             &scripts::CREATE_SUBSCRIPTION,
             &self.registry_keys(),
             &args,
-            self.registry_slot(),
+            Some(self.registry_slot()),
         ))?;
         Ok(int(&created) == Some(1))
     }
@@ -1010,7 +1138,7 @@ impl PresenceStore for RedisStore {
                         &scripts::UPDATE_SUBSCRIPTION,
                         &self.registry_keys(),
                         &args,
-                        self.registry_slot(),
+                        Some(self.registry_slot()),
                     )
                     .await?;
                 match int(&answer) {
@@ -1061,7 +1189,7 @@ impl PresenceStore for RedisStore {
                         &scripts::REMOVE_SUBSCRIPTION,
                         &self.registry_keys(),
                         &args,
-                        self.registry_slot(),
+                        Some(self.registry_slot()),
                     )
                     .await?;
                 match int(&answer) {
@@ -1166,7 +1294,7 @@ impl PresenceStore for RedisStore {
         let others: Vec<NewNotification> = others.into_iter().cloned().collect();
         let mut connection = self.connection();
         self.run(async {
-            self.write(&mut connection, &scripts::ACKNOWLEDGE, &keys[..4], &args, slot).await?;
+            self.write(&mut connection, &scripts::ACKNOWLEDGE, &keys[..4], &args, Some(slot)).await?;
             // Notifications for another subscription's queues are queued on their own.
             self.enqueue_now(&mut connection, &others).await
         })
@@ -1229,6 +1357,23 @@ impl PresenceStore for RedisStore {
             })
             .map_err(backend)?;
         Ok(())
+    }
+
+    fn share_test_clock(&self, instant: i64) -> Result<Option<i64>, StoreError> {
+        let mut connection = self.connection();
+        let shared: String = self
+            .run(async {
+                scripts::TEST_CLOCK
+                    .key(self.keys.registry("testclock"))
+                    .arg(instant)
+                    .invoke_async(&mut connection)
+                    .await
+            })
+            .map_err(backend)?;
+        shared
+            .parse()
+            .map(Some)
+            .map_err(|_| corrupt(self.keys.registry("testclock"), format!("not an instant: {shared}")))
     }
 
     fn ping(&self) -> Result<(), StoreError> {

@@ -299,3 +299,18 @@ return 1
 ",
     )
 });
+
+/// Raises the shared test clock. KEYS: the clock. ARGV: an instant. Answers the shared instant.
+pub(crate) static TEST_CLOCK: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        &[],
+        r"
+local shared = redis.call('GET', KEYS[1])
+if not shared or tonumber(ARGV[1]) > tonumber(shared) then
+  redis.call('SET', KEYS[1], ARGV[1])
+  return ARGV[1]
+end
+return shared
+",
+    )
+});

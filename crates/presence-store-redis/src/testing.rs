@@ -19,10 +19,39 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// The loopback ports of the nodes.
+    /// The loopback ports of the nodes, node 1 first.
     pub fn ports(&self) -> Vec<u16> {
         self.urls.iter().filter_map(|url| url.rsplit(':').next()?.parse().ok()).collect()
     }
+
+    /// The node (1 to 6) listening on `port`.
+    pub fn node_on(&self, port: u16) -> usize {
+        self.ports().iter().position(|candidate| *candidate == port).expect("a port of the cluster") + 1
+    }
+
+    /// Sends `signal` (`KILL`, `STOP`, `CONT`, ...) to node `node`'s process.
+    pub fn signal(&self, node: usize, signal: &str) {
+        let pid = std::fs::read_to_string(self.dir.path().join(node.to_string()).join("redis.pid"))
+            .expect("the node's pid file");
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.trim()).status().expect("kill runs");
+        assert!(status.success(), "kill -{signal} of node {node} failed");
+    }
+
+    /// Starts node `node` again (after it was killed), as a supervisor would: it rejoins the cluster.
+    pub fn restart(&self, node: usize) {
+        let status = Command::new("bash")
+            .arg(script())
+            .arg("restart")
+            .arg(self.dir.path())
+            .arg(node.to_string())
+            .status()
+            .expect("running scripts/redis-cluster.sh");
+        assert!(status.success(), "node {node} did not start again");
+    }
+}
+
+fn script() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/redis-cluster.sh")
 }
 
 /// The cluster of this test binary, started by the first caller.
@@ -30,9 +59,8 @@ pub fn cluster() -> &'static Cluster {
     static CLUSTER: OnceLock<Cluster> = OnceLock::new();
     CLUSTER.get_or_init(|| {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/redis-cluster.sh");
         let output = Command::new("bash")
-            .arg(&script)
+            .arg(script())
             .arg("start")
             .arg(dir.path())
             .arg("--watch")

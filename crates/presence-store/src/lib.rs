@@ -353,6 +353,15 @@ pub trait PresenceStore: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Optional: raises the test clock that every process of the store shares to at least `instant`
+    /// (milliseconds since the epoch) and answers the shared instant, so that a test moving one process's
+    /// clock moves them all. The default answers `None`: the backend serves one process, whose clock is
+    /// the only one. Only servers running a test clock call it.
+    fn share_test_clock(&self, instant: i64) -> Result<Option<i64>, StoreError> {
+        let _ = instant;
+        Ok(None)
+    }
+
     /// Optional: tidies up at shutdown, after the last write (SQLite moves its WAL into the database file).
     /// Everything acknowledged is durable without it.
     fn close(&self) -> Result<(), StoreError> {

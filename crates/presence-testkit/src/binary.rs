@@ -45,11 +45,17 @@ impl Drop for Running {
 /// on a free port, and waits (at most `within`) until it accepts connections.
 pub fn start(binary: &Path, global: &[&str], within: Duration) -> Running {
     let port = crate::free_port();
+    // PRESENCED_TEST_LOGS=DIR keeps each started server's output in DIR/presenced-PORT.log (to debug a test).
+    let output = || match std::env::var_os("PRESENCED_TEST_LOGS") {
+        Some(dir) => std::fs::File::create(Path::new(&dir).join(format!("presenced-{port}.log")))
+            .map_or_else(|_| Stdio::null(), Stdio::from),
+        None => Stdio::null(),
+    };
     let child = Command::new(binary)
         .args(global)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(output())
+        .stderr(output())
         .spawn()
         .expect("presenced starts");
     let running = Running { child, base: format!("http://127.0.0.1:{port}") };
@@ -83,6 +89,18 @@ pub async fn call(
     token: &str,
     body: Value,
 ) -> (u16, Value) {
+    try_call(client, base, method, path, token, body).await.expect("the server answers")
+}
+
+/// [`call`], answering `None` when the server does not answer (the connection failed or closed).
+pub async fn try_call(
+    client: &HttpClient,
+    base: &str,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: Value,
+) -> Option<(u16, Value)> {
     let mut request = Request::builder().method(method).uri(format!("{base}{path}"));
     if !token.is_empty() {
         request = request.header("authorization", format!("Bearer {token}"));
@@ -93,8 +111,8 @@ pub async fn call(
         request = request.header("content-type", "application/json");
         Full::new(Bytes::from(body.to_string()))
     };
-    let response = client.request(request.body(body).expect("a valid request")).await.expect("the server answers");
+    let response = client.request(request.body(body).expect("a valid request")).await.ok()?;
     let status = response.status().as_u16();
-    let bytes = response.into_body().collect().await.expect("the body arrives").to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    let bytes = response.into_body().collect().await.ok()?.to_bytes();
+    Some((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
 }

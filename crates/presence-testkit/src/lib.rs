@@ -5,6 +5,7 @@
 //! - [`server`]: a real router over a real engine and SQLite store in a temporary directory, in process;
 //! - [`receiver`]: a real HTTPS webhook receiver with its own test CA;
 //! - [`binary`]: starting the real `presenced` binary and calling it over HTTP;
+//! - [`deployment`]: several real binaries on one real Redis Cluster;
 //! - [`free_port`].
 //!
 //! Test support only: nothing here ships.
@@ -12,6 +13,7 @@
 #![allow(missing_docs, unreachable_pub)]
 
 pub mod binary;
+pub mod deployment;
 pub mod directory;
 pub mod receiver;
 pub mod server;

@@ -211,11 +211,14 @@ fn serve(config: Config) -> anyhow::Result<()> {
         tracing::warn!("TEST CLOCK ENABLED: presence time stands still and /_test/clock can move it. Never use this in production.");
         Arc::new(ManualClock::new(presence_service::system_now()))
     });
-    let assembled = presenced::assemble(&config, directory, store, key, test_clock)?;
+    let assembled = presenced::assemble(&config, directory, store, key, test_clock.clone())?;
     let (service, state) = (assembled.service, assembled.state);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let workers = service.spawn_workers().context("loading subscriptions and queued notifications")?;
+        if let Some(clock) = test_clock {
+            follow_test_clock(service.clone(), clock);
+        }
         let listener =
             tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let address = listener.local_addr()?;
@@ -248,6 +251,22 @@ fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!("stopped");
         anyhow::Ok(())
     })
+}
+
+/// Keeps this process's test clock with the one its store shares with other processes (a Redis
+/// Cluster): it starts at the shared instant, and follows any other process that moves it, within a tenth
+/// of a second. A store serving one process shares nothing, and the follower stops.
+fn follow_test_clock(service: Arc<presence_service::Service>, clock: Arc<ManualClock>) {
+    tokio::spawn(async move {
+        loop {
+            match service.share_test_clock(clock.clone()).await {
+                Ok(false) => return,
+                Ok(true) => {}
+                Err(error) => tracing::warn!(%error, "test clock: the shared instant could not be read"),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    });
 }
 
 /// Logs to standard output: human-readable or one JSON object a line, at `log_level` (`RUST_LOG`, when

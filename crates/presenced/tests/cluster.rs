@@ -3,112 +3,26 @@
 //! notified of changes written on the others, each once, in order; and a node killed with SIGKILL loses
 //! nothing it acknowledged.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use hyper::Method;
-use presence_store_redis::testing;
-use presence_testkit::binary::{self, Running};
+use presence_testkit::binary::Running;
+use presence_testkit::deployment::{call, set_presence, Deployment};
 use presence_testkit::receiver::Receiver;
-use presence_testkit::{ADELE, ALEX, APP};
+use presence_testkit::{ADELE, ALEX};
 use serde_json::{json, Value};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_presenced");
 const USERS: [&str; 4] = [ADELE, ALEX, "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d", "b2c3d4e5-f6a7-4b8c-9d0e-1f2a3b4c5d6e"];
 
-/// Nodes sharing one configuration file: one cluster, one key prefix, one signing key.
-struct Deployment {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    prefix: String,
-}
-
-impl Deployment {
-    /// A deployment on the test cluster under a fresh prefix; subscriber endpoints are trusted with
-    /// `webhook_ca` (PEM) when given.
-    fn new(webhook_ca: Option<&[u8]>) -> Deployment {
-        let dir = tempfile::tempdir().unwrap();
-        let prefix = testing::prefix();
-        let urls: Vec<String> = testing::cluster().urls.iter().map(|url| format!("{url:?}")).collect();
-        let mut config = include_str!("../../../presenced.example.toml")
-            .replace("store = \"sqlite\"", "store = \"redis\"")
-            .replace("redis_urls = []", &format!("redis_urls = [{}]", urls.join(", ")))
-            .replace("redis_key_prefix = \"pd:\"", &format!("redis_key_prefix = {prefix:?}"))
-            .replace(
-                "# signing_key_file = \"/etc/presenced/signing-key.pem\"",
-                &format!("signing_key_file = {:?}", dir.path().join("signing-key.pem").to_str().unwrap()),
-            );
-        if let Some(ca) = webhook_ca {
-            let ca_file = dir.path().join("webhook-ca.pem");
-            std::fs::write(&ca_file, ca).unwrap();
-            config =
-                config.replace("notification_allow_internal = false", "notification_allow_internal = true").replace(
-                    "# notification_ca_file = \"/etc/presenced/webhook-ca.pem\"",
-                    &format!("notification_ca_file = {:?}", ca_file.to_str().unwrap()),
-                );
-        }
-        let path = dir.path().join("presenced.toml");
-        std::fs::write(&path, config).unwrap();
-        Deployment { dir, config: path, prefix }
-    }
-
-    fn global(&self, node: usize) -> Vec<String> {
-        let data = self.dir.path().join(format!("node-{node}"));
-        vec![
-            "--config".into(),
-            self.config.to_str().unwrap().into(),
-            "--data-dir".into(),
-            data.to_str().unwrap().into(),
-        ]
-    }
-
-    /// Starts node `node` (its own data directory) and waits until it accepts connections.
-    fn start(&self, node: usize) -> Running {
-        let global = self.global(node);
-        let global: Vec<&str> = global.iter().map(String::as_str).collect();
-        binary::start(Path::new(BINARY), &global, Duration::from_secs(60))
-    }
-
-    /// A token minted on node `node`'s machine (`presenced token`).
-    fn token(&self, node: usize, extra: &[&str]) -> String {
-        let global = self.global(node);
-        let global: Vec<&str> = global.iter().map(String::as_str).collect();
-        binary::token(Path::new(BINARY), &global, extra)
-    }
-}
-
-async fn call(node: &Running, method: Method, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-    binary::call(&binary::client(), &node.base, method, path, token, body.unwrap_or(Value::Null)).await
-}
-
-async fn set_presence(node: &Running, token: &str, user: &str, availability: &str, activity: &str) -> u16 {
-    let body =
-        json!({ "sessionId": APP, "availability": availability, "activity": activity, "expirationDuration": "PT1H" });
-    let (status, answer) =
-        call(node, Method::POST, &format!("/v1.0/users/{user}/presence/setPresence"), token, Some(body)).await;
-    assert!(status == 200 || answer.is_null(), "{availability}/{activity}: {answer}");
-    status
-}
-
-/// The primaries' ports holding at least one user record of `prefix`.
-fn nodes_holding_records(prefix: &str) -> usize {
-    testing::cluster()
-        .ports()
-        .into_iter()
-        .filter(|port| {
-            let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
-            let mut connection = client.get_connection().unwrap();
-            let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut connection).unwrap();
-            let primary = matches!(role.first(), Some(redis::Value::BulkString(role)) if role == b"master");
-            let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*u:*")).query(&mut connection).unwrap();
-            primary && !keys.is_empty()
-        })
-        .count()
+fn deploy(webhook_ca: Option<&str>, test_clock: bool) -> Deployment {
+    Deployment::new(Path::new(BINARY), webhook_ca, test_clock)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_one_node_writes_every_node_reads() {
-    let deployment = Deployment::new(None);
+    let deployment = deploy(None, false);
     let (a, b) = (deployment.start(0), deployment.start(1));
     // Minted with node A's key, accepted by node B: the nodes share the key file.
     let writer = deployment.token(0, &[]);
@@ -119,7 +33,7 @@ async fn what_one_node_writes_every_node_reads() {
         let node = if index % 2 == 0 { &a } else { &b };
         assert_eq!(set_presence(node, &writer, user, availability, activity).await, 200);
     }
-    assert!(nodes_holding_records(&deployment.prefix) >= 2, "the users' records spread over the primaries");
+    assert!(deployment.primaries_holding("*u:*").len() >= 2, "the users' records spread over the primaries");
 
     for node in [&a, &b] {
         let body = json!({ "ids": USERS });
@@ -175,36 +89,12 @@ async fn what_one_node_writes_every_node_reads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_made_on_one_node_hears_changes_written_on_any_node_once_and_in_order() {
     let receiver = Receiver::start().await;
-    let deployment = Deployment::new(Some(receiver.ca_pem.as_bytes()));
+    let deployment = deploy(Some(receiver.ca_pem.as_str()), false);
     let (a, b) = (deployment.start(0), deployment.start(1));
     let writer = deployment.token(0, &[]);
     let reader = deployment.token(0, &["--roles", "Presence.Read.All"]);
-    let expiration = (jiff::Timestamp::now() + jiff::SignedDuration::from_mins(30)).to_string();
-    let subscription = json!({
-        "changeType": "updated",
-        "resource": format!("communications/presences/{ADELE}"),
-        "notificationUrl": format!("{}/hook", receiver.base),
-        "expirationDateTime": expiration,
-        "clientState": "cluster",
-    });
-    let (status, created) = call(&a, Method::POST, "/v1.0/subscriptions", &reader, Some(subscription)).await;
-    assert_eq!(status, 201, "{created}");
-    let id = created["id"].as_str().unwrap().to_owned();
-    // Node B learns of the subscription from the registry's change log, which it follows every second:
-    // until then its writes notify nobody. Write on B until one of its changes is notified.
-    let (status, seen) = call(&b, Method::GET, &format!("/v1.0/subscriptions/{id}"), &reader, None).await;
-    assert_eq!(status, 200, "node B reads the subscription from the store: {seen}");
-    for round in 0.. {
-        let (availability, activity) = if round % 2 == 0 { ("Available", "Available") } else { ("Away", "Away") };
-        assert_eq!(set_presence(&b, &writer, ADELE, availability, activity).await, 200);
-        if !receiver.items("/hook").is_empty() {
-            break;
-        }
-        assert!(round < 100, "node B never notified the subscription made on node A");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // A queue is delivered in order: once a change written on A last is delivered, all before it are.
-    let settled = settle(&receiver, &a, &writer, &reader).await;
+    let id = subscribe(&receiver, &a, &reader, 50).await;
+    let settled = known_everywhere(&receiver, &a, &b, &id, &writer, &reader).await;
 
     // Each differs from the one before (and from the sentinels), so each is a visible change.
     let pairs = [
@@ -239,6 +129,73 @@ async fn a_subscription_made_on_one_node_hears_changes_written_on_any_node_once_
     assert_eq!(after, settled + pairs.len() + 1, "a change was notified twice: {:#?}", receiver.items("/hook"));
 }
 
+/// Subscribes `receiver`'s `/hook` to Adele's presence on `node` for `minutes` and answers the
+/// subscription's id.
+async fn subscribe(receiver: &Receiver, node: &Running, reader: &str, minutes: i64) -> String {
+    let expiration = (jiff::Timestamp::now() + jiff::SignedDuration::from_mins(minutes)).to_string();
+    let subscription = json!({
+        "changeType": "updated",
+        "resource": format!("communications/presences/{ADELE}"),
+        "notificationUrl": format!("{}/hook", receiver.base),
+        "expirationDateTime": expiration,
+        "clientState": "cluster",
+    });
+    let (status, created) = call(node, Method::POST, "/v1.0/subscriptions", reader, Some(subscription)).await;
+    assert_eq!(status, 201, "{created}");
+    created["id"].as_str().unwrap().to_owned()
+}
+
+/// Waits until node `b` knows subscription `id`, made on node `a`, and every change so far is delivered;
+/// answers how many items arrived by then. Node B learns of the subscription from the registry's change
+/// log, which it follows every second: until then its writes notify nobody, so it writes until one of its
+/// changes is notified.
+async fn known_everywhere(
+    receiver: &Receiver,
+    a: &Running,
+    b: &Running,
+    id: &str,
+    writer: &str,
+    reader: &str,
+) -> usize {
+    let (status, seen) = call(b, Method::GET, &format!("/v1.0/subscriptions/{id}"), reader, None).await;
+    assert_eq!(status, 200, "node B reads the subscription from the store: {seen}");
+    for round in 0.. {
+        let (availability, activity) = if round % 2 == 0 { ("Available", "Available") } else { ("Away", "Away") };
+        assert_eq!(set_presence(b, writer, ADELE, availability, activity).await, 200);
+        if !receiver.items("/hook").is_empty() {
+            break;
+        }
+        assert!(round < 100, "node B never notified the subscription made on node A");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A queue is delivered in order: once a change written on A last is delivered, all before it are.
+    settle(receiver, a, writer, reader).await
+}
+
+/// Moves the shared test clock forward on `node` and waits until `other` follows.
+async fn advance(node: &Running, other: &Running, seconds: u64) {
+    let (status, moved) =
+        call(node, Method::POST, "/_test/clock/advance", "", Some(json!({ "seconds": seconds }))).await;
+    assert_eq!(status, 200, "{moved}");
+    let target = moved["epochMilliseconds"].as_i64().unwrap();
+    for _ in 0..500 {
+        let (_, clock) = call(other, Method::GET, "/_test/clock", "", None).await;
+        if clock["epochMilliseconds"].as_i64().unwrap() >= target {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the other node's test clock did not follow to {target}");
+}
+
+/// Adele's presence on `node`: availability, activity and sequence number.
+async fn adele(node: &Running, reader: &str) -> (String, String, String) {
+    let (status, presence) = call(node, Method::GET, &format!("/v1.0/users/{ADELE}/presence"), reader, None).await;
+    assert_eq!(status, 200, "{presence}");
+    let text = |field: &str| presence[field].as_str().unwrap().to_owned();
+    (text("availability"), text("activity"), text("sequenceNumber"))
+}
+
 /// Writes a sentinel change of Adele on `node` and waits until it is delivered: everything queued before
 /// it was delivered too. Answers how many items arrived in all, the sentinel's last.
 async fn settle(receiver: &Receiver, node: &Running, writer: &str, reader: &str) -> usize {
@@ -264,4 +221,46 @@ async fn wait_for_sequence(receiver: &Receiver, sequence: &str) {
 
 fn item_is(item: &Value, subscription: &str) -> bool {
     item["subscriptionId"] == subscription && item["clientState"] == "cluster"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fades_and_expiry_fire_once_across_nodes_and_a_killed_node_s_users_fade_on_another() {
+    let receiver = Receiver::start().await;
+    let deployment = deploy(Some(receiver.ca_pem.as_str()), true);
+    let (a, b) = (deployment.start(0), deployment.start(1));
+    let writer = deployment.token(0, &[]);
+    let reader = deployment.token(1, &["--roles", "Presence.Read.All"]);
+    let id = subscribe(&receiver, &a, &reader, 600).await;
+    let settled = known_everywhere(&receiver, &a, &b, &id, &writer, &reader).await;
+
+    // Written on B; both nodes run timers on the shared clock, moved on A: each change once.
+    assert_eq!(set_presence(&b, &writer, ADELE, "Available", "Available").await, 200);
+    let mut expected = vec![adele(&b, &reader).await];
+    for (seconds, availability, activity) in
+        [(300, "Available", "AvailableInactive"), (300, "Away", "Away"), (3000, "Offline", "Offline")]
+    {
+        advance(&a, &b, seconds).await;
+        let now = adele(&b, &reader).await;
+        assert_eq!((now.0.as_str(), now.1.as_str()), (availability, activity));
+        wait_for_sequence(&receiver, &now.2).await;
+        expected.push(now);
+    }
+    let items = receiver.items("/hook");
+    let sequences: Vec<&str> =
+        items[settled..].iter().map(|item| item["resourceData"]["sequenceNumber"].as_str().unwrap()).collect();
+    let expected_sequences: Vec<&str> = expected.iter().map(|(_, _, sequence)| sequence.as_str()).collect();
+    assert_eq!(sequences, expected_sequences, "the write, the fade, away and the expiry, each once");
+
+    // Node A dies (SIGKILL) right after a write: node B's timers fade the user A wrote.
+    assert_eq!(set_presence(&a, &writer, ADELE, "Available", "Available").await, 200);
+    let written = adele(&b, &reader).await;
+    wait_for_sequence(&receiver, &written.2).await;
+    drop(a);
+    let (status, moved) = call(&b, Method::POST, "/_test/clock/advance", "", Some(json!({ "seconds": 300 }))).await;
+    assert_eq!(status, 200, "{moved}");
+    let faded = adele(&b, &reader).await;
+    assert_eq!((faded.0.as_str(), faded.1.as_str()), ("Available", "AvailableInactive"));
+    wait_for_sequence(&receiver, &faded.2).await;
+    let after = settle(&receiver, &b, &writer, &reader).await;
+    assert_eq!(after, settled + expected.len() + 3, "each change once: {:#?}", &receiver.items("/hook")[settled..]);
 }
