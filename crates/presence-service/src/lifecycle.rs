@@ -25,8 +25,9 @@ use crate::{Service, ServiceConfig, ServiceError};
 
 /// How often the registry reads the store's change log for subscriptions other processes changed.
 const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
-/// How often (in follower rounds) the store's queues are swept for queues no process is delivering.
-const SWEEP_ROUNDS: u64 = 60;
+/// How often (in follower rounds) the store's queues are swept for queues no process is delivering (a
+/// process that died may have left some; their leases decide who delivers them).
+const SWEEP_ROUNDS: u64 = 5;
 
 /// The settings of subscription lifecycle.
 pub(crate) struct Settings {
@@ -435,13 +436,17 @@ impl Service {
         }
     }
 
-    /// The follower: reads the store's change log every [`FOLLOW_INTERVAL`], and sweeps the store's
-    /// queues every [`SWEEP_ROUNDS`] rounds.
+    /// The follower: reads the store's change log and relays what the store staged (also what a process
+    /// that died staged) every [`FOLLOW_INTERVAL`], and sweeps the store's queues every [`SWEEP_ROUNDS`]
+    /// rounds.
     pub(crate) async fn run_follower(self: Arc<Self>) {
         for round in 1u64.. {
             tokio::time::sleep(FOLLOW_INTERVAL).await;
             if let Err(error) = self.blocking(|service| Ok(service.follow_once()?)).await {
                 tracing::error!(%error, "subscriptions: reading the change log failed; retrying");
+            }
+            if let Err(error) = self.blocking(|service| Ok(service.relay_staged()?)).await {
+                tracing::error!(%error, "delivery: relaying staged notifications failed; retrying");
             }
             if round % SWEEP_ROUNDS == 0 {
                 if let Err(error) = self.blocking(|service| Ok(service.sweep_queues()?)).await {

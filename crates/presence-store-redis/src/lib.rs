@@ -96,6 +96,10 @@ pub struct RedisStore {
     dirty: Mutex<BTreeSet<u16>>,
     /// When this handle last looked at every partition's outbox.
     swept: Mutex<Option<Instant>>,
+    /// Which primary serves each partition (an index per partition, from `CLUSTER SLOTS`), to send the
+    /// commands of many partitions as one pipeline per primary; `None` until read, or after a command
+    /// found a slot moved.
+    topology: RwLock<Option<Arc<Vec<usize>>>>,
     /// The last stamp this handle gave or saw (a hybrid logical clock in microseconds): relaying merges
     /// the partitions' outboxes by stamp, so one handle's notifications keep the order of its writes.
     stamp: AtomicI64,
@@ -182,6 +186,16 @@ impl Entry {
     fn read(text: &str, record: &str) -> Result<Entry, StoreError> {
         serde_json::from_str(text).map_err(|error| corrupt(record, error.to_string()))
     }
+}
+
+/// How a write at an expected version of a subscription ended.
+enum Versioned {
+    /// Another write came in between: read again and retry.
+    Conflict,
+    /// There is no such subscription.
+    Missing,
+    /// Written.
+    Written,
 }
 
 /// A subscription as stored in the registry (its version is kept beside it).
@@ -297,6 +311,7 @@ impl RedisStore {
             dirty: Mutex::default(),
             swept: Mutex::default(),
             stamp: AtomicI64::new(0),
+            topology: RwLock::new(None),
         };
         store.check_format()?;
         store.finish_pending()?;
@@ -404,6 +419,22 @@ impl RedisStore {
         waits.into_iter().collect()
     }
 
+    /// Runs a registry script that writes at an expected version, durably.
+    async fn write_registry(
+        &self,
+        connection: &mut ClusterConnection,
+        script: &Script,
+        args: &[String],
+    ) -> Result<Versioned, StoreError> {
+        let answer = self.write(connection, script, &self.registry_keys(), args, Some(self.registry_slot())).await?;
+        match int(&answer) {
+            Some(-1) => Ok(Versioned::Conflict),
+            Some(-2) => Ok(Versioned::Missing),
+            Some(_) => Ok(Versioned::Written),
+            None => Err(StoreError::Backend(format!("a subscription script answered {answer:?}"))),
+        }
+    }
+
     fn registry_keys(&self) -> Vec<String> {
         REGISTRY_KEYS.iter().map(|name| self.keys.registry(name)).collect()
     }
@@ -413,22 +444,147 @@ impl RedisStore {
     }
 
     async fn read_record(&self, connection: &mut ClusterConnection, key: &UserKey) -> Result<Option<Read>, StoreError> {
+        let (command, _) = self.record_read(key);
+        let value: Value = command.query_async(connection).await.map_err(backend)?;
+        Self::record_of(key, value)
+    }
+
+    /// The command that reads a user's record, and the user's partition.
+    fn record_read(&self, key: &UserKey) -> (redis::Cmd, u16) {
         let (member, partition) = self.keys.user(&key.tenant_id, &key.user_id);
-        let record = self.keys.record(partition, &member);
-        let (facts, version, due): (Option<String>, Option<u64>, Option<i64>) = redis::cmd("HMGET")
-            .arg(&record)
-            .arg("f")
-            .arg("v")
-            .arg("d")
-            .query_async(connection)
-            .await
-            .map_err(backend)?;
+        let mut command = redis::cmd("HMGET");
+        command.arg(self.keys.record(partition, &member)).arg("f").arg("v").arg("d");
+        (command, partition)
+    }
+
+    /// A user's record from the reply to [`RedisStore::record_read`].
+    fn record_of(key: &UserKey, value: Value) -> Result<Option<Read>, StoreError> {
+        let record = || format!("{}/{}", key.tenant_id, key.user_id);
+        let (facts, version, due): (Option<String>, Option<u64>, Option<i64>) =
+            redis::from_redis_value(value).map_err(|error| corrupt(record(), error.to_string()))?;
         let Some(version) = version else { return Ok(None) };
         let facts = match facts {
-            Some(text) => decode(&text).map_err(|reason| corrupt(member.clone(), reason))?,
+            Some(text) => decode(&text).map_err(|reason| corrupt(record(), reason))?,
             None => UserFacts::default(),
         };
         Ok(Some(Read { facts, due_at: due, version }))
+    }
+
+    /// Reads the records of `keys` (one pipeline per primary).
+    async fn read_records(&self, keys: &[UserKey]) -> Vec<Result<Option<Read>, StoreError>> {
+        let commands: Vec<(u16, redis::Cmd)> = keys
+            .iter()
+            .map(|key| {
+                let (command, partition) = self.record_read(key);
+                (partition, command)
+            })
+            .collect();
+        let replies = self.pipelined(commands).await;
+        keys.iter().zip(replies).map(|(key, reply)| Self::record_of(key, reply?)).collect()
+    }
+
+    /// Which primary serves each partition, as the cluster says now (`CLUSTER SLOTS`).
+    async fn read_topology(&self) -> Option<Arc<Vec<usize>>> {
+        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+        let reply = self.connection().route_command(redis::cmd("CLUSTER").arg("SLOTS").clone(), route).await.ok()?;
+        let Value::Array(ranges) = reply else { return None };
+        let mut primaries: Vec<String> = Vec::new();
+        let mut owners: Vec<(i64, i64, usize)> = Vec::new();
+        for range in ranges {
+            let Value::Array(parts) = range else { continue };
+            let (Some(start), Some(end), Some(Value::Array(primary))) =
+                (parts.first().and_then(int), parts.get(1).and_then(int), parts.get(2))
+            else {
+                continue;
+            };
+            let name = format!("{}:{}", primary.first().and_then(text)?, primary.get(1).and_then(int)?);
+            let index = primaries.iter().position(|known| *known == name).unwrap_or_else(|| {
+                primaries.push(name);
+                primaries.len() - 1
+            });
+            owners.push((start, end, index));
+        }
+        let topology = self
+            .keys
+            .partitions()
+            .map(|partition| {
+                let slot = i64::from(self.keys.partition_slot(partition));
+                owners
+                    .iter()
+                    .find(|(start, end, _)| (*start..=*end).contains(&slot))
+                    .map_or(usize::MAX, |owner| owner.2)
+            })
+            .collect();
+        Some(Arc::new(topology))
+    }
+
+    /// Runs `commands` (each with the partition of its keys) as one pipeline per primary, answering in
+    /// order. A command that finds its slot moved (or a pipeline that fails) is sent again on its own, which
+    /// follows redirections, and the topology is read again next time.
+    async fn pipelined(&self, commands: Vec<(u16, redis::Cmd)>) -> Vec<Result<Value, StoreError>> {
+        let known = self.topology.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let topology = match known {
+            Some(topology) => Some(topology),
+            None => {
+                let read = self.read_topology().await;
+                self.topology.write().unwrap_or_else(PoisonError::into_inner).clone_from(&read);
+                read
+            }
+        };
+        let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for (index, (partition, _)) in commands.iter().enumerate() {
+            let owner = topology.as_ref().and_then(|topology| topology.get(usize::from(*partition)).copied());
+            // Unknown owners get a group each.
+            let group = owner.filter(|owner| *owner != usize::MAX).unwrap_or(usize::MAX - index);
+            groups.entry(group).or_default().push(index);
+        }
+        let sent = join_all(groups.into_values().map(|members| {
+            let mut connection = self.connection();
+            let commands = &commands;
+            async move {
+                let mut pipe = redis::pipe();
+                for index in &members {
+                    pipe.add_command(commands[*index].1.clone());
+                }
+                let slot = self.keys.partition_slot(commands[members[0]].0);
+                let route = SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master));
+                let replies = connection.route_pipeline(pipe, 0, members.len(), route).await;
+                (members, replies)
+            }
+        }))
+        .await;
+        let mut results: Vec<Option<Result<Value, StoreError>>> = vec![None; commands.len()];
+        let mut again = Vec::new();
+        for (members, replies) in sent {
+            match replies {
+                Ok(values) if values.len() == members.len() => {
+                    for (index, value) in members.into_iter().zip(values) {
+                        if matches!(value, Value::ServerError(_)) {
+                            again.push(index);
+                        } else {
+                            results[index] = Some(Ok(value));
+                        }
+                    }
+                }
+                _ => again.extend(members),
+            }
+        }
+        if !again.is_empty() {
+            *self.topology.write().unwrap_or_else(PoisonError::into_inner) = None;
+            let retried = join_all(again.iter().map(|index| {
+                let mut connection = self.connection();
+                let command = &commands[*index].1;
+                async move { command.query_async::<Value>(&mut connection).await.map_err(backend) }
+            }))
+            .await;
+            for (index, result) in again.into_iter().zip(retried) {
+                results[index] = Some(result);
+            }
+        }
+        results
+            .into_iter()
+            .map(|result| result.unwrap_or_else(|| Err(StoreError::Backend("not sent".into()))))
+            .collect()
     }
 
     /// Writes one user's effects at the version read; `Ok(None)` when another write came in between.
@@ -643,13 +799,7 @@ impl RedisStore {
             return Ok(Vec::new());
         }
         let result = self.run(async {
-            let outboxes = join_all(partitions.iter().map(|partition| {
-                let mut connection = self.connection();
-                async move { self.read_outbox(&mut connection, *partition, limit).await }
-            }))
-            .await
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()?;
+            let outboxes = self.read_outboxes(&partitions, limit).await?;
             let (chosen, left_over) = merge(outboxes, limit);
             self.dirty.lock().unwrap_or_else(PoisonError::into_inner).extend(left_over);
             self.relay_staged(&chosen, crash).await
@@ -673,23 +823,26 @@ impl RedisStore {
         Ok(grown)
     }
 
-    /// The oldest `limit` notifications staged in `partition`'s outbox, in its order. An entry that cannot
-    /// be read is answered without a queue, to be removed unrelayed (it could never be delivered).
-    async fn read_outbox(
-        &self,
-        connection: &mut ClusterConnection,
-        partition: u16,
-        limit: usize,
-    ) -> Result<Vec<Staged>, StoreError> {
-        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(self.keys.outbox(partition))
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(limit)
-            .query_async(connection)
-            .await
-            .map_err(backend)?;
+    /// The oldest `limit` notifications staged in each of `partitions`' outboxes, each in its order. An
+    /// entry that cannot be read is answered without a queue, to be removed unrelayed (it could never be
+    /// delivered).
+    async fn read_outboxes(&self, partitions: &[u16], limit: usize) -> Result<Vec<Vec<Staged>>, StoreError> {
+        let commands = partitions
+            .iter()
+            .map(|partition| {
+                let mut command = redis::cmd("XRANGE");
+                command.arg(self.keys.outbox(*partition)).arg("-").arg("+").arg("COUNT").arg(limit);
+                (*partition, command)
+            })
+            .collect();
+        let replies = self.pipelined(commands).await;
+        partitions.iter().zip(replies).map(|(partition, reply)| self.staged_of(*partition, reply?)).collect()
+    }
+
+    /// The staged notifications of an outbox's `XRANGE` reply.
+    fn staged_of(&self, partition: u16, reply: Value) -> Result<Vec<Staged>, StoreError> {
+        let reply: redis::streams::StreamRangeReply =
+            redis::from_redis_value(reply).map_err(|error| corrupt(self.keys.outbox(partition), error.to_string()))?;
         Ok(reply
             .ids
             .into_iter()
@@ -868,13 +1021,8 @@ impl PresenceStore for RedisStore {
     }
 
     fn get_many(&self, keys: &[UserKey]) -> Result<Vec<Option<UserRecord>>, StoreError> {
-        let connection = self.connection();
         self.run(async {
-            let reads = keys.iter().map(|key| {
-                let mut connection = connection.clone();
-                async move { self.read_record(&mut connection, key).await }
-            });
-            let results = join_all(reads).await;
+            let results = self.read_records(keys).await;
             results
                 .into_iter()
                 .map(|read| {
@@ -894,11 +1042,7 @@ impl PresenceStore for RedisStore {
         self.run(async {
             // Every record read at once, the closures run in turn, every write sent at once, and one wait
             // for the replicas of every primary; a user written meanwhile is updated again on its own.
-            let reads = join_all(keys.iter().map(|key| {
-                let mut connection = connection.clone();
-                async move { self.read_record(&mut connection, key).await }
-            }))
-            .await;
+            let reads = self.read_records(keys).await;
             let mut results: Vec<Option<Result<Updated, StoreError>>> = vec![None; keys.len()];
             let mut writes = Vec::new();
             for (index, read) in reads.into_iter().enumerate() {
@@ -969,29 +1113,21 @@ impl PresenceStore for RedisStore {
         }
         let connection = self.connection();
         self.run(async {
-            let candidates = join_all(self.keys.partitions().map(|partition| {
-                let mut connection = connection.clone();
-                async move {
-                    let due: Vec<(String, String)> = redis::cmd("ZRANGEBYSCORE")
-                        .arg(self.keys.timers(partition))
-                        .arg("-inf")
-                        .arg(now)
-                        .arg("WITHSCORES")
-                        .arg("LIMIT")
-                        .arg(0)
-                        .arg(limit)
-                        .query_async(&mut connection)
-                        .await
-                        .map_err(backend)?;
-                    Ok::<_, StoreError>(
-                        due.into_iter().map(move |(member, at)| (score(&at).unwrap_or(i64::MIN), partition, member)),
-                    )
-                }
-            }))
-            .await;
+            let commands = self
+                .keys
+                .partitions()
+                .map(|partition| {
+                    let mut command = redis::cmd("ZRANGEBYSCORE");
+                    command.arg(self.keys.timers(partition)).arg("-inf").arg(now).arg("WITHSCORES");
+                    command.arg("LIMIT").arg(0).arg(limit);
+                    (partition, command)
+                })
+                .collect();
             let mut due: Vec<(i64, u16, String)> = Vec::new();
-            for partition in candidates {
-                due.extend(partition?);
+            for (partition, reply) in self.keys.partitions().zip(self.pipelined(commands).await) {
+                let members: Vec<(String, String)> = redis::from_redis_value(reply?)
+                    .map_err(|error| corrupt(self.keys.timers(partition), error.to_string()))?;
+                due.extend(members.into_iter().map(|(member, at)| (score(&at).unwrap_or(i64::MIN), partition, member)));
             }
             due.sort();
             due.truncate(limit);
@@ -1029,26 +1165,21 @@ impl PresenceStore for RedisStore {
     }
 
     fn next_due(&self) -> Result<Option<i64>, StoreError> {
-        let connection = self.connection();
         self.run(async {
-            let firsts = join_all(self.keys.partitions().map(|partition| {
-                let mut connection = connection.clone();
-                async move {
-                    let first: Vec<(String, String)> = redis::cmd("ZRANGE")
-                        .arg(self.keys.timers(partition))
-                        .arg(0)
-                        .arg(0)
-                        .arg("WITHSCORES")
-                        .query_async(&mut connection)
-                        .await
-                        .map_err(backend)?;
-                    Ok::<_, StoreError>(first.first().and_then(|(_, at)| score(at)))
-                }
-            }))
-            .await;
+            let commands = self
+                .keys
+                .partitions()
+                .map(|partition| {
+                    let mut command = redis::cmd("ZRANGE");
+                    command.arg(self.keys.timers(partition)).arg(0).arg(0).arg("WITHSCORES");
+                    (partition, command)
+                })
+                .collect();
             let mut earliest = None;
-            for first in firsts {
-                earliest = [earliest, first?].into_iter().flatten().min();
+            for (partition, reply) in self.keys.partitions().zip(self.pipelined(commands).await) {
+                let first: Vec<(String, String)> = redis::from_redis_value(reply?)
+                    .map_err(|error| corrupt(self.keys.timers(partition), error.to_string()))?;
+                earliest = [earliest, first.first().and_then(|(_, at)| score(at))].into_iter().flatten().min();
             }
             Ok(earliest)
         })
@@ -1132,26 +1263,16 @@ impl PresenceStore for RedisStore {
                 let pending_text = pending.as_ref().map(|pending| serde_json::to_string(pending).unwrap_or_default());
                 let args =
                     [id.to_owned(), current.version.to_string(), body_of(&changed), pending_text.unwrap_or_default()];
-                let answer = self
-                    .write(
-                        &mut connection,
-                        &scripts::UPDATE_SUBSCRIPTION,
-                        &self.registry_keys(),
-                        &args,
-                        Some(self.registry_slot()),
-                    )
-                    .await?;
-                match int(&answer) {
-                    Some(-1) => continue,
-                    Some(-2) => return Ok(None),
-                    Some(_) => {
+                match self.write_registry(&mut connection, &scripts::UPDATE_SUBSCRIPTION, &args).await? {
+                    Versioned::Conflict => continue,
+                    Versioned::Missing => return Ok(None),
+                    Versioned::Written => {
                         if let Some(pending) = pending {
                             self.apply_pending(&mut connection, &format!("{id}:{}", changed.version), &pending).await?;
                         }
                         self.enqueue_now(&mut connection, &others).await?;
                         return Ok(Some(changed));
                     }
-                    None => return Err(StoreError::Backend(format!("the subscription update answered {answer:?}"))),
                 }
             }
             Err(StoreError::Backend(format!("subscription {id} is written too often to update")))
@@ -1183,23 +1304,13 @@ impl PresenceStore for RedisStore {
                     count_field(&current),
                     serde_json::to_string(&pending).unwrap_or_default(),
                 ];
-                let answer = self
-                    .write(
-                        &mut connection,
-                        &scripts::REMOVE_SUBSCRIPTION,
-                        &self.registry_keys(),
-                        &args,
-                        Some(self.registry_slot()),
-                    )
-                    .await?;
-                match int(&answer) {
-                    Some(-1) => continue,
-                    Some(-2) => return Ok(None),
-                    Some(_) => {
+                match self.write_registry(&mut connection, &scripts::REMOVE_SUBSCRIPTION, &args).await? {
+                    Versioned::Conflict => continue,
+                    Versioned::Missing => return Ok(None),
+                    Versioned::Written => {
                         self.apply_pending(&mut connection, &format!("{id}:rm"), &pending).await?;
                         return Ok(Some(current));
                     }
-                    None => return Err(StoreError::Backend(format!("the subscription removal answered {answer:?}"))),
                 }
             }
             Err(StoreError::Backend(format!("subscription {id} is written too often to remove")))
@@ -1302,20 +1413,21 @@ impl PresenceStore for RedisStore {
 
     fn queue_lengths(&self) -> Result<Vec<(QueueId, u64)>, StoreError> {
         self.finish_pending()?;
-        let connection = self.connection();
         self.run(async {
-            let indexes = join_all(self.keys.partitions().map(|partition| {
-                let mut connection = connection.clone();
-                async move {
-                    let index: Vec<(String, u64)> =
-                        connection.hgetall(self.keys.queue_index(partition)).await.map_err(backend)?;
-                    Ok::<_, StoreError>(index)
-                }
-            }))
-            .await;
+            let commands = self
+                .keys
+                .partitions()
+                .map(|partition| {
+                    let mut command = redis::cmd("HGETALL");
+                    command.arg(self.keys.queue_index(partition));
+                    (partition, command)
+                })
+                .collect();
             let mut lengths = Vec::new();
-            for index in indexes {
-                for (field, length) in index? {
+            for (partition, reply) in self.keys.partitions().zip(self.pipelined(commands).await) {
+                let index: Vec<(String, u64)> = redis::from_redis_value(reply?)
+                    .map_err(|error| corrupt(self.keys.queue_index(partition), error.to_string()))?;
+                for (field, length) in index {
                     if let (Some(queue), true) = (parse_queue_field(&field), length > 0) {
                         lengths.push((queue, length));
                     }

@@ -187,10 +187,14 @@ fn open_key(config: &Config) -> anyhow::Result<SigningKey> {
 /// Opens the store the configuration names.
 fn open_store(config: &Config) -> anyhow::Result<Arc<dyn PresenceStore>> {
     Ok(match config.store {
-        config::StoreKind::Sqlite => Arc::new(
-            SqliteStore::open(&config.data_dir)
-                .with_context(|| format!("opening the store in {}", config.data_dir.display()))?,
-        ),
+        config::StoreKind::Sqlite => {
+            std::fs::create_dir_all(&config.data_dir)
+                .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+            Arc::new(
+                SqliteStore::open(&config.data_dir)
+                    .with_context(|| format!("opening the store in {}", config.data_dir.display()))?,
+            )
+        }
         config::StoreKind::Redis => Arc::new(
             RedisStore::open(&config.redis_config())
                 .with_context(|| format!("opening the Redis store at {}", config.redis_urls.join(", ")))?,

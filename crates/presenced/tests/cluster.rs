@@ -88,13 +88,8 @@ async fn what_one_node_writes_every_node_reads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_made_on_one_node_hears_changes_written_on_any_node_once_and_in_order() {
-    let receiver = Receiver::start().await;
-    let deployment = deploy(Some(receiver.ca_pem.as_str()), false);
-    let (a, b) = (deployment.start(0), deployment.start(1));
-    let writer = deployment.token(0, &[]);
-    let reader = deployment.token(0, &["--roles", "Presence.Read.All"]);
-    let id = subscribe(&receiver, &a, &reader, 50).await;
-    let settled = known_everywhere(&receiver, &a, &b, &id, &writer, &reader).await;
+    let Watched { receiver, deployment: _deployment, a, b, writer, reader, id, settled } =
+        Watched::start(false, 50).await;
 
     // Each differs from the one before (and from the sentinels), so each is a visible change.
     let pairs = [
@@ -127,6 +122,34 @@ async fn a_subscription_made_on_one_node_hears_changes_written_on_any_node_once_
     // Nothing else arrives meanwhile: a sentinel change written later is the only item after them.
     let after = settle(&receiver, &b, &writer, &reader).await;
     assert_eq!(after, settled + pairs.len() + 1, "a change was notified twice: {:#?}", receiver.items("/hook"));
+}
+
+/// Two nodes, a receiver, and a subscription to Adele's presence made on node A that both nodes know,
+/// with every change so far delivered.
+struct Watched {
+    receiver: Receiver,
+    deployment: Deployment,
+    a: Running,
+    b: Running,
+    writer: String,
+    reader: String,
+    id: String,
+    /// Items delivered so far.
+    settled: usize,
+}
+
+impl Watched {
+    /// With shared test clocks when `test_clock`; the subscription lasts `minutes`.
+    async fn start(test_clock: bool, minutes: i64) -> Watched {
+        let receiver = Receiver::start().await;
+        let deployment = deploy(Some(receiver.ca_pem.as_str()), test_clock);
+        let (a, b) = (deployment.start(0), deployment.start(1));
+        let writer = deployment.token(0, &[]);
+        let reader = deployment.token(1, &["--roles", "Presence.Read.All"]);
+        let id = subscribe(&receiver, &a, &reader, minutes).await;
+        let settled = known_everywhere(&receiver, &a, &b, &id, &writer, &reader).await;
+        Watched { receiver, deployment, a, b, writer, reader, id, settled }
+    }
 }
 
 /// Subscribes `receiver`'s `/hook` to Adele's presence on `node` for `minutes` and answers the
@@ -225,13 +248,8 @@ fn item_is(item: &Value, subscription: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fades_and_expiry_fire_once_across_nodes_and_a_killed_node_s_users_fade_on_another() {
-    let receiver = Receiver::start().await;
-    let deployment = deploy(Some(receiver.ca_pem.as_str()), true);
-    let (a, b) = (deployment.start(0), deployment.start(1));
-    let writer = deployment.token(0, &[]);
-    let reader = deployment.token(1, &["--roles", "Presence.Read.All"]);
-    let id = subscribe(&receiver, &a, &reader, 600).await;
-    let settled = known_everywhere(&receiver, &a, &b, &id, &writer, &reader).await;
+    let Watched { receiver, deployment: _deployment, a, b, writer, reader, id: _, settled } =
+        Watched::start(true, 600).await;
 
     // Written on B; both nodes run timers on the shared clock, moved on A: each change once.
     assert_eq!(set_presence(&b, &writer, ADELE, "Available", "Available").await, 200);
@@ -256,11 +274,54 @@ async fn fades_and_expiry_fire_once_across_nodes_and_a_killed_node_s_users_fade_
     let written = adele(&b, &reader).await;
     wait_for_sequence(&receiver, &written.2).await;
     drop(a);
-    let (status, moved) = call(&b, Method::POST, "/_test/clock/advance", "", Some(json!({ "seconds": 300 }))).await;
-    assert_eq!(status, 200, "{moved}");
+    advance_alone(&b, 300).await;
     let faded = adele(&b, &reader).await;
     assert_eq!((faded.0.as_str(), faded.1.as_str()), ("Available", "AvailableInactive"));
     wait_for_sequence(&receiver, &faded.2).await;
     let after = settle(&receiver, &b, &writer, &reader).await;
     assert_eq!(after, settled + expected.len() + 3, "each change once: {:#?}", &receiver.items("/hook")[settled..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_s_queued_deliveries_are_taken_over_once_its_lease_ends() {
+    let Watched { receiver, deployment: _deployment, a, b, writer, reader, id: _, settled: _ } =
+        Watched::start(true, 600).await;
+
+    // The endpoint refuses: node A, which queued the change, holds the queue's lease and retries.
+    receiver.answer_with(503);
+    assert_eq!(set_presence(&a, &writer, ADELE, "Available", "Available").await, 200);
+    let written = adele(&b, &reader).await;
+    wait_for_sequence(&receiver, &written.2).await;
+    let killed = std::time::Instant::now();
+    drop(a); // SIGKILL with the notification queued and its lease held
+    receiver.answer_with(202);
+    // A's lease ends in presence time (the delivery timeout and a margin); node B's sweep finds the queue.
+    advance_alone(&b, 60).await;
+    let delivered = loop {
+        let accepted: Vec<_> = receiver
+            .posts("/hook")
+            .into_iter()
+            .filter(|post| post.at > killed)
+            .flat_map(|post| post.body["value"].as_array().cloned().unwrap_or_default())
+            .collect();
+        if accepted.iter().any(|item| item["resourceData"]["sequenceNumber"] == written.2.as_str()) {
+            break accepted;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(30), "node B never delivered node A's queue");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    println!(
+        "node B delivered node A's queued notification {:.1} s after A was killed",
+        killed.elapsed().as_secs_f64()
+    );
+    let sequences: Vec<&str> =
+        delivered.iter().map(|item| item["resourceData"]["sequenceNumber"].as_str().unwrap()).collect();
+    assert_eq!(sequences, [written.2.as_str()], "delivered once");
+}
+
+/// Moves the test clock of `node` (the only node left).
+async fn advance_alone(node: &Running, seconds: u64) {
+    let (status, moved) =
+        call(node, Method::POST, "/_test/clock/advance", "", Some(json!({ "seconds": seconds }))).await;
+    assert_eq!(status, 200, "{moved}");
 }

@@ -275,3 +275,19 @@ async fn sigterm_drains_ends_streams_flushes_the_store_and_a_restart_resumes() {
     let (_, adele) = call(&server.base, Method::GET, &format!("/v1.0/users/{ADELE}/presence"), &reader, None).await;
     assert_eq!(adele["availability"], "Available");
 }
+
+#[tokio::test]
+async fn a_signing_key_file_outside_the_data_directory_is_created_and_shared() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = format!("signing_key_file={:?}", dir.path().join("keys/signing-key.pem").to_str().unwrap());
+    // Neither directory exists yet: the server makes both.
+    let data = dir.path().join("a/b");
+    let server = start_with(&data, &["--set", &key]);
+    assert!(data.join(presence_store::DATABASE_FILE).exists(), "the database is in the data directory");
+    assert!(!data.join("signing-key.pem").exists(), "the key is where the configuration says");
+    // A token minted from the key file alone (another data directory) is accepted.
+    let other = dir.path().join("elsewhere");
+    let token = binary::token(Path::new(BINARY), &["--data-dir", other.to_str().unwrap(), "--set", &key], &[]);
+    let (status, _) = call(&server.base, Method::GET, &format!("/v1.0/users/{ADELE}/presence"), &token, None).await;
+    assert_eq!(status, 200);
+}
