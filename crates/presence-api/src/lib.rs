@@ -39,5 +39,5 @@ pub use handlers::MAX_IDS_PER_REQUEST;
 pub use router::router;
 pub use server::{serve, ConnectionLimits};
 pub use state::{ApiConfig, AppState};
-pub use throttle::ThrottleConfig;
+pub use throttle::{share_throttling, ThrottleConfig};
 pub use wire::encode_presences;

@@ -40,7 +40,7 @@ use std::time::Duration;
 use presence_auth::Issuer;
 use presence_core::{Change, Command};
 use presence_notify::subscription::SubscriptionLimits;
-use presence_store::{PresenceStore, StoreStats, UserKey};
+use presence_store::{PresenceStore, SharedCount, StoreStats, UserKey};
 
 pub use clock::{system_now, Clock, ManualClock, SystemClock};
 pub use error::ServiceError;
@@ -197,6 +197,15 @@ impl Service {
             self.clock_moved();
         }
         Ok(true)
+    }
+
+    /// Adds `counts` to the counters every process of the store shares and answers their totals; `None`
+    /// when the store serves one process.
+    pub async fn add_to_shared_counters(
+        self: &Arc<Self>,
+        counts: Vec<SharedCount>,
+    ) -> Result<Option<Vec<u64>>, ServiceError> {
+        self.blocking(move |service| Ok(service.store.add_to_shared_counters(&counts)?)).await
     }
 
     /// The store's monitoring counts now, when the backend keeps them.

@@ -140,6 +140,12 @@ impl Keys {
         format!("{}{{registry}}{name}", self.prefix)
     }
 
+    /// A shared counter, in the partition its name falls in.
+    pub(crate) fn counter(&self, name: &str) -> (String, u16) {
+        let partition = partition_of(&format!("c/{name}"));
+        (self.key(partition, &format!("count:{name}")), partition)
+    }
+
     /// The store's own settings (the partition count it was made with).
     pub(crate) fn format(&self) -> String {
         self.registry("format")

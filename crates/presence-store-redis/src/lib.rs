@@ -42,8 +42,9 @@ use futures_util::future::join_all;
 use presence_core::UserFacts;
 use presence_store::codec::{decode, encode};
 use presence_store::{
-    Effects, FarewellFn, NewNotification, PresenceStore, QueueId, QueueKind, QueuedNotification, StoreError,
-    StoredSubscription, SubscriptionChanges, SubscriptionFn, UpdateFn, UpdateManyFn, Updated, UserKey, UserRecord,
+    Effects, FarewellFn, NewNotification, PresenceStore, QueueId, QueueKind, QueuedNotification, SharedCount,
+    StoreError, StoredSubscription, SubscriptionChanges, SubscriptionFn, UpdateFn, UpdateManyFn, Updated, UserKey,
+    UserRecord,
 };
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
@@ -1469,6 +1470,31 @@ impl PresenceStore for RedisStore {
             })
             .map_err(backend)?;
         Ok(())
+    }
+
+    fn add_to_shared_counters(&self, counts: &[SharedCount]) -> Result<Option<Vec<u64>>, StoreError> {
+        self.run(async {
+            let mut commands = Vec::new();
+            for count in counts {
+                let (key, partition) = self.keys.counter(&count.name);
+                let mut add = redis::cmd("INCRBY");
+                add.arg(&key).arg(count.add);
+                let mut keep = redis::cmd("PEXPIRE");
+                keep.arg(&key).arg(count.keep_for_ms);
+                commands.push((partition, add));
+                commands.push((partition, keep));
+            }
+            let replies = self.pipelined(commands).await;
+            let mut totals = Vec::with_capacity(counts.len());
+            for pair in replies.chunks(2) {
+                let total = match &pair[0] {
+                    Ok(value) => int(value).and_then(|total| u64::try_from(total).ok()).unwrap_or_default(),
+                    Err(error) => return Err(error.clone()),
+                };
+                totals.push(total);
+            }
+            Ok(Some(totals))
+        })
     }
 
     fn share_test_clock(&self, instant: i64) -> Result<Option<i64>, StoreError> {

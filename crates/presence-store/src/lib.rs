@@ -222,6 +222,18 @@ pub struct StoreStats {
     pub pending_timers: u64,
 }
 
+/// An amount to add to a counter that every process of a store shares (a request count of a throttling
+/// window, say).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedCount {
+    /// The counter's name (it names its window, if it has one).
+    pub name: String,
+    /// What to add (0 reads it).
+    pub add: u64,
+    /// How long the counter must be kept after this addition, in milliseconds.
+    pub keep_for_ms: u64,
+}
+
 /// The closure of a single-user update: given the facts (the default when none) and the user's `due_at`,
 /// it changes the facts and returns what to write with them, or `None` to write nothing.
 pub type UpdateFn<'a> = dyn FnMut(&mut UserFacts, Option<i64>) -> Option<Effects> + 'a;
@@ -359,6 +371,15 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// the only one. Only servers running a test clock call it.
     fn share_test_clock(&self, instant: i64) -> Result<Option<i64>, StoreError> {
         let _ = instant;
+        Ok(None)
+    }
+
+    /// Optional: adds each of `counts` to its counter shared by every process of the store and answers
+    /// the counters' totals, in order. Counters may be approximate under failures (an addition may be
+    /// lost or, retried, counted twice); they are for throttling, not for facts. The default answers
+    /// `None`: the backend serves one process, whose own counts are all there is.
+    fn add_to_shared_counters(&self, counts: &[SharedCount]) -> Result<Option<Vec<u64>>, StoreError> {
+        let _ = counts;
         Ok(None)
     }
 

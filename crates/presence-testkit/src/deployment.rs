@@ -68,7 +68,13 @@ impl Deployment {
 
     /// Starts node `node` (its own data directory) and waits until it accepts connections.
     pub fn start(&self, node: usize) -> Running {
-        let global = self.global(node);
+        self.start_with(node, &[])
+    }
+
+    /// [`Deployment::start`] with more global arguments (`--set KEY=VALUE`).
+    pub fn start_with(&self, node: usize, extra: &[&str]) -> Running {
+        let mut global = self.global(node);
+        global.extend(extra.iter().map(|argument| (*argument).to_owned()));
         let global: Vec<&str> = global.iter().map(String::as_str).collect();
         binary::start(&self.binary, &global, Duration::from_secs(60))
     }

@@ -223,6 +223,8 @@ fn serve(config: Config) -> anyhow::Result<()> {
         if let Some(clock) = test_clock {
             follow_test_clock(service.clone(), clock);
         }
+        // With several processes on the store, throttling budgets are the deployment's.
+        tokio::spawn(presence_api::share_throttling(state.clone()));
         let listener =
             tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let address = listener.local_addr()?;

@@ -325,3 +325,37 @@ async fn advance_alone(node: &Running, seconds: u64) {
         call(node, Method::POST, "/_test/clock/advance", "", Some(json!({ "seconds": seconds }))).await;
     assert_eq!(status, 200, "{moved}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_s_throttling_budget_is_the_deployment_s() {
+    // Ten presence requests a day per application, whichever node serves them.
+    let deployment = deploy(None, false);
+    let limits = ["--set", "throttle_limit=10", "--set", "throttle_window_seconds=86400"];
+    let (a, b) = (deployment.start_with(0, &limits), deployment.start_with(1, &limits));
+    let reader = deployment.token(0, &["--roles", "Presence.Read.All"]);
+    let day = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 86_400;
+    let started = day();
+    let get = |node: &Running| {
+        let (base, reader) = (node.base.clone(), reader.clone());
+        async move {
+            let path = format!("/v1.0/users/{ADELE}/presence");
+            let client = presence_testkit::binary::client();
+            presence_testkit::binary::call(&client, &base, Method::GET, &path, &reader, Value::Null).await
+        }
+    };
+    // Each node's counts reach the others within a tenth of a second; a second is ample.
+    let synced = || tokio::time::sleep(Duration::from_secs(1));
+    assert_eq!(get(&b).await.0, 200, "B's first request");
+    for _ in 0..6 {
+        assert_eq!(get(&a).await.0, 200);
+    }
+    synced().await;
+    for _ in 0..3 {
+        assert_eq!(get(&b).await.0, 200, "B admits what is left of the budget");
+    }
+    let (status, refused) = get(&b).await;
+    assert_eq!((status, refused["error"]["code"].as_str()), (429, Some("TooManyRequests")), "{refused}");
+    synced().await;
+    assert_eq!(get(&a).await.0, 429, "A counts B's requests too");
+    assert_eq!(day(), started, "the test ran across midnight (UTC), where the budget starts again");
+}
