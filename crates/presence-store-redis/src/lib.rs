@@ -815,6 +815,60 @@ impl RedisStore {
         }
     }
 
+    /// [`PresenceStore::remove_subscription`], or with `crash` only its first step (the registry's), as a
+    /// process killed between the two would leave it.
+    fn remove_subscription_or_crash(
+        &self,
+        id: &str,
+        farewell: &mut FarewellFn<'_>,
+        crash: bool,
+    ) -> Result<Option<StoredSubscription>, StoreError> {
+        let mut connection = self.connection();
+        self.run(async {
+            for _ in 0..MAX_ATTEMPTS {
+                let Some(current) = self.read_subscription(&mut connection, id).await? else { return Ok(None) };
+                let Some(notes) = farewell(&current) else { return Ok(None) };
+                let pending = Pending {
+                    sub: id.to_owned(),
+                    version: current.version,
+                    remove: true,
+                    notes: notes
+                        .iter()
+                        .map(|note| (kind_letter(QueueKind::Lifecycle).to_owned(), Entry::of(note, false)))
+                        .collect(),
+                };
+                let args = [
+                    id.to_owned(),
+                    current.version.to_string(),
+                    count_field(&current),
+                    serde_json::to_string(&pending).unwrap_or_default(),
+                ];
+                match self.write_registry(&mut connection, &scripts::REMOVE_SUBSCRIPTION, &args).await? {
+                    Versioned::Conflict => continue,
+                    Versioned::Missing => return Ok(None),
+                    Versioned::Written => {
+                        if !crash {
+                            self.apply_pending(&mut connection, &format!("{id}:rm"), &pending).await?;
+                        }
+                        return Ok(Some(current));
+                    }
+                }
+            }
+            Err(StoreError::Backend(format!("subscription {id} is written too often to remove")))
+        })
+    }
+
+    /// Removes a subscription like [`PresenceStore::remove_subscription`] but stops after the registry's
+    /// step, as a process killed between the two would: the next handle to open does the rest.
+    #[cfg(feature = "testing")]
+    pub fn remove_subscription_then_crash(
+        &self,
+        id: &str,
+        farewell: &mut FarewellFn<'_>,
+    ) -> Result<Option<StoredSubscription>, StoreError> {
+        self.remove_subscription_or_crash(id, farewell, true)
+    }
+
     /// Relays like [`PresenceStore::relay`] but stops before the relayed entries leave their outboxes, as a
     /// process killed at that moment would: the next relay finds them again.
     #[cfg(feature = "testing")]
@@ -1285,37 +1339,7 @@ impl PresenceStore for RedisStore {
         id: &str,
         farewell: &mut FarewellFn<'_>,
     ) -> Result<Option<StoredSubscription>, StoreError> {
-        let mut connection = self.connection();
-        self.run(async {
-            for _ in 0..MAX_ATTEMPTS {
-                let Some(current) = self.read_subscription(&mut connection, id).await? else { return Ok(None) };
-                let Some(notes) = farewell(&current) else { return Ok(None) };
-                let pending = Pending {
-                    sub: id.to_owned(),
-                    version: current.version,
-                    remove: true,
-                    notes: notes
-                        .iter()
-                        .map(|note| (kind_letter(QueueKind::Lifecycle).to_owned(), Entry::of(note, false)))
-                        .collect(),
-                };
-                let args = [
-                    id.to_owned(),
-                    current.version.to_string(),
-                    count_field(&current),
-                    serde_json::to_string(&pending).unwrap_or_default(),
-                ];
-                match self.write_registry(&mut connection, &scripts::REMOVE_SUBSCRIPTION, &args).await? {
-                    Versioned::Conflict => continue,
-                    Versioned::Missing => return Ok(None),
-                    Versioned::Written => {
-                        self.apply_pending(&mut connection, &format!("{id}:rm"), &pending).await?;
-                        return Ok(Some(current));
-                    }
-                }
-            }
-            Err(StoreError::Backend(format!("subscription {id} is written too often to remove")))
-        })
+        self.remove_subscription_or_crash(id, farewell, false)
     }
 
     fn subscription_changes(&self, since: u64) -> Result<Option<SubscriptionChanges>, StoreError> {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use presence_store::{Effects, NewNotification, PresenceStore, QueueId, StoreError, UserKey};
+use presence_store::{Effects, NewNotification, PresenceStore, QueueId, StoreError, StoredSubscription, UserKey};
 use presence_store_redis::{testing, RedisStore};
 use redis::Commands;
 
@@ -91,4 +91,37 @@ fn a_relay_repeated_after_a_crash_queues_nothing_twice() {
     let items: Vec<String> =
         store.queue_head(&QueueId::changes("s1"), 10).expect("queue_head").into_iter().map(|row| row.item).collect();
     assert_eq!(items, ["first", "second", "third"], "each once, in order");
+}
+
+#[test]
+fn a_removal_cut_short_by_a_crash_is_finished_by_the_next_handle_once() {
+    let config = testing::config();
+    let store = RedisStore::open(&config).expect("open");
+    let subscription = StoredSubscription {
+        id: "s1".into(),
+        tenant_id: "t".into(),
+        application_id: "a".into(),
+        version: 0,
+        body: "body".into(),
+    };
+    assert!(store.create_subscription(&subscription, 10).expect("create"));
+    store.enqueue(&[note("s1", "queued")]).expect("enqueue");
+    let farewell = |_: &StoredSubscription| {
+        Some(vec![NewNotification { queue: QueueId::lifecycle("s1"), ..note("s1", "subscriptionRemoved") }])
+    };
+    let removed = store.remove_subscription_then_crash("s1", &mut farewell.clone()).expect("remove");
+    assert_eq!(removed.map(|record| record.id), Some("s1".to_owned()));
+    assert_eq!(store.subscription("s1").expect("subscription"), None, "the registry's step is done");
+    assert_eq!(store.queue_head(&QueueId::changes("s1"), 10).expect("queue_head").len(), 1, "the queues' is not");
+    drop(store);
+
+    let lifecycle = |store: &RedisStore| -> Vec<String> {
+        store.queue_head(&QueueId::lifecycle("s1"), 10).expect("queue_head").into_iter().map(|row| row.item).collect()
+    };
+    let next = RedisStore::open(&config).expect("open");
+    assert!(next.queue_head(&QueueId::changes("s1"), 10).expect("queue_head").is_empty(), "the change queue went");
+    assert_eq!(lifecycle(&next), ["subscriptionRemoved"], "the farewell was queued");
+    let again = RedisStore::open(&config).expect("open");
+    assert_eq!(lifecycle(&again), ["subscriptionRemoved"], "and only once");
+    assert!(again.create_subscription(&StoredSubscription { id: "s2".into(), ..subscription }, 1).expect("create"));
 }
