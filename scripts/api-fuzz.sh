@@ -4,6 +4,8 @@
 # content type and body as documented (errors are Graph's envelope); every schema-valid request accepted
 # and every schema-invalid one refused; 405 with Allow for undocumented methods; auth enforced; created
 # subscriptions readable and gone once deleted. EXAMPLES sets the examples per operation (default 30).
+# It runs against a server on the embedded store, then against one on a Redis Cluster that it starts
+# (scripts/redis-cluster.sh).
 #
 # The rules a schema cannot state (the sessionId is the caller's application id, duration ranges, time
 # zones, the subscription handshake) are applied to valid cases by scripts/api_fuzz_hooks.py; subscriptions
@@ -29,7 +31,7 @@ wait_port() {
 
 data=$(mktemp -d)
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$data"' EXIT
+trap 'kill "${pids[@]}" 2>/dev/null; bash scripts/redis-cluster.sh stop "$data/cluster"; rm -rf "$data"' EXIT
 
 receiver_port=$(free_port)
 "$venv/bin/python" scripts/api_fuzz_receiver.py "$receiver_port" &
@@ -52,11 +54,28 @@ export FUZZ_CERTIFICATE
 export SCHEMATHESIS_HOOKS=api_fuzz_hooks PYTHONPATH="$PWD/scripts"
 
 failed=0
-for version in v1.0 beta; do
-  echo "== schemathesis: $version"
-  "$venv/bin/schemathesis" run "http://127.0.0.1:$port/openapi/$version.json" \
-    --header "Authorization: Bearer $token" --checks all --max-examples "${EXAMPLES:-30}" --seed 1 \
-    --no-color --output-sanitize false || failed=1
-done
+fuzz() { # PORT TOKEN LABEL
+  for version in v1.0 beta; do
+    echo "== schemathesis: $version ($3)"
+    "$venv/bin/schemathesis" run "http://127.0.0.1:$1/openapi/$version.json" \
+      --header "Authorization: Bearer $2" --checks all --max-examples "${EXAMPLES:-30}" --seed 1 \
+      --no-color --output-sanitize false || failed=1
+  done
+}
+fuzz "$port" "$token" "embedded store"
 kill -0 "$server" # the server survived the run
+
+# The same against a server on a Redis Cluster.
+mapfile -t urls < <(bash scripts/redis-cluster.sh start "$data/cluster")
+quoted=$(printf '"%s",' "${urls[@]}")
+redis_port=$(free_port)
+redis=(--data-dir "$data/redis-node" --set store=redis --set "redis_urls=[${quoted%,}]")
+"$bin" "${redis[@]}" --set notification_allow_http=true --set notification_allow_internal=true \
+  serve --listen "127.0.0.1:$redis_port" >"$data/redis-server.log" 2>&1 &
+redis_server=$!
+pids+=("$redis_server")
+wait_port "$redis_port"
+redis_token=$("$bin" "${redis[@]}" token --user adele@contoso.example --scopes "Presence.ReadWrite Presence.Read.All")
+fuzz "$redis_port" "$redis_token" "Redis Cluster"
+kill -0 "$redis_server" # the server survived the run
 exit "$failed"

@@ -78,7 +78,7 @@ pub(crate) fn effects(
             });
         }
     }
-    Effects { due_at, notifications, timer_only: false }
+    Effects { due_at, notifications, timer_only: false, visible: !changes.is_empty() }
 }
 
 /// A lifecycle notification of `active`'s subscription, if it has a lifecycle URL.

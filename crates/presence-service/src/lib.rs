@@ -135,6 +135,7 @@ impl Service {
             tokio::spawn(self.clone().run_scheduler()),
             tokio::spawn(self.clone().run_dispatcher()),
             tokio::spawn(self.clone().run_follower()),
+            tokio::spawn(self.clone().run_change_follower()),
         ];
         self.deliveries.kick();
         self.ready.store(true, Ordering::SeqCst);

@@ -106,6 +106,11 @@ impl Keys {
         self.key(partition, "outbox")
     }
 
+    /// A partition's recent visible changes: a stream of user members, capped at about 1,000 entries.
+    pub(crate) fn changes(&self, partition: u16) -> String {
+        self.key(partition, "changes")
+    }
+
     /// The partition of a subscription's queues.
     pub(crate) fn subscription_partition(&self, subscription: &str) -> u16 {
         partition_of(&format!("s/{subscription}"))

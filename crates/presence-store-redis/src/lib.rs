@@ -42,9 +42,9 @@ use futures_util::future::join_all;
 use presence_core::UserFacts;
 use presence_store::codec::{decode, encode};
 use presence_store::{
-    Effects, FarewellFn, NewNotification, PresenceStore, QueueId, QueueKind, QueuedNotification, SharedCount,
-    StoreError, StoredSubscription, SubscriptionChanges, SubscriptionFn, UpdateFn, UpdateManyFn, Updated, UserKey,
-    UserRecord,
+    ChangedUsers, Effects, FarewellFn, NewNotification, PresenceStore, QueueId, QueueKind, QueuedNotification,
+    SharedCount, StoreError, StoredSubscription, SubscriptionChanges, SubscriptionFn, UpdateFn, UpdateManyFn, Updated,
+    UserKey, UserRecord,
 };
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
@@ -600,13 +600,19 @@ impl RedisStore {
         wait: bool,
     ) -> Result<Option<u64>, StoreError> {
         let (member, partition) = self.keys.user(&key.tenant_id, &key.user_id);
-        let keys = [self.keys.record(partition, &member), self.keys.timers(partition), self.keys.outbox(partition)];
+        let keys = [
+            self.keys.record(partition, &member),
+            self.keys.timers(partition),
+            self.keys.outbox(partition),
+            self.keys.changes(partition),
+        ];
         let mut args = vec![
             expected.to_string(),
             if effects.timer_only { String::new() } else { encode(facts) },
             effects.due_at.map(|due| due.to_string()).unwrap_or_default(),
             member,
             self.next_stamp().to_string(),
+            if effects.visible { "1" } else { "0" }.to_owned(),
         ];
         args.extend(effects.notifications.iter().map(|notification| Entry::of(notification, true)));
         let slot = wait.then(|| self.keys.partition_slot(partition));
@@ -1494,6 +1500,51 @@ impl PresenceStore for RedisStore {
             })
             .map_err(backend)?;
         Ok(())
+    }
+
+    fn changed_users(&self, cursor: Option<&str>, limit: usize) -> Result<Option<ChangedUsers>, StoreError> {
+        self.run(async {
+            let since: Vec<String> =
+                cursor.map(|cursor| cursor.split(',').map(str::to_owned).collect()).unwrap_or_default();
+            let reading = since.len() == usize::from(PARTITIONS);
+            let commands = self
+                .keys
+                .partitions()
+                .map(|partition| {
+                    let command = if reading {
+                        let mut command = redis::cmd("XRANGE");
+                        let from = format!("({}", since[usize::from(partition)]);
+                        command.arg(self.keys.changes(partition)).arg(from).arg("+").arg("COUNT").arg(limit.max(1));
+                        command
+                    } else {
+                        // No cursor (or one of another layout): where each stream ends now.
+                        let mut command = redis::cmd("XREVRANGE");
+                        command.arg(self.keys.changes(partition)).arg("+").arg("-").arg("COUNT").arg(1);
+                        command
+                    };
+                    (partition, command)
+                })
+                .collect();
+            let mut changed = ChangedUsers::default();
+            let mut ends = Vec::with_capacity(usize::from(PARTITIONS));
+            for (partition, reply) in self.keys.partitions().zip(self.pipelined(commands).await) {
+                let reply: redis::streams::StreamRangeReply = redis::from_redis_value(reply?)
+                    .map_err(|error| corrupt(self.keys.changes(partition), error.to_string()))?;
+                let previous = since.get(usize::from(partition)).cloned().unwrap_or_else(|| "0-0".to_owned());
+                let end = if reading { reply.ids.last() } else { reply.ids.first() };
+                ends.push(end.map_or(previous, |entry| entry.id.clone()));
+                if reading {
+                    for entry in reply.ids {
+                        let member = entry.map.get("u").and_then(text).unwrap_or_default();
+                        if let Some((tenant, user)) = member.split_once('/') {
+                            changed.users.push(UserKey::new(tenant, user));
+                        }
+                    }
+                }
+            }
+            changed.cursor = ends.join(",");
+            Ok(Some(changed))
+        })
     }
 
     fn add_to_shared_counters(&self, counts: &[SharedCount]) -> Result<Option<Vec<u64>>, StoreError> {

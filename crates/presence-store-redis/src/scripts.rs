@@ -36,8 +36,9 @@ fn script(functions: &[&str], body: &str) -> Script {
     Script::new(&format!("{}{body}", functions.concat()))
 }
 
-/// A user's write. KEYS: record, timers, outbox. ARGV: expected version, facts (empty: keep them), due
-/// (empty: none), timer member, the writer's stamp, then the notifications to stage. The notifications are
+/// A user's write. KEYS: record, timers, outbox, changes. ARGV: expected version, facts (empty: keep
+/// them), due (empty: none), timer member, the writer's stamp, whether the presence changed visibly (`1`:
+/// the member is appended to the partition's capped stream of changes), then the notifications to stage. The notifications are
 /// stamped above the record's last stamp, so one user's stamps increase whoever writes. Answers the new
 /// version and the stamp used, or -1 when the record's version is not the expected one.
 pub(crate) static UPDATE: LazyLock<Script> = LazyLock::new(|| {
@@ -50,7 +51,8 @@ v = v + 1
 redis.call('HSET', KEYS[1], 'v', v)
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'f', ARGV[2]) end
 local stamp = math.max(tonumber(ARGV[5]), tonumber(redis.call('HGET', KEYS[1], 's') or '0') + 1)
-if #ARGV > 5 then redis.call('HSET', KEYS[1], 's', string.format('%.0f', stamp)) end
+if #ARGV > 6 then redis.call('HSET', KEYS[1], 's', string.format('%.0f', stamp)) end
+if ARGV[6] == '1' then redis.call('XADD', KEYS[4], 'MAXLEN', '~', 1000, '*', 'u', ARGV[4]) end
 if ARGV[3] ~= '' then
   redis.call('HSET', KEYS[1], 'd', ARGV[3])
   redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
@@ -58,7 +60,7 @@ else
   redis.call('HDEL', KEYS[1], 'd')
   redis.call('ZREM', KEYS[2], ARGV[4])
 end
-for i = 6, #ARGV do redis.call('XADD', KEYS[3], '*', 'n', ARGV[i], 't', string.format('%.0f', stamp)) end
+for i = 7, #ARGV do redis.call('XADD', KEYS[3], '*', 'n', ARGV[i], 't', string.format('%.0f', stamp)) end
 return { v, string.format('%.0f', stamp) }
 ",
     )

@@ -125,3 +125,29 @@ fn a_removal_cut_short_by_a_crash_is_finished_by_the_next_handle_once() {
     assert_eq!(lifecycle(&again), ["subscriptionRemoved"], "and only once");
     assert!(again.create_subscription(&StoredSubscription { id: "s2".into(), ..subscription }, 1).expect("create"));
 }
+
+#[test]
+fn every_handle_reads_the_visible_changes_any_handle_made() {
+    let config = testing::config();
+    let (writer, reader) = (RedisStore::open(&config).expect("open"), RedisStore::open(&config).expect("open"));
+    let write = |user: &str, visible: bool| {
+        writer
+            .update(&UserKey::new("t", user), &mut |facts, _| {
+                facts.sequence_base += 1;
+                Some(Effects { visible, ..Effects::default() })
+            })
+            .expect("update");
+    };
+    write("before", true);
+    let now = reader.changed_users(None, 100).expect("changed_users").expect("a shared store");
+    assert!(now.users.is_empty(), "without a cursor: none, and the cursor of now");
+    write("u1", true);
+    write("u2", false);
+    write("u3", true);
+    let changed = reader.changed_users(Some(&now.cursor), 100).expect("changed_users").expect("a shared store");
+    let mut users: Vec<String> = changed.users.into_iter().map(|key| key.user_id).collect();
+    users.sort();
+    assert_eq!(users, ["u1", "u3"], "the visible changes since the cursor");
+    let later = reader.changed_users(Some(&changed.cursor), 100).expect("changed_users").expect("a shared store");
+    assert!(later.users.is_empty(), "each once");
+}

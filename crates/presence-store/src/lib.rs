@@ -166,6 +166,18 @@ pub struct Effects {
     /// The closure did not change the facts (a timer catching up): only the timer and the notifications
     /// are written, and the version.
     pub timer_only: bool,
+    /// The update changed the user's presence visibly: a backend of several processes records it for
+    /// [`PresenceStore::changed_users`].
+    pub visible: bool,
+}
+
+/// Users whose presence changed, and where to read on from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ChangedUsers {
+    /// The users, in the order of their changes per user (a user may come more than once).
+    pub users: Vec<UserKey>,
+    /// The cursor to ask from next time.
+    pub cursor: String,
 }
 
 /// How an update of one user ended.
@@ -371,6 +383,16 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// the only one. Only servers running a test clock call it.
     fn share_test_clock(&self, instant: i64) -> Result<Option<i64>, StoreError> {
         let _ = instant;
+        Ok(None)
+    }
+
+    /// Optional: the users whose presence any process changed visibly (updates whose effects were
+    /// `visible`) after `cursor`, up to about `limit`, and the cursor to read on from; with no cursor, none
+    /// and the cursor of now. A backend keeps a bounded recent history: a reader that falls far behind
+    /// misses changes (it re-reads what it shows). The default answers `None`: the backend serves one
+    /// process, whose changes it knows itself.
+    fn changed_users(&self, cursor: Option<&str>, limit: usize) -> Result<Option<ChangedUsers>, StoreError> {
+        let _ = (cursor, limit);
         Ok(None)
     }
 

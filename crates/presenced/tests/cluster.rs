@@ -359,3 +359,57 @@ async fn an_application_s_throttling_budget_is_the_deployment_s() {
     assert_eq!(get(&a).await.0, 429, "A counts B's requests too");
     assert_eq!(day(), started, "the test ran across midnight (UTC), where the budget starts again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_board_of_one_node_shows_changes_made_on_the_other() {
+    use http_body_util::BodyExt;
+
+    let deployment = deploy(None, false);
+    let (a, b) = (deployment.start(0), deployment.start(1));
+    let writer = deployment.token(0, &[]);
+    let reader = deployment.token(1, &["--roles", "Presence.Read.All"]);
+    let request = hyper::Request::builder()
+        .uri(format!("{}/board/events", b.base))
+        .header("authorization", format!("Bearer {reader}"))
+        .body(http_body_util::Full::new(hyper::body::Bytes::new()))
+        .unwrap();
+    let response = presence_testkit::binary::client().request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut text = String::new();
+    // Node B's board listens once its stream is open (the `ready` event); the change is made on node A.
+    let shown = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut written = false;
+        let mut round = 0;
+        loop {
+            if let Some(end) = text.find("\n\n") {
+                let block: String = text.drain(..end + 2).collect();
+                if block.contains("event: ready") {
+                    written = true;
+                }
+                if block.contains("event: presence") {
+                    let data = block.lines().find_map(|line| line.strip_prefix("data: ")).unwrap().to_owned();
+                    return serde_json::from_str::<Value>(&data).unwrap();
+                }
+                continue;
+            }
+            if written {
+                // Each a visible change: the node follows others' changes from when its board listens.
+                let (availability, activity) = if round % 2 == 0 { ("Busy", "InACall") } else { ("Away", "Away") };
+                assert_eq!(set_presence(&a, &writer, ADELE, availability, activity).await, 200);
+                round += 1;
+            }
+            let frame = tokio::time::timeout(Duration::from_millis(500), body.frame()).await;
+            if let Ok(frame) = frame {
+                let frame = frame.expect("the stream ended").unwrap();
+                if let Ok(data) = frame.into_data() {
+                    text.push_str(std::str::from_utf8(&data).unwrap());
+                }
+            }
+        }
+    })
+    .await
+    .expect("node B's board never showed node A's change");
+    assert_eq!(shown["id"].as_str(), Some(ADELE));
+    assert!(["Busy", "Away"].contains(&shown["availability"].as_str().unwrap()), "{shown}");
+}
