@@ -436,6 +436,25 @@ impl Service {
         }
     }
 
+    /// Follows the store's change log first if another process changed subscriptions since this one last
+    /// read it, so that a write notifies every subscription made (anywhere) before it. A failure is logged
+    /// and the write goes on with the subscriptions known.
+    pub(crate) fn catch_up_subscriptions(&self) {
+        let behind = match self.store.subscription_cursor() {
+            Ok(Some(newest)) => newest > *self.registry.changing().cursor,
+            Ok(None) => false,
+            Err(error) => {
+                tracing::warn!(%error, "subscriptions: the change log's cursor could not be read");
+                false
+            }
+        };
+        if behind {
+            if let Err(error) = self.follow_once() {
+                tracing::warn!(%error, "subscriptions: reading the change log failed");
+            }
+        }
+    }
+
     /// The follower: reads the store's change log and relays what the store staged (also what a process
     /// that died staged) every [`FOLLOW_INTERVAL`], and sweeps the store's queues every [`SWEEP_ROUNDS`]
     /// rounds.

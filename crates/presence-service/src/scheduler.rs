@@ -121,6 +121,7 @@ impl Service {
                 return Ok(());
             }
             let started = std::time::Instant::now();
+            self.catch_up_subscriptions();
             let followed = self.feed.is_followed();
             let mut queued = Vec::new();
             let mut changed: Vec<UserKey> = Vec::new();

@@ -145,6 +145,7 @@ impl Service {
         let followed = self.feed.is_followed();
         let mut changed = vec![false; keys.len()];
         let started = std::time::Instant::now();
+        self.catch_up_subscriptions();
         let results = self.locks.write_many(&keys, || {
             let watchers: Vec<_> = keys.iter().map(|key| self.registry.watchers(key)).collect();
             let now = self.clock.now();

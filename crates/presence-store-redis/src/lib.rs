@@ -1502,6 +1502,12 @@ impl PresenceStore for RedisStore {
         Ok(())
     }
 
+    fn subscription_cursor(&self) -> Result<Option<u64>, StoreError> {
+        let mut connection = self.connection();
+        let seq: Option<u64> = self.run(connection.hget(self.keys.registry("meta"), "seq")).map_err(backend)?;
+        Ok(Some(seq.unwrap_or(0)))
+    }
+
     fn changed_users(&self, cursor: Option<&str>, limit: usize) -> Result<Option<ChangedUsers>, StoreError> {
         self.run(async {
             let since: Vec<String> =

@@ -386,6 +386,13 @@ pub trait PresenceStore: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Optional: the change log's newest cursor, read fresh, for a process that must know every
+    /// subscription made before it writes (it follows the log up to there first). The default answers
+    /// `None`: the backend serves one process, whose own registry is complete.
+    fn subscription_cursor(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+
     /// Optional: the users whose presence any process changed visibly (updates whose effects were
     /// `visible`) after `cursor`, up to about `limit`, and the cursor to read on from; with no cursor, none
     /// and the cursor of now. A backend keeps a bounded recent history: a reader that falls far behind
