@@ -445,6 +445,24 @@ async fn a_full_queue_is_dropped_with_a_missed_event() {
 }
 
 #[tokio::test]
+async fn a_queue_passing_its_bound_while_an_attempt_is_in_flight_is_dropped_when_it_fails() {
+    let receiver = Receiver::start().await;
+    let server = Server::notifying(&receiver.ca_der, |config| config.max_queued_per_subscription = 2);
+    let reader = server.app(READER);
+    subscribe(&server, &reader, adele(&receiver, &server, 60)).await;
+    receiver.answer_with(503);
+    receiver.hold();
+    server.set_presence(ADELE, "Busy", "InACall", None).await;
+    receiver.wait_items("/hook", 1).await; // the attempt is in flight, its answer held
+    for (availability, activity) in [("DoNotDisturb", "Presenting"), ("Away", "Away"), ("Busy", "InAConferenceCall")] {
+        server.set_presence(ADELE, availability, activity, None).await;
+    }
+    receiver.release(); // the attempt fails; the queue is over its bound by now
+    let events = receiver.wait_items("/lifecycle", 1).await;
+    assert_eq!(events[0]["lifecycleEvent"], "missed", "dropped at once, not at the retry (the clock does not move)");
+}
+
+#[tokio::test]
 async fn a_preferred_presence_expiring_is_a_change_too() {
     let receiver = Receiver::start().await;
     let server = Server::notifying(&receiver.ca_der, |_| {});

@@ -361,6 +361,14 @@ impl Service {
                 queues.attempts.remove(queue);
                 queues.lengths.remove(queue);
             }
+            Attempt::RetryAt(_)
+                if queues.lengths.get(queue).is_some_and(|length| *length > self.deliveries.max_queued) =>
+            {
+                // Notifications queued while the attempt was in flight passed the bound: it is dropped now,
+                // not at the retry.
+                queues.states.insert(queue.clone(), QueueState::Ready);
+                queues.ready.push_back(queue.clone());
+            }
             Attempt::RetryAt(at) => {
                 queues.states.insert(queue.clone(), QueueState::Waiting(at));
                 queues.waiting.insert((at, queue.clone()));
@@ -457,12 +465,16 @@ impl Service {
         Ok(attempt)
     }
 
-    /// Marks every queue the store holds notifications for ready, with its length (a process that died
-    /// may have left queues behind; their leases decide who delivers them).
+    /// Marks every queue the store holds notifications for ready, with its length, unless this process is
+    /// delivering it already (ready, in flight or waiting for a retry: its own count and schedule stand). A
+    /// process that died may have left queues behind; their leases decide who delivers them.
     pub(crate) fn sweep_queues(&self) -> Result<(), StoreError> {
         let lengths = self.store.queue_lengths()?;
         let mut queues = lock(&self.deliveries.queues);
         for (queue, length) in lengths {
+            if queues.states.contains_key(&queue) {
+                continue;
+            }
             queues.lengths.insert(queue.clone(), usize::try_from(length).unwrap_or(usize::MAX));
             queues.mark_ready(&queue);
         }

@@ -21,12 +21,13 @@ pub struct Received {
     pub body: Value,
 }
 
-#[derive(Default)]
 struct Shared {
     posts: Mutex<Vec<Received>>,
     status: AtomicU16,
     refuse_validation: AtomicBool,
     arrived: tokio::sync::Notify,
+    /// While true, a notification POST is recorded at once but answered only when it turns false.
+    held: tokio::sync::watch::Sender<bool>,
 }
 
 pub struct Receiver {
@@ -60,6 +61,7 @@ async fn answer(shared: Arc<Shared>, uri: Uri, headers: HeaderMap, body: Bytes) 
     };
     shared.posts.lock().unwrap().push(received);
     shared.arrived.notify_waiters();
+    let _ = shared.held.subscribe().wait_for(|held| !*held).await;
     StatusCode::from_u16(shared.status.load(Ordering::SeqCst)).unwrap().into_response()
 }
 
@@ -81,7 +83,13 @@ impl Receiver {
         std::fs::write(&key_file, leaf_key.serialize_pem()).unwrap();
         let tls = presence_api::tls::server_config(&cert_file, &key_file).unwrap();
 
-        let shared = Arc::new(Shared { status: AtomicU16::new(202), ..Shared::default() });
+        let shared = Arc::new(Shared {
+            posts: Mutex::default(),
+            status: AtomicU16::new(202),
+            refuse_validation: AtomicBool::new(false),
+            arrived: tokio::sync::Notify::new(),
+            held: tokio::sync::watch::Sender::new(false),
+        });
         let handler_shared = shared.clone();
         let router = Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| {
             answer(handler_shared.clone(), uri, headers, body)
@@ -96,6 +104,17 @@ impl Receiver {
     /// The status notifications are answered with from now on.
     pub fn answer_with(&self, status: u16) {
         self.shared.status.store(status, Ordering::SeqCst);
+    }
+
+    /// Holds the answers to notification POSTs (they are recorded when they arrive) until
+    /// [`Receiver::release`]: the sender's attempt stays in flight meanwhile.
+    pub fn hold(&self) {
+        self.shared.held.send_replace(true);
+    }
+
+    /// Answers the held POSTs, and the next ones at once.
+    pub fn release(&self) {
+        self.shared.held.send_replace(false);
     }
 
     /// Makes the validation handshake fail (a 200 with the wrong body).
