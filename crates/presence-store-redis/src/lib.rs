@@ -217,13 +217,6 @@ struct Pending {
     notes: Vec<(String, String)>,
 }
 
-/// What an update read, to be checked by its write.
-struct Read {
-    facts: UserFacts,
-    due_at: Option<i64>,
-    version: u64,
-}
-
 fn int(value: &Value) -> Option<i64> {
     match value {
         Value::Int(number) => Some(*number),
@@ -444,7 +437,11 @@ impl RedisStore {
         keys::slot("registry")
     }
 
-    async fn read_record(&self, connection: &mut ClusterConnection, key: &UserKey) -> Result<Option<Read>, StoreError> {
+    async fn read_record(
+        &self,
+        connection: &mut ClusterConnection,
+        key: &UserKey,
+    ) -> Result<Option<UserRecord>, StoreError> {
         let (command, _) = self.record_read(key);
         let value: Value = command.query_async(connection).await.map_err(backend)?;
         Self::record_of(key, value)
@@ -459,7 +456,7 @@ impl RedisStore {
     }
 
     /// A user's record from the reply to [`RedisStore::record_read`].
-    fn record_of(key: &UserKey, value: Value) -> Result<Option<Read>, StoreError> {
+    fn record_of(key: &UserKey, value: Value) -> Result<Option<UserRecord>, StoreError> {
         let record = || format!("{}/{}", key.tenant_id, key.user_id);
         let (facts, version, due): (Option<String>, Option<u64>, Option<i64>) =
             redis::from_redis_value(value).map_err(|error| corrupt(record(), error.to_string()))?;
@@ -468,11 +465,11 @@ impl RedisStore {
             Some(text) => decode(&text).map_err(|reason| corrupt(record(), reason))?,
             None => UserFacts::default(),
         };
-        Ok(Some(Read { facts, due_at: due, version }))
+        Ok(Some(UserRecord { facts, due_at: due, version }))
     }
 
     /// Reads the records of `keys` (one pipeline per primary).
-    async fn read_records(&self, keys: &[UserKey]) -> Vec<Result<Option<Read>, StoreError>> {
+    async fn read_records(&self, keys: &[UserKey]) -> Vec<Result<Option<UserRecord>, StoreError>> {
         let commands: Vec<(u16, redis::Cmd)> = keys
             .iter()
             .map(|key| {
@@ -482,6 +479,27 @@ impl RedisStore {
             .collect();
         let replies = self.pipelined(commands).await;
         keys.iter().zip(replies).map(|(key, reply)| Self::record_of(key, reply?)).collect()
+    }
+
+    /// Runs one command on a key of every partition (`key` names it, `command` makes the command of it),
+    /// as one pipeline per primary, and decodes each reply: `(partition, reply)` in partition order.
+    async fn on_every_partition<T: redis::FromRedisValue>(
+        &self,
+        key: impl Fn(u16) -> String,
+        command: impl Fn(u16, &str) -> redis::Cmd,
+    ) -> Result<Vec<(u16, T)>, StoreError> {
+        let commands =
+            self.keys.partitions().map(|partition| (partition, command(partition, &key(partition)))).collect();
+        let replies = self.pipelined(commands).await;
+        self.keys
+            .partitions()
+            .zip(replies)
+            .map(|(partition, reply)| {
+                let decoded =
+                    redis::from_redis_value(reply?).map_err(|error| corrupt(key(partition), error.to_string()))?;
+                Ok((partition, decoded))
+            })
+            .collect()
     }
 
     /// Which primary serves each partition, as the cluster says now (`CLUSTER SLOTS`).
@@ -1077,20 +1095,11 @@ impl Drop for RedisStore {
 impl PresenceStore for RedisStore {
     fn get(&self, key: &UserKey) -> Result<Option<UserRecord>, StoreError> {
         let mut connection = self.connection();
-        let read = self.run(self.read_record(&mut connection, key))?;
-        Ok(read.map(|read| UserRecord { facts: read.facts, due_at: read.due_at, version: read.version }))
+        self.run(self.read_record(&mut connection, key))
     }
 
     fn get_many(&self, keys: &[UserKey]) -> Result<Vec<Option<UserRecord>>, StoreError> {
-        self.run(async {
-            let results = self.read_records(keys).await;
-            results
-                .into_iter()
-                .map(|read| {
-                    Ok(read?.map(|read| UserRecord { facts: read.facts, due_at: read.due_at, version: read.version }))
-                })
-                .collect()
-        })
+        self.run(async { self.read_records(keys).await.into_iter().collect() })
     }
 
     fn update(&self, key: &UserKey, apply: &mut UpdateFn<'_>) -> Result<Updated, StoreError> {
@@ -1174,20 +1183,18 @@ impl PresenceStore for RedisStore {
         }
         let connection = self.connection();
         self.run(async {
-            let commands = self
-                .keys
-                .partitions()
-                .map(|partition| {
-                    let mut command = redis::cmd("ZRANGEBYSCORE");
-                    command.arg(self.keys.timers(partition)).arg("-inf").arg(now).arg("WITHSCORES");
-                    command.arg("LIMIT").arg(0).arg(limit);
-                    (partition, command)
-                })
-                .collect();
+            let candidates: Vec<(u16, Vec<(String, String)>)> = self
+                .on_every_partition(
+                    |partition| self.keys.timers(partition),
+                    |_, timers| {
+                        let mut command = redis::cmd("ZRANGEBYSCORE");
+                        command.arg(timers).arg("-inf").arg(now).arg("WITHSCORES").arg("LIMIT").arg(0).arg(limit);
+                        command
+                    },
+                )
+                .await?;
             let mut due: Vec<(i64, u16, String)> = Vec::new();
-            for (partition, reply) in self.keys.partitions().zip(self.pipelined(commands).await) {
-                let members: Vec<(String, String)> = redis::from_redis_value(reply?)
-                    .map_err(|error| corrupt(self.keys.timers(partition), error.to_string()))?;
+            for (partition, members) in candidates {
                 due.extend(members.into_iter().map(|(member, at)| (score(&at).unwrap_or(i64::MIN), partition, member)));
             }
             due.sort();
@@ -1227,22 +1234,17 @@ impl PresenceStore for RedisStore {
 
     fn next_due(&self) -> Result<Option<i64>, StoreError> {
         self.run(async {
-            let commands = self
-                .keys
-                .partitions()
-                .map(|partition| {
-                    let mut command = redis::cmd("ZRANGE");
-                    command.arg(self.keys.timers(partition)).arg(0).arg(0).arg("WITHSCORES");
-                    (partition, command)
-                })
-                .collect();
-            let mut earliest = None;
-            for (partition, reply) in self.keys.partitions().zip(self.pipelined(commands).await) {
-                let first: Vec<(String, String)> = redis::from_redis_value(reply?)
-                    .map_err(|error| corrupt(self.keys.timers(partition), error.to_string()))?;
-                earliest = [earliest, first.first().and_then(|(_, at)| score(at))].into_iter().flatten().min();
-            }
-            Ok(earliest)
+            let firsts: Vec<(u16, Vec<(String, String)>)> = self
+                .on_every_partition(
+                    |partition| self.keys.timers(partition),
+                    |_, timers| {
+                        let mut command = redis::cmd("ZRANGE");
+                        command.arg(timers).arg(0).arg(0).arg("WITHSCORES");
+                        command
+                    },
+                )
+                .await?;
+            Ok(firsts.iter().filter_map(|(_, first)| first.first().and_then(|(_, at)| score(at))).min())
         })
     }
 
@@ -1445,19 +1447,18 @@ impl PresenceStore for RedisStore {
     fn queue_lengths(&self) -> Result<Vec<(QueueId, u64)>, StoreError> {
         self.finish_pending()?;
         self.run(async {
-            let commands = self
-                .keys
-                .partitions()
-                .map(|partition| {
-                    let mut command = redis::cmd("HGETALL");
-                    command.arg(self.keys.queue_index(partition));
-                    (partition, command)
-                })
-                .collect();
+            let indexes: Vec<(u16, Vec<(String, u64)>)> = self
+                .on_every_partition(
+                    |partition| self.keys.queue_index(partition),
+                    |_, index| {
+                        let mut command = redis::cmd("HGETALL");
+                        command.arg(index);
+                        command
+                    },
+                )
+                .await?;
             let mut lengths = Vec::new();
-            for (partition, reply) in self.keys.partitions().zip(self.pipelined(commands).await) {
-                let index: Vec<(String, u64)> = redis::from_redis_value(reply?)
-                    .map_err(|error| corrupt(self.keys.queue_index(partition), error.to_string()))?;
+            for (_, index) in indexes {
                 for (field, length) in index {
                     if let (Some(queue), true) = (parse_queue_field(&field), length > 0) {
                         lengths.push((queue, length));
@@ -1513,29 +1514,27 @@ impl PresenceStore for RedisStore {
             let since: Vec<String> =
                 cursor.map(|cursor| cursor.split(',').map(str::to_owned).collect()).unwrap_or_default();
             let reading = since.len() == usize::from(PARTITIONS);
-            let commands = self
-                .keys
-                .partitions()
-                .map(|partition| {
-                    let command = if reading {
-                        let mut command = redis::cmd("XRANGE");
-                        let from = format!("({}", since[usize::from(partition)]);
-                        command.arg(self.keys.changes(partition)).arg(from).arg("+").arg("COUNT").arg(limit.max(1));
-                        command
-                    } else {
-                        // No cursor (or one of another layout): where each stream ends now.
-                        let mut command = redis::cmd("XREVRANGE");
-                        command.arg(self.keys.changes(partition)).arg("+").arg("-").arg("COUNT").arg(1);
-                        command
-                    };
-                    (partition, command)
-                })
-                .collect();
+            let replies: Vec<(u16, redis::streams::StreamRangeReply)> = self
+                .on_every_partition(
+                    |partition| self.keys.changes(partition),
+                    |partition, changes| {
+                        if reading {
+                            let mut command = redis::cmd("XRANGE");
+                            let from = format!("({}", since[usize::from(partition)]);
+                            command.arg(changes).arg(from).arg("+").arg("COUNT").arg(limit.max(1));
+                            command
+                        } else {
+                            // No cursor (or one of another layout): where each stream ends now.
+                            let mut command = redis::cmd("XREVRANGE");
+                            command.arg(changes).arg("+").arg("-").arg("COUNT").arg(1);
+                            command
+                        }
+                    },
+                )
+                .await?;
             let mut changed = ChangedUsers::default();
             let mut ends = Vec::with_capacity(usize::from(PARTITIONS));
-            for (partition, reply) in self.keys.partitions().zip(self.pipelined(commands).await) {
-                let reply: redis::streams::StreamRangeReply = redis::from_redis_value(reply?)
-                    .map_err(|error| corrupt(self.keys.changes(partition), error.to_string()))?;
+            for (partition, reply) in replies {
                 let previous = since.get(usize::from(partition)).cloned().unwrap_or_else(|| "0-0".to_owned());
                 let end = if reading { reply.ids.last() } else { reply.ids.first() };
                 ends.push(end.map_or(previous, |entry| entry.id.clone()));

@@ -190,10 +190,7 @@ async fn known_everywhere(
 
 /// Moves the shared test clock forward on `node` and waits until `other` follows.
 async fn advance(node: &Running, other: &Running, seconds: u64) {
-    let (status, moved) =
-        call(node, Method::POST, "/_test/clock/advance", "", Some(json!({ "seconds": seconds }))).await;
-    assert_eq!(status, 200, "{moved}");
-    let target = moved["epochMilliseconds"].as_i64().unwrap();
+    let target = advance_alone(node, seconds).await;
     for _ in 0..500 {
         let (_, clock) = call(other, Method::GET, "/_test/clock", "", None).await;
         if clock["epochMilliseconds"].as_i64().unwrap() >= target {
@@ -312,11 +309,13 @@ async fn a_killed_node_s_queued_deliveries_are_taken_over_once_its_lease_ends() 
     assert_eq!(sequences, [written.2.as_str()], "delivered once");
 }
 
-/// Moves the test clock of `node` (the only node left).
-async fn advance_alone(node: &Running, seconds: u64) {
+/// Moves the test clock of `node` (without waiting for other nodes to follow); answers the instant it
+/// moved to.
+async fn advance_alone(node: &Running, seconds: u64) -> i64 {
     let (status, moved) =
         call(node, Method::POST, "/_test/clock/advance", "", Some(json!({ "seconds": seconds }))).await;
     assert_eq!(status, 200, "{moved}");
+    moved["epochMilliseconds"].as_i64().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
