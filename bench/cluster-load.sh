@@ -5,7 +5,8 @@
 # over USERS ids. Prints, per scenario and deployment, req/s, p50/p99 and the CPU each request cost the
 # presenced processes and the Redis processes (from /proc/PID/stat, before and after each run), median of
 # REPS runs. On the 2-core machine everything shares two cores, so the absolute rates are indicative only;
-# the figures to read are the CPU per request.
+# the figures to read are the CPU per request. For setPresence a third row, the floor, has the same cluster
+# do only the commands a durable write needs, with no presenced (crates/presence-store-redis/examples/write_floor.rs).
 #
 #   bash bench/cluster-load.sh      # DURATION=10 seconds per run, REPS=3, USERS=100000
 #   SCENARIOS="set_presence" bash bench/cluster-load.sh
@@ -19,8 +20,8 @@ export WRK_DIR="$PWD/bench/wrk"
 tenant=5f1d3c2a-7b6e-4d8f-9a01-23456789abcd
 
 command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null || { echo "wrk is needed (apt-get install wrk)"; exit 1; }; }
-cargo build --release --locked -q -p presenced --bin presenced
-bin=target/release/presenced
+cargo build --release --locked -q -p presenced --bin presenced -p presence-store-redis --example write_floor
+bin="${PRESENCED_BIN:-target/release/presenced}" # PRESENCED_BIN: another build, to compare
 
 work=$(mktemp -d)
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -98,6 +99,13 @@ print(json.dumps({
 }))
 PY
     done
+    if [ "$scenario" = set_presence ]; then
+      # The floor: the same cluster doing only the commands a durable write needs (see write_floor.rs).
+      redis_cpu=$(cpu $redis_pids)
+      written=$(target/release/examples/write_floor "$duration" "${urls[@]}")
+      redis_cpu=$(python3 -c "print($(cpu $redis_pids) - $redis_cpu)")
+      echo "{\"rep\": $rep, \"scenario\": \"set_presence\", \"deployment\": \"floor\", \"requests\": $written, \"duration_us\": ${duration}000000, \"p50_us\": 0, \"p99_us\": 0, \"errors\": 0, \"node_cpu_s\": 0, \"redis_cpu_s\": $redis_cpu}" >>"$results"
+    fi
   done
 done
 for pidfile in "$work"/*.pid; do kill -0 "$(cat "$pidfile")"; done # every node survived the run
@@ -108,7 +116,7 @@ names = {"set_presence": "setPresence", "get_presence": "GET presence", "get_man
 print("| scenario | deployment | req/s | p50 ms | p99 ms | presenced CPU µs/request | Redis CPU µs/request | errors |")
 print("|---|---|---|---|---|---|---|---|")
 for scenario, name in names.items():
-    for deployment, label in (("sqlite", "1 node, SQLite"), ("redis", "2 nodes, Redis Cluster")):
+    for deployment, label in (("sqlite", "1 node, SQLite"), ("redis", "2 nodes, Redis Cluster"), ("floor", "Redis floor (no presenced)")):
         mine = [run for run in runs if run["scenario"] == scenario and run["deployment"] == deployment]
         if not mine:
             continue
@@ -119,6 +127,9 @@ for scenario, name in names.items():
         node = median([run["node_cpu_s"] * 1e6 / max(run["requests"], 1) for run in mine])
         redis = median([run["redis_cpu_s"] * 1e6 / max(run["requests"], 1) for run in mine])
         errors = sum(run["errors"] for run in mine)
-        redis_text = f"{redis:.1f}" if deployment == "redis" else "—"
-        print(f"| {name} | {label} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {node:.1f} | {redis_text} | {errors} |")
+        redis_text = f"{redis:.1f}" if deployment != "sqlite" else "—"
+        if deployment == "floor":
+            print(f"| {name} | {label} | {rps:,.0f} | — | — | — | {redis_text} | {errors} |")
+        else:
+            print(f"| {name} | {label} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {node:.1f} | {redis_text} | {errors} |")
 PY

@@ -5,7 +5,8 @@
 //! - **A user's write** is one script on the user's partition: it checks the record's version (a write in
 //!   between makes the script refuse, and the update re-reads and re-runs its closure), stores the facts,
 //!   the version and the timer, and stages the notifications in the partition's outbox stream: a
-//!   transactional outbox.
+//!   transactional outbox. A batch of users is written with one script per primary, which spans that
+//!   primary's slots and checks that it holds every key before it writes any, and one `WAIT` behind it.
 //! - **Timers** are a sorted set per partition. A claim moves a due user's score to the end of the lease
 //!   instead of removing it, so a claimer that dies loses nothing: the user falls due again.
 //! - **Relaying** moves outbox entries to their subscriptions' queues; each queue remembers, per partition,
@@ -43,8 +44,8 @@ use presence_core::UserFacts;
 use presence_store::codec::{decode, encode};
 use presence_store::{
     ChangedUsers, Effects, FarewellFn, NewNotification, PresenceStore, QueueId, QueueKind, QueuedNotification,
-    SharedCount, StoreError, StoredSubscription, SubscriptionChanges, SubscriptionFn, UpdateFn, UpdateManyFn, Updated,
-    UserKey, UserRecord,
+    RecordsFuture, SharedCount, StoreError, StoredSubscription, SubscriptionChanges, SubscriptionFn, UpdateFn,
+    UpdateManyFn, Updated, UserKey, UserRecord,
 };
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
@@ -101,6 +102,9 @@ pub struct RedisStore {
     /// commands of many partitions as one pipeline per primary; `None` until read, or after a command
     /// found a slot moved.
     topology: RwLock<Option<Arc<Vec<usize>>>>,
+    /// Tests: the next many-user write takes one primary for all (see [`RedisStore::misroute_next_write`]).
+    #[cfg(feature = "testing")]
+    misroute: std::sync::atomic::AtomicBool,
     /// The last stamp this handle gave or saw (a hybrid logical clock in microseconds): relaying merges
     /// the partitions' outboxes by stamp, so one handle's notifications keep the order of its writes.
     stamp: AtomicI64,
@@ -217,6 +221,13 @@ struct Pending {
     notes: Vec<(String, String)>,
 }
 
+/// The group of the `index`th command, on `partition`: the primary serving it, or a group of its own
+/// when that is not known.
+fn owner(topology: Option<&Vec<usize>>, partition: u16, index: usize) -> usize {
+    let owner = topology.and_then(|topology| topology.get(usize::from(partition)).copied());
+    owner.filter(|owner| *owner != usize::MAX).unwrap_or(usize::MAX - index)
+}
+
 fn int(value: &Value) -> Option<i64> {
     match value {
         Value::Int(number) => Some(*number),
@@ -306,6 +317,8 @@ impl RedisStore {
             swept: Mutex::default(),
             stamp: AtomicI64::new(0),
             topology: RwLock::new(None),
+            #[cfg(feature = "testing")]
+            misroute: std::sync::atomic::AtomicBool::new(false),
         };
         store.check_format()?;
         store.finish_pending()?;
@@ -367,13 +380,53 @@ impl RedisStore {
         wait.arg(self.wait_replicas).arg(self.wait_timeout_ms);
         let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master)));
         let reached = connection.route_command(wait, route).await.map_err(backend)?;
-        match int(&reached) {
+        self.reached(&reached)
+    }
+
+    /// Whether `WAIT`'s answer `reached` says enough replicas have the writes.
+    fn reached(&self, reached: &Value) -> Result<(), StoreError> {
+        match int(reached) {
             Some(count) if count >= i64::from(self.wait_replicas) => Ok(()),
             Some(count) => Err(StoreError::Unavailable(format!(
                 "{count} of {} replicas acknowledged the write within {} ms",
                 self.wait_replicas, self.wait_timeout_ms
             ))),
             None => Err(StoreError::Backend(format!("WAIT answered {reached:?}"))),
+        }
+    }
+
+    /// Runs `script` (it declares no keys) with `args` on the primary serving `slot`, followed in the same
+    /// pipeline by a `WAIT` when writes wait for replicas: the script's answer, and whether its writes are
+    /// durable. A script the node does not know yet is loaded and run again.
+    async fn run_on_node(
+        &self,
+        script: &Script,
+        args: &[&str],
+        slot: u16,
+    ) -> Result<(Value, Result<(), StoreError>), StoreError> {
+        let route = SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master));
+        let mut connection = self.connection();
+        let mut loaded = false;
+        loop {
+            let mut pipe = redis::pipe();
+            pipe.cmd("EVALSHA").arg(script.get_hash()).arg(0).arg(args);
+            if self.wait_replicas > 0 {
+                pipe.cmd("WAIT").arg(self.wait_replicas).arg(self.wait_timeout_ms);
+            }
+            let count = if self.wait_replicas > 0 { 2 } else { 1 };
+            let replies = connection.route_pipeline(pipe, 0, count, route.clone()).await.map_err(backend)?;
+            let mut replies = replies.into_iter();
+            let answer = replies.next().ok_or_else(|| StoreError::Backend("a script went unanswered".into()))?;
+            if let Value::ServerError(error) = &answer {
+                if error.code() == "NOSCRIPT" && !loaded {
+                    script.prepare_invoke().load_async(&mut connection).await.map_err(backend)?;
+                    loaded = true;
+                    continue;
+                }
+                return Err(backend(redis::RedisError::from(error.clone())));
+            }
+            let durable = replies.next().map_or(Ok(()), |reached| self.reached(&reached));
+            return Ok((answer, durable));
         }
     }
 
@@ -399,18 +452,6 @@ impl RedisStore {
             self.durable(connection, slot).await?;
         }
         Ok(value)
-    }
-
-    /// Waits until `wait_replicas` replicas of the primaries of `slots` have every write sent to them so
-    /// far (after writes to many slots at once): one `WAIT` per slot, all at once; the primary of several
-    /// answers the later ones at once.
-    async fn durable_all(&self, connection: &ClusterConnection, slots: BTreeSet<u16>) -> Result<(), StoreError> {
-        let waits = join_all(slots.into_iter().map(|slot| {
-            let mut connection = connection.clone();
-            async move { self.durable(&mut connection, slot).await }
-        }))
-        .await;
-        waits.into_iter().collect()
     }
 
     /// Runs a registry script that writes at an expected version, durably.
@@ -502,6 +543,17 @@ impl RedisStore {
             .collect()
     }
 
+    /// Which primary serves each partition, as last read (read now when it is not known).
+    async fn topology(&self) -> Option<Arc<Vec<usize>>> {
+        let known = self.topology.read().unwrap_or_else(PoisonError::into_inner).clone();
+        if known.is_some() {
+            return known;
+        }
+        let read = self.read_topology().await;
+        self.topology.write().unwrap_or_else(PoisonError::into_inner).clone_from(&read);
+        read
+    }
+
     /// Which primary serves each partition, as the cluster says now (`CLUSTER SLOTS`).
     async fn read_topology(&self) -> Option<Arc<Vec<usize>>> {
         let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
@@ -541,21 +593,10 @@ impl RedisStore {
     /// order. A command that finds its slot moved (or a pipeline that fails) is sent again on its own, which
     /// follows redirections, and the topology is read again next time.
     async fn pipelined(&self, commands: Vec<(u16, redis::Cmd)>) -> Vec<Result<Value, StoreError>> {
-        let known = self.topology.read().unwrap_or_else(PoisonError::into_inner).clone();
-        let topology = match known {
-            Some(topology) => Some(topology),
-            None => {
-                let read = self.read_topology().await;
-                self.topology.write().unwrap_or_else(PoisonError::into_inner).clone_from(&read);
-                read
-            }
-        };
+        let topology = self.topology().await;
         let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
         for (index, (partition, _)) in commands.iter().enumerate() {
-            let owner = topology.as_ref().and_then(|topology| topology.get(usize::from(*partition)).copied());
-            // Unknown owners get a group each.
-            let group = owner.filter(|owner| *owner != usize::MAX).unwrap_or(usize::MAX - index);
-            groups.entry(group).or_default().push(index);
+            groups.entry(owner(topology.as_deref(), *partition, index)).or_default().push(index);
         }
         let sent = join_all(groups.into_values().map(|members| {
             let mut connection = self.connection();
@@ -606,17 +647,14 @@ impl RedisStore {
             .collect()
     }
 
-    /// Writes one user's effects at the version read; `Ok(None)` when another write came in between.
-    /// With `wait`, returns once the write is durable; else the caller waits for it.
-    async fn write_record(
+    /// The keys and arguments of one user's [`scripts::UPDATE`], and the user's partition.
+    fn update_arguments(
         &self,
-        connection: &mut ClusterConnection,
         key: &UserKey,
         expected: u64,
         facts: &UserFacts,
         effects: &Effects,
-        wait: bool,
-    ) -> Result<Option<u64>, StoreError> {
+    ) -> (u16, [String; 4], Vec<String>) {
         let (member, partition) = self.keys.user(&key.tenant_id, &key.user_id);
         let keys = [
             self.keys.record(partition, &member),
@@ -633,12 +671,12 @@ impl RedisStore {
             if effects.visible { "1" } else { "0" }.to_owned(),
         ];
         args.extend(effects.notifications.iter().map(|notification| Entry::of(notification, true)));
-        let slot = wait.then(|| self.keys.partition_slot(partition));
-        let value = self.write(connection, &scripts::UPDATE, &keys, &args, slot).await?;
-        if !effects.notifications.is_empty() {
-            self.dirty.lock().unwrap_or_else(PoisonError::into_inner).insert(partition);
-        }
-        match &value {
+        (partition, keys, args)
+    }
+
+    /// What an update script's answer says: the new version, or `None` when another write came in between.
+    fn updated(&self, value: &Value) -> Result<Option<u64>, StoreError> {
+        match value {
             Value::Int(-1) => Ok(None),
             Value::Array(parts) => match parts.as_slice() {
                 [version, stamp] => {
@@ -651,6 +689,116 @@ impl RedisStore {
             },
             _ => Err(StoreError::Backend(format!("the update script answered {value:?}"))),
         }
+    }
+
+    /// Writes one user's effects at the version read; `Ok(None)` when another write came in between.
+    /// With `wait`, returns once the write is durable; else the caller waits for it.
+    async fn write_record(
+        &self,
+        connection: &mut ClusterConnection,
+        key: &UserKey,
+        expected: u64,
+        facts: &UserFacts,
+        effects: &Effects,
+        wait: bool,
+    ) -> Result<Option<u64>, StoreError> {
+        let (partition, keys, args) = self.update_arguments(key, expected, facts, effects);
+        let slot = wait.then(|| self.keys.partition_slot(partition));
+        let value = self.write(connection, &scripts::UPDATE, &keys, &args, slot).await?;
+        if !effects.notifications.is_empty() {
+            self.dirty.lock().unwrap_or_else(PoisonError::into_inner).insert(partition);
+        }
+        self.updated(&value)
+    }
+
+    /// Writes many users' effects (each `(user, expected version, facts, effects)`), durably: one script
+    /// and one `WAIT` per primary, sent together, instead of one of each per user. The users of a primary
+    /// whose script failed (a slot that moved, the connection lost) are written one by one, which follows
+    /// redirections; the script changes nothing when one of its keys is not on its node.
+    async fn write_records(
+        &self,
+        writes: &[(&UserKey, u64, &UserFacts, &Effects)],
+    ) -> Vec<Result<Option<u64>, StoreError>> {
+        #[allow(unused_mut)]
+        let mut topology = self.topology().await;
+        #[cfg(feature = "testing")]
+        if self.misroute.swap(false, Ordering::SeqCst) {
+            topology = Some(Arc::new(self.keys.partitions().map(|_| 0).collect()));
+        }
+        let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        let mut partitions = Vec::with_capacity(writes.len());
+        let mut arguments = Vec::with_capacity(writes.len());
+        for (index, (key, expected, facts, effects)) in writes.iter().enumerate() {
+            let (partition, keys, args) = self.update_arguments(key, *expected, facts, effects);
+            groups.entry(owner(topology.as_deref(), partition, index)).or_default().push(index);
+            partitions.push(partition);
+            arguments.push((keys, args));
+        }
+        let sent = join_all(groups.into_values().map(|members| {
+            let arguments = &arguments;
+            let partitions = &partitions;
+            async move {
+                // Per user: its keys, UPDATE's arguments, how many notifications follow, the notifications.
+                let fixed = scripts::UPDATE_MANY_FIELDS - 5;
+                let counts: Vec<String> =
+                    members.iter().map(|index| (arguments[*index].1.len() - fixed).to_string()).collect();
+                let mut args: Vec<&str> = Vec::new();
+                for (index, count) in members.iter().zip(&counts) {
+                    let (keys, rest) = &arguments[*index];
+                    args.extend(keys.iter().map(String::as_str));
+                    args.extend(rest[..fixed].iter().map(String::as_str));
+                    args.push(count);
+                    args.extend(rest[fixed..].iter().map(String::as_str));
+                }
+                let slot = self.keys.partition_slot(partitions[members[0]]);
+                let answers = self.run_on_node(&scripts::UPDATE_MANY, &args, slot).await;
+                (members, answers)
+            }
+        }))
+        .await;
+        let mut results: Vec<Option<Result<Option<u64>, StoreError>>> = writes.iter().map(|_| None).collect();
+        let mut again = Vec::new();
+        for (members, answers) in sent {
+            match answers {
+                Ok((Value::Array(answers), durable)) if answers.len() == members.len() => {
+                    for (index, answer) in members.into_iter().zip(answers) {
+                        results[index] = Some(self.updated(&answer).and_then(|version| match (&durable, version) {
+                            (Err(error), Some(_)) => Err(error.clone()),
+                            (_, version) => Ok(version),
+                        }));
+                    }
+                }
+                Err(StoreError::Unavailable(reason)) => {
+                    for index in members {
+                        results[index] = Some(Err(StoreError::Unavailable(reason.clone())));
+                    }
+                }
+                _ => again.extend(members),
+            }
+        }
+        if !again.is_empty() {
+            *self.topology.write().unwrap_or_else(PoisonError::into_inner) = None;
+            let retried = join_all(again.iter().map(|index| {
+                let mut connection = self.connection();
+                let (key, expected, facts, effects) = writes[*index];
+                async move { self.write_record(&mut connection, key, expected, facts, effects, true).await }
+            }))
+            .await;
+            for (index, result) in again.into_iter().zip(retried) {
+                results[index] = Some(result);
+            }
+        }
+        let mut dirty = self.dirty.lock().unwrap_or_else(PoisonError::into_inner);
+        for (index, (_, _, _, effects)) in writes.iter().enumerate() {
+            if !effects.notifications.is_empty() {
+                dirty.insert(partitions[index]);
+            }
+        }
+        drop(dirty);
+        results
+            .into_iter()
+            .map(|result| result.unwrap_or_else(|| Err(StoreError::Backend("not sent".into()))))
+            .collect()
     }
 
     async fn update_one(
@@ -893,6 +1041,13 @@ impl RedisStore {
         self.remove_subscription_or_crash(id, farewell, true)
     }
 
+    /// Makes the next many-user write believe that one primary serves every slot, as a handle would whose
+    /// slot map a resharding made stale after it read the records: its scripts go to the wrong node.
+    #[cfg(feature = "testing")]
+    pub fn misroute_next_write(&self) {
+        self.misroute.store(true, Ordering::SeqCst);
+    }
+
     /// Relays like [`PresenceStore::relay`] but stops before the relayed entries leave their outboxes, as a
     /// process killed at that moment would: the next relay finds them again.
     #[cfg(feature = "testing")]
@@ -1102,6 +1257,15 @@ impl PresenceStore for RedisStore {
         self.run(async { self.read_records(keys).await.into_iter().collect() })
     }
 
+    fn get_many_async<'a>(&'a self, keys: &'a [UserKey]) -> Option<RecordsFuture<'a>> {
+        Some(Box::pin(async move {
+            match keys {
+                [one] => Ok(vec![self.read_record(&mut self.connection(), one).await?]),
+                many => self.read_records(many).await.into_iter().collect(),
+            }
+        }))
+    }
+
     fn update(&self, key: &UserKey, apply: &mut UpdateFn<'_>) -> Result<Updated, StoreError> {
         let mut connection = self.connection();
         self.run(self.update_one(&mut connection, key, apply))
@@ -1110,7 +1274,7 @@ impl PresenceStore for RedisStore {
     fn update_many(&self, keys: &[UserKey], apply: &mut UpdateManyFn<'_>) -> Vec<Result<Updated, StoreError>> {
         let connection = self.connection();
         self.run(async {
-            // Every record read at once, the closures run in turn, every write sent at once, and one wait
+            // Every record read at once, the closures run in turn, every write sent at once with one wait
             // for the replicas of every primary; a user written meanwhile is updated again on its own.
             let reads = self.read_records(keys).await;
             let mut results: Vec<Option<Result<Updated, StoreError>>> = vec![None; keys.len()];
@@ -1130,38 +1294,26 @@ impl PresenceStore for RedisStore {
                     Some(effects) => writes.push((index, version, facts, effects)),
                 }
             }
-            let written =
-                join_all(
-                    writes.iter().map(|(index, version, facts, effects)| {
-                        let mut connection = connection.clone();
-                        async move {
-                            self.write_record(&mut connection, &keys[*index], *version, facts, effects, false).await
-                        }
-                    }),
+            let written = self
+                .write_records(
+                    &writes
+                        .iter()
+                        .map(|(index, version, facts, effects)| (&keys[*index], *version, facts, effects))
+                        .collect::<Vec<_>>(),
                 )
                 .await;
-            let slots: BTreeSet<u16> = writes
-                .iter()
-                .zip(&written)
-                .filter(|(_, result)| matches!(result, Ok(Some(_))))
-                .map(|((index, ..), _)| {
-                    let (_, partition) = self.keys.user(&keys[*index].tenant_id, &keys[*index].user_id);
-                    self.keys.partition_slot(partition)
-                })
-                .collect();
-            let durable = self.durable_all(&connection, slots).await;
-            let mut conflicts = Vec::new();
+            let mut again = Vec::new();
             for ((index, ..), result) in writes.iter().zip(written) {
                 results[*index] = match result {
-                    Ok(Some(version)) => Some(durable.clone().map(|()| Updated::Written { version })),
+                    Ok(Some(version)) => Some(Ok(Updated::Written { version })),
                     Ok(None) => {
-                        conflicts.push(*index);
+                        again.push(*index);
                         None
                     }
                     Err(error) => Some(Err(error)),
                 };
             }
-            for index in conflicts {
+            for index in again {
                 let key = &keys[index];
                 let mut connection = connection.clone();
                 let result = self.update_one(&mut connection, key, &mut |facts, due| apply(key, facts, due)).await;

@@ -36,34 +36,76 @@ fn script(functions: &[&str], body: &str) -> Script {
     Script::new(&format!("{}{body}", functions.concat()))
 }
 
+/// Writes one user's effects (see [`UPDATE`]) and answers `{version, stamp}`, or -1 when the record's
+/// version is not `expected`. The notifications are ARGV[`first`..=`last`]. One `HSET` for the record's
+/// fields, so the replica and the AOF get one command for them.
+const UPDATE_FN: &str = r"
+local function update(record, timers, outbox, changes, expected, facts, due, member, stamp, visible, first, last)
+  local v = tonumber(redis.call('HGET', record, 'v') or '0')
+  if v ~= tonumber(expected) then return -1 end
+  v = v + 1
+  stamp = math.max(tonumber(stamp), tonumber(redis.call('HGET', record, 's') or '0') + 1)
+  local stamped = string.format('%.0f', stamp)
+  local fields = { 'v', v }
+  if facts ~= '' then fields[#fields + 1] = 'f'; fields[#fields + 1] = facts end
+  if last >= first then fields[#fields + 1] = 's'; fields[#fields + 1] = stamped end
+  if due ~= '' then
+    fields[#fields + 1] = 'd'; fields[#fields + 1] = due
+    redis.call('ZADD', timers, due, member)
+  else
+    redis.call('HDEL', record, 'd')
+    redis.call('ZREM', timers, member)
+  end
+  redis.call('HSET', record, unpack(fields))
+  if visible == '1' then redis.call('XADD', changes, 'MAXLEN', '~', 1000, '*', 'u', member) end
+  for i = first, last do redis.call('XADD', outbox, '*', 'n', ARGV[i], 't', stamped) end
+  return { v, stamped }
+end
+";
+
 /// A user's write. KEYS: record, timers, outbox, changes. ARGV: expected version, facts (empty: keep
 /// them), due (empty: none), timer member, the writer's stamp, whether the presence changed visibly (`1`:
-/// the member is appended to the partition's capped stream of changes), then the notifications to stage. The notifications are
-/// stamped above the record's last stamp, so one user's stamps increase whoever writes. Answers the new
-/// version and the stamp used, or -1 when the record's version is not the expected one.
+/// the member is appended to the partition's capped stream of changes), then the notifications to stage.
+/// The notifications are stamped above the record's last stamp, so one user's stamps increase whoever
+/// writes. Answers the new version and the stamp used, or -1 when the record's version is not the
+/// expected one.
 pub(crate) static UPDATE: LazyLock<Script> = LazyLock::new(|| {
     script(
-        &[],
+        &[UPDATE_FN],
         r"
-local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
-if v ~= tonumber(ARGV[1]) then return -1 end
-v = v + 1
-redis.call('HSET', KEYS[1], 'v', v)
-if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'f', ARGV[2]) end
-local stamp = math.max(tonumber(ARGV[5]), tonumber(redis.call('HGET', KEYS[1], 's') or '0') + 1)
-if #ARGV > 6 then redis.call('HSET', KEYS[1], 's', string.format('%.0f', stamp)) end
-if ARGV[6] == '1' then redis.call('XADD', KEYS[4], 'MAXLEN', '~', 1000, '*', 'u', ARGV[4]) end
-if ARGV[3] ~= '' then
-  redis.call('HSET', KEYS[1], 'd', ARGV[3])
-  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
-else
-  redis.call('HDEL', KEYS[1], 'd')
-  redis.call('ZREM', KEYS[2], ARGV[4])
-end
-for i = 7, #ARGV do redis.call('XADD', KEYS[3], '*', 'n', ARGV[i], 't', string.format('%.0f', stamp)) end
-return { v, string.format('%.0f', stamp) }
+return update(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], 7, #ARGV)
 ",
     )
+});
+
+/// How many ARGV a user's write takes in [`UPDATE_MANY`] before its notifications.
+pub(crate) const UPDATE_MANY_FIELDS: usize = 11;
+
+/// Many users' writes on one node, which may span its slots (so the keys are in ARGV, and the script is
+/// flagged `allow-cross-slot-keys`). ARGV, per user: record, timers, outbox, changes, then [`UPDATE`]'s
+/// six arguments, the number of notifications, and the notifications. Every key is touched before the
+/// first write, so a key this node does not serve (a slot that moved) fails the script before it changes
+/// anything. Answers, per user, what [`UPDATE`] answers.
+pub(crate) static UPDATE_MANY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "#!lua flags=allow-cross-slot-keys\n{UPDATE_FN}{}",
+        r"
+local starts = {}
+local i = 1
+while i <= #ARGV do
+  starts[#starts + 1] = i
+  redis.call('EXISTS', ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+  i = i + 11 + tonumber(ARGV[i + 10])
+end
+local answers = {}
+for k, at in ipairs(starts) do
+  local count = tonumber(ARGV[at + 10])
+  answers[k] = update(ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4], ARGV[at + 5],
+    ARGV[at + 6], ARGV[at + 7], ARGV[at + 8], ARGV[at + 9], at + 11, at + 10 + count)
+end
+return answers
+"
+    ))
 });
 
 /// Claims due users of one partition. KEYS: timers. ARGV: now, lease end, members. Moves each member still

@@ -24,6 +24,19 @@ impl Cluster {
         self.urls.iter().filter_map(|url| url.rsplit(':').next()?.parse().ok()).collect()
     }
 
+    /// The password of the ACL user `presenced` of a secure cluster.
+    pub fn password(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("password"))
+            .expect("a secure cluster's password")
+            .trim()
+            .to_owned()
+    }
+
+    /// The CA that signed a secure cluster's certificates (PEM).
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("tls/ca.crt")
+    }
+
     /// The node (1 to 6) listening on `port`.
     pub fn node_on(&self, port: u16) -> usize {
         self.ports().iter().position(|candidate| *candidate == port).expect("a port of the cluster") + 1
@@ -57,24 +70,28 @@ fn script() -> std::path::PathBuf {
 /// The cluster of this test binary, started by the first caller.
 pub fn cluster() -> &'static Cluster {
     static CLUSTER: OnceLock<Cluster> = OnceLock::new();
-    CLUSTER.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let output = Command::new("bash")
-            .arg(script())
-            .arg("start")
-            .arg(dir.path())
-            .arg("--watch")
-            .arg(std::process::id().to_string())
-            .output()
-            .expect("running scripts/redis-cluster.sh");
-        assert!(
-            output.status.success(),
-            "the Redis Cluster did not start: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let urls = String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned).collect();
-        Cluster { dir, urls }
-    })
+    CLUSTER.get_or_init(|| start(false))
+}
+
+/// A second cluster of this test binary, started by the first caller, that speaks TLS only (clients,
+/// replication and bus) and takes only the ACL user `presenced` (see [`Cluster::password`],
+/// [`Cluster::ca_file`]).
+pub fn secure_cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| start(true))
+}
+
+fn start(secure: bool) -> Cluster {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut command = Command::new("bash");
+    command.arg(script()).arg("start").arg(dir.path()).arg("--watch").arg(std::process::id().to_string());
+    if secure {
+        command.arg("--secure");
+    }
+    let output = command.output().expect("running scripts/redis-cluster.sh");
+    assert!(output.status.success(), "the Redis Cluster did not start: {}", String::from_utf8_lossy(&output.stderr));
+    let urls = String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned).collect();
+    Cluster { dir, urls }
 }
 
 /// A key prefix no other caller in this process gets.
@@ -85,13 +102,29 @@ pub fn prefix() -> String {
 
 /// The settings of a store on the cluster under a fresh prefix, durable on one replica.
 pub fn config() -> RedisConfig {
+    config_on(cluster())
+}
+
+fn config_on(cluster: &Cluster) -> RedisConfig {
     RedisConfig {
-        urls: cluster().urls.clone(),
+        urls: cluster.urls.clone(),
         username: None,
         password: None,
         ca_file: None,
         key_prefix: prefix(),
         wait_replicas: 1,
         wait_timeout: Duration::from_secs(5),
+    }
+}
+
+/// The settings of a store on the secure cluster under a fresh prefix: TLS with its CA, as its ACL user.
+pub fn secure_config() -> RedisConfig {
+    let cluster = secure_cluster();
+    RedisConfig {
+        urls: cluster.urls.clone(),
+        username: Some("presenced".into()),
+        password: Some(cluster.password()),
+        ca_file: Some(cluster.ca_file()),
+        ..config_on(cluster)
     }
 }

@@ -41,6 +41,49 @@ fn a_write_too_few_replicas_have_is_refused_as_unavailable() {
     assert!(result.is_ok(), "one replica acknowledges: {result:?}");
 }
 
+/// Writes `users` users of tenant `t` in one many-user update, each staging one notification.
+fn write_many(store: &RedisStore, users: usize) -> Vec<Result<presence_store::Updated, StoreError>> {
+    let keys: Vec<UserKey> = (0..users).map(|user| UserKey::new("t", format!("u{user}"))).collect();
+    store.update_many(&keys, &mut |key, facts, _| {
+        facts.sequence_base += 1;
+        Some(Effects { notifications: vec![note("s1", &key.user_id)], due_at: Some(5_000), ..Effects::default() })
+    })
+}
+
+#[test]
+fn a_many_user_write_spans_every_primary_and_is_refused_whole_when_too_few_replicas_have_it() {
+    let mut config = testing::config();
+    config.wait_replicas = 2;
+    config.wait_timeout = Duration::from_millis(50);
+    let refused = write_many(&RedisStore::open(&config).expect("open"), 60);
+    assert!(refused.iter().all(|result| matches!(result, Err(StoreError::Unavailable(_)))), "{refused:?}");
+
+    config.wait_replicas = 1;
+    config.wait_timeout = Duration::from_secs(5);
+    let store = RedisStore::open(&config).expect("open");
+    // The users were written before (a refused write is not undone), so these are their second versions.
+    let written = write_many(&store, 60);
+    assert!(written.iter().all(|result| *result == Ok(presence_store::Updated::Written { version: 2 })), "{written:?}");
+    let read = store.get(&UserKey::new("t", "u59")).expect("get").expect("written");
+    assert_eq!((read.facts.sequence_base, read.due_at), (2, Some(5_000)));
+    assert_eq!(store.next_due().expect("next_due"), Some(5_000));
+}
+
+#[test]
+fn a_many_user_write_sent_to_the_wrong_nodes_is_written_once_each() {
+    let store = RedisStore::open(&testing::config()).expect("open");
+    store.misroute_next_write();
+    let written = write_many(&store, 60);
+    assert!(written.iter().all(|result| *result == Ok(presence_store::Updated::Written { version: 1 })), "{written:?}");
+    store.relay(1_000).expect("relay");
+    let mut items: Vec<String> =
+        store.queue_head(&QueueId::changes("s1"), 100).expect("queue_head").into_iter().map(|row| row.item).collect();
+    items.sort();
+    let mut expected: Vec<String> = (0..60).map(|user| format!("u{user}")).collect();
+    expected.sort();
+    assert_eq!(items, expected, "each user's notification staged once");
+}
+
 #[test]
 fn another_handle_relays_what_a_dead_handle_staged() {
     let config = testing::config();
@@ -150,4 +193,21 @@ fn every_handle_reads_the_visible_changes_any_handle_made() {
     assert_eq!(users, ["u1", "u3"], "the visible changes since the cursor");
     let later = reader.changed_users(Some(&changed.cursor), 100).expect("changed_users").expect("a shared store");
     assert!(later.users.is_empty(), "each once");
+}
+
+#[test]
+fn a_cluster_that_speaks_only_tls_to_its_acl_user_is_used_with_its_ca_and_that_user() {
+    let config = testing::secure_config();
+    let store = RedisStore::open(&config).expect("open over TLS as the ACL user");
+    let written = write_many(&store, 30);
+    assert!(written.iter().all(|result| *result == Ok(presence_store::Updated::Written { version: 1 })), "{written:?}");
+    assert_eq!(store.get(&UserKey::new("t", "u7")).expect("get").map(|record| record.version), Some(1));
+    store.relay(1_000).expect("relay");
+    assert_eq!(store.queue_head(&QueueId::changes("s1"), 100).expect("queue_head").len(), 30);
+
+    let wrong_password = presence_store_redis::RedisConfig { password: Some("wrong".into()), ..config.clone() };
+    let refused = RedisStore::open(&wrong_password).expect_err("a wrong password is refused");
+    assert!(refused.to_string().contains("authentication failed"), "{refused}");
+    let no_ca = presence_store_redis::RedisConfig { ca_file: None, ..config };
+    RedisStore::open(&no_ca).expect_err("a certificate from an unknown CA is refused");
 }

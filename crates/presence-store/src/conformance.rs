@@ -48,6 +48,7 @@ macro_rules! conformance_suite {
             $crate::conformance_suite!(@tests $make;
                 a_second_handle_sees_what_the_first_wrote,
                 a_second_handle_never_claims_what_the_first_holds,
+                each_handle_builds_on_the_other_handles_writes,
             );
         }
     };
@@ -708,6 +709,43 @@ pub fn a_second_handle_never_claims_what_the_first_holds<B: Backend>(make: &impl
     assert_eq!(first.claim_due(100, 1_000, 10).expect("claim"), std::slice::from_ref(&user));
     assert!(second.claim_due(999, 2_000, 10).expect("claim").is_empty(), "claimed twice at once");
     assert_eq!(second.claim_due(1_000, 2_000, 10).expect("claim"), [user], "not taken over after the lease");
+}
+
+/// Two handles writing the same users in turn, one user at a time and several at once: every write builds
+/// on the last one, whichever handle made it (a handle that remembers records must notice the other's
+/// writes). Only for a backend that serves several processes.
+pub fn each_handle_builds_on_the_other_handles_writes<B: Backend>(make: &impl Fn() -> B) {
+    let backend = make();
+    assert!(backend.shared(), "a suite instantiated with `shared` needs a backend that serves several processes");
+    let (first, second) = (backend.open(), backend.open());
+    let users = [key("t", "u1"), key("t", "u2")];
+    for _ in 0..3 {
+        for handle in [&first, &second] {
+            let results = handle.update_many(&users, &mut |_, facts, _| {
+                facts.sequence_base += 1;
+                Some(Effects::default())
+            });
+            assert!(results.iter().all(Result::is_ok), "{results:?}");
+            handle.update(&users[0], &mut bump(None)).expect("update");
+        }
+    }
+    assert_eq!(written(&first, &users[0]).facts.sequence_base, 12, "every write of u1 counted once");
+    assert_eq!(written(&second, &users[1]).facts.sequence_base, 6, "every write of u2 counted once");
+    // The second handle wrote last: a closure of the first that declines unless it sees that write must
+    // see it, alone and in a batch.
+    let unless_seen = |seen: u64| {
+        move |facts: &mut UserFacts, _: Option<i64>| {
+            (facts.sequence_base == seen).then(|| {
+                facts.sequence_base += 1;
+                Effects::default()
+            })
+        }
+    };
+    let result = first.update(&users[0], &mut unless_seen(12));
+    assert!(matches!(result, Ok(Updated::Written { .. })), "the first handle declined over an old record: {result:?}");
+    let closure = unless_seen(6);
+    let results = first.update_many(&users[1..], &mut |_, facts, due| closure(facts, due));
+    assert!(matches!(results[0], Ok(Updated::Written { .. })), "declined over an old record: {results:?}");
 }
 
 /// Where a backend answers reads without blocking, it answers what `get_many` does.

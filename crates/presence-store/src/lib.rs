@@ -261,6 +261,10 @@ pub type SubscriptionFn<'a> = dyn FnMut(&mut StoredSubscription) -> Option<Vec<N
 /// the removal, or `None` to keep the subscription after all (it was renewed meanwhile, say).
 pub type FarewellFn<'a> = dyn FnMut(&StoredSubscription) -> Option<Vec<NewNotification>> + 'a;
 
+/// The records [`PresenceStore::get_many_async`] reads, once awaited.
+pub type RecordsFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Option<UserRecord>>, StoreError>> + Send + 'a>>;
+
 /// A backend that keeps presence facts, users' timers, subscriptions and queued notifications.
 ///
 /// Methods block: async callers run them on a blocking thread. Closures given to the update methods may
@@ -277,6 +281,15 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// quick read that waits for no lock, connection or network), else `None` and the caller reads on a
     /// blocking thread. The default answers `None`.
     fn get_many_now(&self, keys: &[UserKey]) -> Option<Result<Vec<Option<UserRecord>>, StoreError>> {
+        let _ = keys;
+        None
+    }
+
+    /// Optional: [`PresenceStore::get_many`] as a future the caller awaits on its own async runtime, for a
+    /// backend whose reads wait on the network (no blocking thread is taken, nor is its thread blocked).
+    /// The future may be awaited on any tokio runtime with a timer. The default answers `None`, and the
+    /// caller reads as [`PresenceStore::get_many_now`] says.
+    fn get_many_async<'a>(&'a self, keys: &'a [UserKey]) -> Option<RecordsFuture<'a>> {
         let _ = keys;
         None
     }

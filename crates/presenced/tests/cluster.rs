@@ -405,3 +405,26 @@ async fn the_board_of_one_node_shows_changes_made_on_the_other() {
     assert_eq!(shown["id"].as_str(), Some(ADELE));
     assert!(["Busy", "Away"].contains(&shown["availability"].as_str().unwrap()), "{shown}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_use_a_cluster_that_speaks_only_tls_to_its_acl_user() {
+    let deployment = deploy(None, false);
+    let secure = presence_store_redis::testing::secure_cluster();
+    let urls: Vec<String> = secure.urls.iter().map(|url| format!("{url:?}")).collect();
+    let settings = [
+        format!("redis_urls=[{}]", urls.join(", ")),
+        "redis_username=\"presenced\"".to_owned(),
+        format!("redis_password={:?}", secure.password()),
+        format!("redis_ca_file={:?}", secure.ca_file().to_str().unwrap()),
+    ];
+    let mut extra = Vec::new();
+    for setting in &settings {
+        extra.extend(["--set", setting.as_str()]);
+    }
+    let (a, b) = (deployment.start_with(0, &extra), deployment.start_with(1, &extra));
+    let token = deployment.token(0, &[]);
+    assert_eq!(set_presence(&a, &token, ADELE, "Busy", "InACall").await, 200);
+    let (status, presence) = call(&b, Method::GET, &format!("/v1.0/users/{ADELE}/presence"), &token, None).await;
+    assert_eq!(status, 200, "{presence}");
+    assert_eq!((presence["availability"].as_str(), presence["activity"].as_str()), (Some("Busy"), Some("InACall")));
+}
