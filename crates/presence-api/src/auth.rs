@@ -6,9 +6,18 @@ use presence_auth::{AuthError, Caller};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// The caller the request's bearer token names, verified.
-pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    Ok(state.inner.verifier.verify(bearer_token(headers)?)?)
+/// The caller the request's bearer token names, verified. A token of a trusted provider signed with a key
+/// not held makes the provider's keys be fetched again (see [`crate::trust`]), and is checked once more.
+pub(crate) async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let token = bearer_token(headers)?;
+    let verifier = &state.inner.verifier;
+    match verifier.verify(token) {
+        Err(AuthError::UnknownKey { trust, slot }) => match &state.inner.trust_keys {
+            Some(keys) if keys.refetch_for_unknown_key(&trust, &slot, verifier).await => Ok(verifier.verify(token)?),
+            _ => Err(AuthError::UnknownKey { trust, slot }.into()),
+        },
+        verified => Ok(verified?),
+    }
 }
 
 /// The token of the `Authorization: Bearer` header (empty when there is none to verify).

@@ -80,7 +80,7 @@ pub(crate) async fn events(State(state): State<AppState>, headers: HeaderMap) ->
     if !state.inner.serve_board {
         return Err(ApiError::NotFound);
     }
-    let caller = authenticate(&state, &headers)?;
+    let caller = authenticate(&state, &headers).await?;
     authorize(&caller, Operation::ReadManyPresences, Target::Many)?;
     let token = bearer_token(&headers)?.to_owned();
     let slot = StreamSlot::open(&state, (caller.tenant_id.clone(), caller.app_id.clone()))

@@ -111,7 +111,7 @@ impl ApiError {
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::Auth(error) => match error {
-                AuthError::MissingToken | AuthError::InvalidToken(_) => {
+                AuthError::MissingToken | AuthError::InvalidToken(_) | AuthError::UnknownKey { .. } => {
                     (StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken")
                 }
                 AuthError::OtherUser(_) => (StatusCode::UNAUTHORIZED, "Unauthorized"),

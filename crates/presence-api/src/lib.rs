@@ -32,12 +32,14 @@ mod subscriptions;
 pub mod throttle;
 mod timezone;
 pub mod tls;
+pub mod trust;
 mod wire;
 
 pub use action::decode_action;
 pub use handlers::MAX_IDS_PER_REQUEST;
 pub use router::router;
 pub use server::{serve, ConnectionLimits};
-pub use state::{ApiConfig, AppState};
+pub use state::{keep_trust_keys_fresh, ApiConfig, AppState};
 pub use throttle::{share_throttling, ThrottleConfig};
+pub use trust::{DocumentSource, TrustKeys};
 pub use wire::encode_presences;

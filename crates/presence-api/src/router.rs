@@ -84,7 +84,7 @@ async fn serve(
     let segments: Vec<&str> = segments.iter().map(|segment| segment.as_ref()).collect();
     let endpoint = resolve(&method, &segments)?;
     *route = endpoint.label();
-    let caller = authenticate(state, headers)?;
+    let caller = authenticate(state, headers).await?;
     let query = Query::<Vec<(String, String)>>::try_from_uri(uri)
         .map_err(|_| ApiError::BadRequest("The query string is malformed.".into()))?
         .0;

@@ -29,6 +29,8 @@ pub struct ApiConfig {
     pub metrics: bool,
     /// Serve the live presence board at `/board`.
     pub board: bool,
+    /// The trusted identity providers, whose tokens are accepted beside the local issuer's.
+    pub trust_keys: Option<Arc<crate::trust::TrustKeys>>,
 }
 
 /// How request bodies are read.
@@ -65,6 +67,7 @@ pub(crate) struct Inner {
     pub(crate) body: BodyLimits,
     pub(crate) serve_metrics: bool,
     pub(crate) serve_board: bool,
+    pub(crate) trust_keys: Option<Arc<crate::trust::TrustKeys>>,
 }
 
 impl AppState {
@@ -77,7 +80,8 @@ impl AppState {
         test_clock: Option<Arc<ManualClock>>,
         config: ApiConfig,
     ) -> Self {
-        let verifier = Verifier::new(&signing_key, &config.issuer_base, directory.clone());
+        let trusts = config.trust_keys.as_ref().map(|keys| keys.trusts().to_vec()).unwrap_or_default();
+        let verifier = Verifier::new(&signing_key, &config.issuer_base, directory.clone()).with_trusts(trusts);
         let metrics = Metrics::new(&service);
         metrics.directory_users.set(directory.tenants().map(|tenant| tenant.users.len() as i64).sum());
         AppState {
@@ -96,6 +100,7 @@ impl AppState {
                 body: BodyLimits { max_bytes: config.max_body_bytes, read_timeout: config.body_read_timeout },
                 serve_metrics: config.metrics,
                 serve_board: config.board,
+                trust_keys: config.trust_keys,
             }),
         }
     }
@@ -113,5 +118,15 @@ impl AppState {
     /// The public URL without a trailing slash.
     pub(crate) fn public_url(&self) -> &str {
         &self.inner.public_url
+    }
+}
+
+/// Keeps the trusted providers' keys fresh: fetches them now, then every `every`. Runs until the server
+/// stops (spawn it).
+pub async fn keep_trust_keys_fresh(state: AppState, every: std::time::Duration) {
+    let Some(keys) = state.inner.trust_keys.clone() else { return };
+    loop {
+        keys.fetch_all(&state.inner.verifier).await;
+        tokio::time::sleep(every).await;
     }
 }

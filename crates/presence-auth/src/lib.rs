@@ -5,7 +5,9 @@
 //!   and minting of application and delegated tokens shaped like Entra ID v2 access tokens;
 //! - [`verify`]: checking a bearer token (signature, expiry, not-before, issuer, audience, tenant, app, user)
 //!   into a [`Caller`];
-//! - [`permissions`]: the Graph permission table of each presence operation, delegated versus application.
+//! - [`permissions`]: the Graph permission table of each presence operation, delegated versus application;
+//! - [`trust`]: trusted identity providers (Entra ID, any OpenID Connect issuer), their configuration, keys
+//!   and claims.
 //!
 //! This crate never touches presence state, HTTP types or the store. Token times are checked against the
 //! real clock (a test clock that moves presence forward must not expire tokens).
@@ -14,12 +16,14 @@ pub mod directory;
 pub mod issuer;
 pub mod keys;
 pub mod permissions;
+pub mod trust;
 pub mod verify;
 
 pub use directory::{App, Directory, DirectoryError, Tenant, User};
 pub use issuer::{Issuer, TokenRequest};
 pub use keys::{SigningKey, KEY_FILE};
 pub use permissions::{authorize, Operation, Target};
+pub use trust::{KeySet, KeySource, Trust, TrustConfig, TrustKind};
 pub use verify::{AuthError, Caller, CallerKind, Verifier};
 
 /// The tenant id of personal Microsoft accounts, refused by every presence API.

@@ -67,22 +67,7 @@ async fn answer(shared: Arc<Shared>, uri: Uri, headers: HeaderMap, body: Bytes) 
 
 impl Receiver {
     pub async fn start() -> Self {
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "presenced test CA");
-        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-        let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .unwrap()
-            .signed_by(&leaf_key, &ca)
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-        std::fs::write(&cert_file, leaf.pem()).unwrap();
-        std::fs::write(&key_file, leaf_key.serialize_pem()).unwrap();
-        let tls = presence_api::tls::server_config(&cert_file, &key_file).unwrap();
-
+        let identity = crate::TlsIdentity::new();
         let shared = Arc::new(Shared {
             posts: Mutex::default(),
             status: AtomicU16::new(202),
@@ -97,8 +82,20 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let limits = crate::settings(&[]).connection_limits();
-        tokio::spawn(presence_api::serve(listener, router, limits, Some(tls), std::future::pending()));
-        Receiver { base: format!("https://{address}"), ca_der: ca.der().to_vec(), ca_pem: ca.pem(), shared, _dir: dir }
+        tokio::spawn(presence_api::serve(
+            listener,
+            router,
+            limits,
+            Some(identity.server_config),
+            std::future::pending(),
+        ));
+        Receiver {
+            base: format!("https://{address}"),
+            ca_der: identity.ca_der,
+            ca_pem: identity.ca_pem,
+            shared,
+            _dir: identity.dir,
+        }
     }
 
     /// The status notifications are answered with from now on.

@@ -131,7 +131,8 @@ impl Server {
             store.clone(),
             signing_key(),
             test_clock.then(|| clock.clone()),
-        );
+        )
+        .expect("the server assembles");
         Server { router: presence_api::router(state.clone()), clock, store, state, service, workers: None, _dir: dir }
     }
 

@@ -10,11 +10,12 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use presence_api::{ApiConfig, ConnectionLimits, ThrottleConfig};
-use presence_auth::{Directory, Tenant};
+use presence_api::{ApiConfig, ConnectionLimits, DocumentSource, ThrottleConfig, TrustKeys};
+use presence_auth::{Directory, Tenant, Trust, TrustConfig};
 use presence_notify::subscription::SubscriptionLimits;
 use presence_notify::target::TargetPolicy;
 use presence_service::ServiceConfig;
@@ -83,6 +84,13 @@ pub const SETTINGS: &[Setting] = &[
          Retry-After. 0 acknowledges on the primary's AOF alone (a failover may lose the last writes).",
     ),
     set("redis_wait_timeout_ms", "1000", ""),
+    set(
+        "trust_refresh_minutes",
+        "60",
+        "How often the keys of the trusted identity providers ([[trust]] below) are fetched again. A token\n\
+         naming a key not held also makes them be fetched (at most every 30 s); an unreachable provider\n\
+         leaves the last good keys in place.",
+    ),
     unset(
         "tls_cert_file",
         "\"/etc/presenced/cert.pem\"",
@@ -225,9 +233,41 @@ pub fn example_file() -> String {
         }
     }
     text.push('\n');
+    text.push_str(EXAMPLE_TRUSTS);
+    text.push('\n');
     text.push_str(EXAMPLE_TENANTS);
     text
 }
+
+/// The commented-out `[[trust]]` examples of the example file.
+const EXAMPLE_TRUSTS: &str = "\
+# Trusted identity providers: their tokens are accepted beside the local issuer's (see the README's
+# \"Trusted identity providers\"). Entra ID, for tenants configured below:
+# [[trust]]
+# name = \"contoso-entra\"
+# kind = \"entra\"
+# versions = [\"2.0\"]                      # \"1.0\" also accepts https://sts.windows.net/{tid}/ tokens
+# audiences = [\"api://presence.contoso.com\", \"8d6f0c1e-0000-4000-8000-000000000001\"]
+# tenants = [\"5f1d3c2a-7b6e-4d8f-9a01-23456789abcd\"]
+#
+# Any OpenID Connect provider (Keycloak, Okta, Auth0, Dex), for one tenant:
+# [[trust]]
+# name = \"keycloak\"
+# kind = \"oidc\"
+# issuer = \"https://sso.example.org/realms/staff\"   # exact; the discovery document must agree
+# audiences = [\"presenced\"]
+# tenant = \"5f1d3c2a-7b6e-4d8f-9a01-23456789abcd\"
+# user_claim = \"sub\"                        # not a GUID: mapped to one (presenced trust-id)
+# app_claim = \"azp\"
+# scope_claim = \"scope\"
+# role_claim = \"realm_access.roles\"         # a dotted path into the claims
+# app_only_claim = \"client_id\"              # present: the application's own token
+# ca_file = \"/etc/presenced/sso-ca.pem\"      # more roots for the provider's HTTPS
+# algorithms = [\"RS256\"]
+# max_lifetime_minutes = 1440
+# [trust.permissions]                       # optional: the provider's names -> Graph's
+# \"presence:read\" = \"Presence.Read\"
+";
 
 /// Everything presenced reads from its configuration. [`SETTINGS`] documents each key and gives its
 /// default; the loader fills those in before this is deserialised, so no default is repeated here.
@@ -246,6 +286,7 @@ pub struct Config {
     pub redis_key_prefix: String,
     pub redis_wait_replicas: u32,
     pub redis_wait_timeout_ms: u64,
+    pub trust_refresh_minutes: u64,
     pub public_url: Option<String>,
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
@@ -281,6 +322,9 @@ pub struct Config {
     /// Tenants with their users and apps.
     #[serde(default)]
     pub tenants: Vec<Tenant>,
+    /// Trusted identity providers (`[[trust]]`), whose tokens are accepted beside the local issuer's.
+    #[serde(default)]
+    pub trust: Vec<TrustConfig>,
 }
 
 /// Which backend keeps the state.
@@ -402,7 +446,7 @@ impl Config {
                 config.max_body_bytes
             );
         }
-        let ranges: [(&str, u64, u64, u64); 15] = [
+        let ranges: [(&str, u64, u64, u64); 16] = [
             ("subscription_max_lifetime_minutes", config.subscription_max_lifetime_minutes, 1, 525_600),
             ("notification_timeout_seconds", config.notification_timeout_seconds, 1, 60),
             ("validation_timeout_seconds", config.validation_timeout_seconds, 1, 60),
@@ -418,13 +462,56 @@ impl Config {
             ("body_read_timeout_seconds", config.body_read_timeout_seconds, 1, 3600),
             ("drain_timeout_seconds", config.drain_timeout_seconds, 0, 3600),
             ("throttle_window_seconds", config.throttle_window_seconds, 1, 86_400),
+            ("trust_refresh_minutes", config.trust_refresh_minutes, 1, 1_440),
         ];
         for (key, value, min, max) in ranges {
             if !(min..=max).contains(&value) {
                 anyhow::bail!("invalid configuration in {origin}: {key} = {value} must be between {min} and {max}");
             }
         }
+        self.trusts().map_err(|error| anyhow::anyhow!("invalid configuration in {origin}: {error}"))?;
         self.validate_redis(origin)
+    }
+
+    /// The trusts, validated against the tenants; names are unique.
+    pub fn trusts(&self) -> Result<Vec<Trust>, String> {
+        let mut names = std::collections::HashSet::new();
+        let tenants: std::collections::HashSet<String> =
+            self.tenants.iter().map(|tenant| tenant.id.to_ascii_lowercase()).collect();
+        self.trust
+            .iter()
+            .map(|config| {
+                if !names.insert(config.name.clone()) {
+                    return Err(format!("trust {:?}: another trust has that name", config.name));
+                }
+                Trust::new(config.clone(), |tenant| tenants.contains(tenant))
+            })
+            .collect()
+    }
+
+    /// The trusts with their documents' fetchers (each trusting its `ca_file`), when there are any.
+    pub fn trust_keys(&self) -> anyhow::Result<Option<Arc<TrustKeys>>> {
+        let trusts = self.trusts().map_err(|error| anyhow::anyhow!("invalid configuration: {error}"))?;
+        if trusts.is_empty() {
+            return Ok(None);
+        }
+        let mut with_sources = Vec::new();
+        for trust in trusts {
+            let roots = match &trust.config.ca_file {
+                Some(path) => {
+                    <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_file_iter(path)
+                        .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
+                        .map_err(|error| {
+                            anyhow::anyhow!("trust {:?}: ca_file {}: {error}", trust.name(), path.display())
+                        })?
+                }
+                None => Vec::new(),
+            };
+            let documents = crate::documents::HttpsDocuments::new(roots)
+                .map_err(|error| anyhow::anyhow!("trust {:?}: {error}", trust.name()))?;
+            with_sources.push((Arc::new(trust), Arc::new(documents) as Arc<dyn DocumentSource>));
+        }
+        Ok(Some(Arc::new(TrustKeys::new(with_sources))))
     }
 
     fn validate_redis(&self, origin: &str) -> anyhow::Result<()> {
@@ -520,9 +607,9 @@ impl Config {
             .collect())
     }
 
-    /// The HTTP layer's settings.
-    pub fn api_config(&self) -> ApiConfig {
-        ApiConfig {
+    /// The HTTP layer's settings (the trusted providers' fetchers made).
+    pub fn api_config(&self) -> anyhow::Result<ApiConfig> {
+        Ok(ApiConfig {
             public_url: self.public_url(),
             issuer_base: self.issuer_base(),
             max_body_bytes: self.max_body_bytes,
@@ -533,7 +620,8 @@ impl Config {
             },
             metrics: self.metrics,
             board: self.board,
-        }
+            trust_keys: self.trust_keys()?,
+        })
     }
 
     /// The connection loop's limits.
@@ -604,6 +692,32 @@ mod tests {
         assert!(!config.test_clock);
         let directory = config.directory().unwrap();
         assert_eq!(directory.tenants().count(), 1);
+    }
+
+    #[test]
+    fn a_trust_is_validated_at_load_and_named_in_the_error() {
+        let tenant = "[[tenants]]\nid = \"5f1d3c2a-7b6e-4d8f-9a01-23456789abcd\"\ndisplayName = \"C\"\n";
+        let trust = |audience: &str, tenant_id: &str| {
+            format!(
+                "{tenant}[[trust]]\nname = \"entra\"\nkind = \"entra\"\naudiences = [\"{audience}\"]\ntenants = [\"{tenant_id}\"]\n"
+            )
+        };
+        let (_dir, path) = write(&trust("api://presence", "5f1d3c2a-7b6e-4d8f-9a01-23456789abcd"));
+        assert_eq!(Config::load(Some(&path), no_overrides(), &[]).unwrap().trusts().unwrap().len(), 1);
+        let (_dir, path) = write(&trust("https://graph.microsoft.com", "5f1d3c2a-7b6e-4d8f-9a01-23456789abcd"));
+        let error = error_of(Config::load(Some(&path), no_overrides(), &[]));
+        assert!(error.contains("trust \"entra\"") && error.contains("Graph"), "{error}");
+        let (_dir, path) = write(&trust("api://presence", "11111111-1111-4111-8111-111111111111"));
+        let error = error_of(Config::load(Some(&path), no_overrides(), &[]));
+        assert!(error.contains("not a configured tenant"), "{error}");
+        let twice = format!(
+            "{}{}",
+            trust("api://a", "5f1d3c2a-7b6e-4d8f-9a01-23456789abcd"),
+            &trust("api://b", "5f1d3c2a-7b6e-4d8f-9a01-23456789abcd")[tenant.len()..]
+        );
+        let (_dir, path) = write(&twice);
+        let error = error_of(Config::load(Some(&path), no_overrides(), &[]));
+        assert!(error.contains("another trust has that name"), "{error}");
     }
 
     #[test]

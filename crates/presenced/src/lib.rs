@@ -3,6 +3,7 @@
 //! through it, so they run what users run, with the defaults users get.
 
 pub mod config;
+pub mod documents;
 
 use std::sync::Arc;
 
@@ -35,7 +36,7 @@ pub fn assemble(
     let roots = config.notification_roots()?;
     let webhooks =
         WebhookClient::new(config.target_policy(), &roots).map(|client| Arc::new(client) as Arc<dyn Webhooks>);
-    Ok(assemble_with(config, config.service_config(), webhooks, directory, store, key, test_clock))
+    assemble_with(config, config.service_config(), webhooks, directory, store, key, test_clock)
 }
 
 /// [`assemble`] with the engine's settings and its client for subscriber endpoints (or why there is none)
@@ -48,13 +49,13 @@ pub fn assemble_with(
     store: Arc<dyn PresenceStore>,
     key: SigningKey,
     test_clock: Option<Arc<ManualClock>>,
-) -> Assembled {
+) -> anyhow::Result<Assembled> {
     let clock: Arc<dyn Clock> = match &test_clock {
         Some(clock) => clock.clone(),
         None => Arc::new(SystemClock::default()),
     };
     let issuer = Issuer::new(key.clone(), &config.issuer_base());
     let service = Service::new(store, clock, webhooks, issuer, service_config);
-    let state = AppState::new(service.clone(), directory, key, test_clock, config.api_config());
-    Assembled { service, state }
+    let state = AppState::new(service.clone(), directory, key, test_clock, config.api_config()?);
+    Ok(Assembled { service, state })
 }

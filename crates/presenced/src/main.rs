@@ -108,6 +108,21 @@ enum ConfigCommand {
     Example,
     /// Print the configuration in effect: the file with the environment and flags applied.
     Show,
+    /// Print the user or application id a trust maps a claim value to (a value that is not a GUID becomes
+    /// a stable GUID of that trust), for the directory's [[tenants.users]] and [[tenants.apps]].
+    TrustId(TrustIdArgs),
+}
+
+#[derive(Args)]
+struct TrustIdArgs {
+    /// The trust's name.
+    trust: String,
+    /// The value of the trust's user claim (`sub` by default).
+    #[arg(long, conflicts_with = "app", required_unless_present = "app")]
+    user: Option<String>,
+    /// The value of the trust's application claim (`azp` by default).
+    #[arg(long)]
+    app: Option<String>,
 }
 
 #[derive(Args)]
@@ -173,6 +188,19 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Config(ConfigCommand::Example) => Ok(()),
+        Command::Config(ConfigCommand::TrustId(args)) => {
+            let trusts = config.trusts().map_err(|error| anyhow::anyhow!("invalid configuration: {error}"))?;
+            let trust = trusts
+                .iter()
+                .find(|trust| trust.name() == args.trust)
+                .ok_or_else(|| anyhow::anyhow!("no [[trust]] is named {:?}", args.trust))?;
+            match (&args.user, &args.app) {
+                (Some(user), _) => println!("{}", trust.user_id(user)),
+                (None, Some(app)) => println!("{}", trust.app_id(app)),
+                (None, None) => anyhow::bail!("--user or --app"),
+            }
+            Ok(())
+        }
     }
 }
 
@@ -225,6 +253,11 @@ fn serve(config: Config) -> anyhow::Result<()> {
         }
         // With several processes on the store, throttling budgets are the deployment's.
         tokio::spawn(presence_api::share_throttling(state.clone()));
+        // The trusted providers' keys: fetched now, then every trust_refresh_minutes.
+        tokio::spawn(presence_api::keep_trust_keys_fresh(
+            state.clone(),
+            std::time::Duration::from_secs(config.trust_refresh_minutes * 60),
+        ));
         let listener =
             tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let address = listener.local_addr()?;

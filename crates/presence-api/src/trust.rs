@@ -1,0 +1,206 @@
+//! The signing keys of the trusted identity providers: fetched at start-up, again on a schedule, and again
+//! (once, for every request waiting on it, and not more often than [`MIN_REFETCH`]) when a token names a
+//! key not held. A provider that cannot be reached leaves the last good keys in place.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use presence_auth::{KeySet, KeySource, Trust, Verifier};
+use serde_json::Value;
+
+/// The shortest time between two fetches of a trust's keys caused by tokens naming unknown keys (the
+/// start-up and scheduled fetches do not count): a stream of tokens naming made-up keys cannot make
+/// presenced hammer the provider.
+pub const MIN_REFETCH: Duration = Duration::from_secs(30);
+
+/// A provider's document, once fetched.
+pub type DocumentFuture<'a> = Pin<Box<dyn Future<Output = Result<Value, String>> + Send + 'a>>;
+
+/// Fetches a provider's JSON documents (discovery, JWKS) over HTTPS; bounded in time and size by the
+/// implementation.
+pub trait DocumentSource: Send + Sync {
+    /// The JSON document at `url`.
+    fn get_json<'a>(&'a self, url: &'a str) -> DocumentFuture<'a>;
+}
+
+/// The trusts and how their keys are fetched.
+pub struct TrustKeys {
+    trusts: Vec<Arc<Trust>>,
+    sources: Vec<Arc<dyn DocumentSource>>,
+    /// Per trust: held while its keys are fetched (the single flight).
+    flights: Vec<tokio::sync::Mutex<Flight>>,
+}
+
+/// When a trust's keys were last fetched.
+#[derive(Default)]
+struct Flight {
+    /// When the last fetch of any kind ended.
+    ended: Option<Instant>,
+    /// When the last fetch caused by an unknown key began.
+    refetched: Option<Instant>,
+}
+
+impl std::fmt::Debug for TrustKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.trusts.iter().map(|trust| trust.name())).finish()
+    }
+}
+
+impl TrustKeys {
+    /// `trusts`, each with the source its documents are fetched from.
+    pub fn new(trusts: Vec<(Arc<Trust>, Arc<dyn DocumentSource>)>) -> Self {
+        let flights = trusts.iter().map(|_| tokio::sync::Mutex::default()).collect();
+        let (trusts, sources) = trusts.into_iter().unzip();
+        TrustKeys { trusts, sources, flights }
+    }
+
+    /// The trusts.
+    pub fn trusts(&self) -> &[Arc<Trust>] {
+        &self.trusts
+    }
+
+    /// Fetches the keys of trust `index` from each of its sources (only `slot`'s, when given); a source
+    /// that fails keeps its last good keys and is reported. When keys changed, `verifier` forgets the
+    /// tokens it verified.
+    async fn fetch(&self, index: usize, slot: Option<&str>, verifier: &Verifier) -> Result<(), String> {
+        let trust = &self.trusts[index];
+        let mut failures = Vec::new();
+        for source in trust.key_sources().into_iter().filter(|source| slot.is_none_or(|slot| source.slot == slot)) {
+            match self.fetch_source(index, &source).await {
+                Ok(keys) => {
+                    if trust.set_keys(&source.slot, keys) {
+                        verifier.forget_verified();
+                    }
+                }
+                Err(error) => failures.push(error),
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("trust {:?}: {}", trust.name(), failures.join("; ")))
+        }
+    }
+
+    async fn fetch_source(&self, index: usize, source: &KeySource) -> Result<KeySet, String> {
+        let documents = &self.sources[index];
+        let jwks_uri = match (&source.jwks_uri, &source.discovery) {
+            (Some(uri), _) => uri.clone(),
+            (None, Some(discovery)) => {
+                let document = documents.get_json(discovery).await?;
+                let issuer = document.get("issuer").and_then(Value::as_str);
+                if issuer != source.issuer.as_deref() {
+                    return Err(format!("{discovery} names the issuer {issuer:?}, not {:?}", source.issuer));
+                }
+                let uri = document
+                    .get("jwks_uri")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| format!("{discovery} names no jwks_uri"))?;
+                if !uri.starts_with("https://") {
+                    return Err(format!("{discovery} names a jwks_uri that is not https: {uri}"));
+                }
+                uri.to_owned()
+            }
+            (None, None) => return Err("no discovery document and no jwks_uri".into()),
+        };
+        let jwks = documents.get_json(&jwks_uri).await?;
+        KeySet::from_jwks(&jwks, self.trusts[index].algorithms()).map_err(|error| format!("{jwks_uri}: {error}"))
+    }
+
+    /// Fetches every trust's keys now (start-up and the schedule), logging what failed.
+    pub async fn fetch_all(&self, verifier: &Verifier) {
+        for index in 0..self.trusts.len() {
+            let mut flight = self.flights[index].lock().await;
+            match self.fetch(index, None, verifier).await {
+                Ok(()) => tracing::info!(trust = self.trusts[index].name(), "trusted provider's keys fetched"),
+                Err(error) => tracing::warn!(%error, "trusted provider's keys not fetched; the last good ones stay"),
+            }
+            flight.ended = Some(Instant::now());
+        }
+    }
+
+    /// After a token of trust `name` named a key not held in `slot`: fetches those keys again, unless a fetch
+    /// is under way (then waits for it and uses its keys) or another unknown key caused one less than
+    /// [`MIN_REFETCH`] ago. Answers whether keys may have changed since the token was checked.
+    pub async fn refetch_for_unknown_key(&self, name: &str, slot: &str, verifier: &Verifier) -> bool {
+        let Some(index) = self.trusts.iter().position(|trust| trust.name() == name) else { return false };
+        let began = Instant::now();
+        let mut flight = self.flights[index].lock().await;
+        // A fetch ended while this request waited: its keys are the freshest there are.
+        if flight.ended.is_some_and(|ended| ended >= began) {
+            return true;
+        }
+        if flight.refetched.is_some_and(|refetched| refetched.elapsed() < MIN_REFETCH) {
+            return false;
+        }
+        flight.refetched = Some(Instant::now());
+        if let Err(error) = self.fetch(index, Some(slot), verifier).await {
+            tracing::warn!(%error, "trusted provider's keys not fetched; the last good ones stay");
+        }
+        flight.ended = Some(Instant::now());
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use presence_auth::{Directory, SigningKey, TrustConfig};
+    use serde_json::json;
+
+    use super::*;
+
+    const TENANT: &str = "5f1d3c2a-7b6e-4d8f-9a01-23456789abcd";
+
+    /// A provider whose JWKS answers are held until released, counting the fetches.
+    struct Held {
+        fetches: AtomicUsize,
+        release: tokio::sync::watch::Sender<bool>,
+        key: SigningKey,
+    }
+
+    impl DocumentSource for Held {
+        fn get_json<'a>(&'a self, _url: &'a str) -> DocumentFuture<'a> {
+            Box::pin(async move {
+                self.fetches.fetch_add(1, Ordering::SeqCst);
+                let _ = self.release.subscribe().wait_for(|released| *released).await;
+                Ok(
+                    json!({ "keys": [{ "kty": "RSA", "kid": "k1", "n": self.key.modulus(), "e": self.key.exponent() }] }),
+                )
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_waiting_on_one_unknown_key_share_one_fetch() {
+        let config: TrustConfig = serde_json::from_value(json!({
+            "name": "entra", "kind": "entra", "audiences": ["api://presence"], "tenants": [TENANT],
+        }))
+        .unwrap();
+        let trust = Arc::new(Trust::new(config, |tenant| tenant == TENANT).unwrap());
+        let source = Arc::new(Held {
+            fetches: AtomicUsize::new(0),
+            release: tokio::sync::watch::Sender::new(false),
+            key: SigningKey::generate(),
+        });
+        let keys = Arc::new(TrustKeys::new(vec![(trust, source.clone() as Arc<dyn DocumentSource>)]));
+        let key = SigningKey::generate();
+        let verifier =
+            Arc::new(Verifier::new(&key, "https://issuer.test", Arc::new(Directory::new(Vec::new()).unwrap())));
+        let waiting: Vec<_> = (0..5)
+            .map(|_| {
+                let (keys, verifier) = (keys.clone(), verifier.clone());
+                tokio::spawn(async move { keys.refetch_for_unknown_key("entra", TENANT, &verifier).await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        source.release.send_replace(true);
+        for request in waiting {
+            assert!(request.await.unwrap(), "every waiting request checks its token again");
+        }
+        assert_eq!(source.fetches.load(Ordering::SeqCst), 1, "one fetch for all");
+    }
+}
