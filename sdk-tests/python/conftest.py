@@ -50,11 +50,23 @@ def free_port() -> int:
 class Presenced:
     """One running server with its own data directory."""
 
-    def __init__(self, throttle_limit: int = 10000, throttle_window_seconds: int = 30):
+    def __init__(self, throttle_limit: int = 10000, throttle_window_seconds: int = 30, tls=None, app_secret_sha256=None):
+        """With `tls` (certificate and key files), HTTPS only; with `app_secret_sha256`, APP has that client
+        secret at the token endpoint and is granted Presence.ReadWrite.All."""
         self.dir = tempfile.TemporaryDirectory()
         self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.base = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         config = (REPO / "presenced.example.toml").read_text()
+        if tls:
+            config = config.replace('# tls_cert_file = "/etc/presenced/cert.pem"', f'tls_cert_file = "{tls[0]}"')
+            config = config.replace('# tls_key_file = "/etc/presenced/key.pem"', f'tls_key_file = "{tls[1]}"')
+        if app_secret_sha256:
+            app_line = f'id = "{APP}"'
+            assert app_line in config
+            config = config.replace(
+                app_line,
+                f'{app_line}\nclientSecretSha256 = ["{app_secret_sha256}"]\napplicationPermissions = ["Presence.ReadWrite.All"]',
+            )
         config = config.replace('listen = "127.0.0.1:8080"', f'listen = "127.0.0.1:{self.port}"')
         config = config.replace('data_dir = "presenced-data"', f'data_dir = "{self.dir.name}"')
         config = config.replace("throttle_limit = 10000", f"throttle_limit = {throttle_limit}")

@@ -100,6 +100,7 @@ fn route_of_path(path: &str) -> &'static str {
         "/board" => "board",
         "/board/events" => "board_events",
         "/discovery/v2.0/keys" => "jwks",
+        "/{tenant}/oauth2/v2.0/token" => "token",
         "/openapi/{document}" => "openapi",
         "/_test/clock" | "/_test/clock/advance" => "test_clock",
         _ if path.ends_with("openid-configuration") => "openid_configuration",

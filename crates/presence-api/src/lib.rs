@@ -32,6 +32,7 @@ mod subscriptions;
 pub mod throttle;
 mod timezone;
 pub mod tls;
+mod token;
 pub mod trust;
 mod wire;
 

@@ -77,6 +77,11 @@ fn openid_document(state: &AppState, tenant: &str) -> Value {
     json!({
         "issuer": presence_auth::issuer::issuer_for(&state.inner.issuer_base, tenant),
         "jwks_uri": format!("{public}/discovery/v2.0/keys"),
+        "token_endpoint": format!("{public}/{tenant}/oauth2/v2.0/token"),
+        // No interactive sign-in here; MSAL requires the endpoint to be named.
+        "authorization_endpoint": format!("{public}/{tenant}/oauth2/v2.0/authorize"),
+        "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
+        "grant_types_supported": ["client_credentials"],
         "id_token_signing_alg_values_supported": ["RS256"],
         "token_endpoint_auth_signing_alg_values_supported": ["RS256"],
         "response_types_supported": ["token"],

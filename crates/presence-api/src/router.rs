@@ -27,6 +27,7 @@ pub fn router(state: AppState) -> Router {
         .route("/.well-known/openid-configuration", get(crate::ops::openid_common).fallback(get_only))
         .route("/{tenant}/v2.0/.well-known/openid-configuration", get(crate::ops::openid_tenant).fallback(get_only))
         .route("/discovery/v2.0/keys", get(crate::ops::jwks).fallback(get_only))
+        .route("/{tenant}/oauth2/v2.0/token", post(crate::token::token).fallback(post_only))
         .route("/openapi/{document}", get(crate::ops::openapi_document).fallback(get_only))
         .route("/_test/clock", get(crate::ops::clock_read).fallback(get_only))
         .route("/_test/clock/advance", post(crate::ops::clock_advance).fallback(post_only))

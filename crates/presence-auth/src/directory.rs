@@ -33,6 +33,46 @@ pub struct App {
     pub id: String,
     /// Display name.
     pub display_name: String,
+    /// The SHA-256 (hex) of each client secret the token endpoint accepts from this application
+    /// (`presenced config new-secret` makes a secret and its hash).
+    #[serde(default)]
+    pub client_secret_sha256: Vec<String>,
+    /// The application permissions granted to it: the `roles` of its client-credentials tokens.
+    #[serde(default)]
+    pub application_permissions: Vec<String>,
+}
+
+/// The application permissions of the presence API.
+pub const APPLICATION_PERMISSIONS: [&str; 2] = ["Presence.Read.All", "Presence.ReadWrite.All"];
+
+/// The SHA-256 of a client secret, in hexadecimal: what `clientSecretSha256` holds.
+pub fn secret_sha256(secret: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(secret.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// A new client secret: 40 characters from a 240-bit random value, like Entra ID's, and its hash.
+pub fn new_client_secret() -> (String, String) {
+    use base64::Engine as _;
+    use rand::RngCore as _;
+    let mut bytes = [0_u8; 30];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let hash = secret_sha256(&secret);
+    (secret, hash)
+}
+
+impl App {
+    /// Whether `secret` is one of the application's client secrets (compared by hash, in constant time).
+    pub fn accepts_secret(&self, secret: &str) -> bool {
+        let offered = secret_sha256(secret);
+        self.client_secret_sha256.iter().fold(false, |found, stored| {
+            let stored = stored.to_ascii_lowercase();
+            let same = stored.len() == offered.len()
+                && stored.bytes().zip(offered.bytes()).fold(0_u8, |differ, (a, b)| differ | (a ^ b)) == 0;
+            found | same
+        })
+    }
 }
 
 /// A tenant (directory).
@@ -73,6 +113,14 @@ pub enum DirectoryError {
     /// The consumer tenant cannot be configured.
     #[error("tenant '{0}' is the personal-account tenant, which presence does not support")]
     ConsumerTenant(String),
+    /// An application's secrets or permissions are malformed.
+    #[error("app '{id}': {reason}")]
+    App {
+        /// The application's id.
+        id: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// All tenants, indexed for lookups. Ids are compared in lowercase.
@@ -128,6 +176,25 @@ impl Directory {
                 (app.id, value) = normalised_guid("app", &app.id)?;
                 if apps_by_id.insert(value, position).is_some() {
                     return Err(DirectoryError::Duplicate { what: "app id", id: app.id.clone() });
+                }
+                for hash in &app.client_secret_sha256 {
+                    if hash.len() != 64 || !hash.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+                        return Err(DirectoryError::App {
+                            id: app.id.clone(),
+                            reason: "clientSecretSha256 holds 64 hexadecimal digits per secret".into(),
+                        });
+                    }
+                }
+                for permission in &app.application_permissions {
+                    if !APPLICATION_PERMISSIONS.contains(&permission.as_str()) {
+                        return Err(DirectoryError::App {
+                            id: app.id.clone(),
+                            reason: format!(
+                                "applicationPermissions: {permission:?} is not one of {}",
+                                APPLICATION_PERMISSIONS.join(", ")
+                            ),
+                        });
+                    }
                 }
             }
             let id = tenant.id.clone();

@@ -19,7 +19,7 @@ pub mod permissions;
 pub mod trust;
 pub mod verify;
 
-pub use directory::{App, Directory, DirectoryError, Tenant, User};
+pub use directory::{new_client_secret, secret_sha256, App, Directory, DirectoryError, Tenant, User};
 pub use issuer::{Issuer, TokenRequest};
 pub use keys::{SigningKey, KEY_FILE};
 pub use permissions::{authorize, Operation, Target};

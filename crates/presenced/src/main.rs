@@ -108,6 +108,9 @@ enum ConfigCommand {
     Example,
     /// Print the configuration in effect: the file with the environment and flags applied.
     Show,
+    /// Print a new client secret for the token endpoint, and the line that registers it with an
+    /// application ([[tenants.apps]] clientSecretSha256): the configuration keeps only the hash.
+    NewSecret,
     /// Print the user or application id a trust maps a claim value to (a value that is not a GUID becomes
     /// a stable GUID of that trust), for the directory's [[tenants.users]] and [[tenants.apps]].
     TrustId(TrustIdArgs),
@@ -188,6 +191,12 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Config(ConfigCommand::Example) => Ok(()),
+        Command::Config(ConfigCommand::NewSecret) => {
+            let (secret, hash) = presence_auth::new_client_secret();
+            println!("client secret (shown once): {secret}");
+            println!("clientSecretSha256 = [\"{hash}\"]");
+            Ok(())
+        }
         Command::Config(ConfigCommand::TrustId(args)) => {
             let trusts = config.trusts().map_err(|error| anyhow::anyhow!("invalid configuration: {error}"))?;
             let trust = trusts
