@@ -70,3 +70,22 @@ def test_a_wrong_secret_is_refused_as_entra_refuses_it(https_server, secret):
     with pytest.raises(ClientAuthenticationError) as refused:
         credential(https_server, secret + "x").get_token(GRAPH_DEFAULT)
     assert "AADSTS7000215" in str(refused.value)
+
+
+def test_the_readme_example_runs_and_is_the_readme_s(https_server, secret):
+    """The README's "Use it from your code" Python example is this file, verbatim, and it runs."""
+    from pathlib import Path
+    import os
+    import sys
+
+    example = Path(__file__).with_name("readme_example.py")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert example.read_text() in readme, "README.md's Python example differs from sdk-tests/python/readme_example.py"
+    environment = {
+        **os.environ,
+        "PRESENCED_URL": https_server.base, "TENANT_ID": TENANT, "CLIENT_ID": APP, "CLIENT_SECRET": secret,
+        "USER_ID": ADELE, "REQUESTS_CA_BUNDLE": https_server.ca, "SSL_CERT_FILE": https_server.ca,
+    }
+    run = subprocess.run([sys.executable, str(example)], env=environment, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["Busy", "InACall"], run.stdout
