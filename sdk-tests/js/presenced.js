@@ -42,7 +42,9 @@ async function waitForPort(port, child) {
   }
 }
 
-async function start({ throttleLimit = 10000, throttleWindowSeconds = 30 } = {}) {
+// With `appSecret`, APP has that client secret at the token endpoint (its SHA-256 in the directory) and is
+// granted Presence.ReadWrite.All.
+async function start({ throttleLimit = 10000, throttleWindowSeconds = 30, appSecret } = {}) {
   const port = await freePort();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "presenced-js-"));
   let config = fs.readFileSync(path.join(REPO, "presenced.example.toml"), "utf8");
@@ -60,6 +62,15 @@ async function start({ throttleLimit = 10000, throttleWindowSeconds = 30 } = {})
         '# signing_key_file = "/etc/presenced/signing-key.pem"',
         `signing_key_file = ${JSON.stringify(path.join(dir, "signing-key.pem"))}`,
       );
+  }
+  if (appSecret) {
+    const appLine = `id = "${module.exports.APP}"`;
+    const hash = crypto.createHash("sha256").update(appSecret).digest("hex");
+    if (!config.includes(appLine)) throw new Error("the example configuration lost the demo application");
+    config = config.replace(
+      appLine,
+      `${appLine}\nclientSecretSha256 = ["${hash}"]\napplicationPermissions = ["Presence.ReadWrite.All"]`,
+    );
   }
   const configPath = path.join(dir, "presenced.toml");
   fs.writeFileSync(configPath, config);
