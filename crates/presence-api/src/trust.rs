@@ -2,6 +2,7 @@
 //! (once, for every request waiting on it, and not more often than [`MIN_REFETCH`]) when a token names a
 //! key not held. A provider that cannot be reached leaves the last good keys in place.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -29,11 +30,12 @@ pub trait DocumentSource: Send + Sync {
 pub struct TrustKeys {
     trusts: Vec<Arc<Trust>>,
     sources: Vec<Arc<dyn DocumentSource>>,
-    /// Per trust: held while its keys are fetched (the single flight).
-    flights: Vec<tokio::sync::Mutex<Flight>>,
+    /// Per trust, per key set (an Entra tenant, or `""`): held while those keys are fetched (the single
+    /// flight), with when they were last fetched.
+    flights: Vec<HashMap<String, tokio::sync::Mutex<Flight>>>,
 }
 
-/// When a trust's keys were last fetched.
+/// When a key set was last fetched.
 #[derive(Default)]
 struct Flight {
     /// When the last fetch of any kind ended.
@@ -51,7 +53,12 @@ impl std::fmt::Debug for TrustKeys {
 impl TrustKeys {
     /// `trusts`, each with the source its documents are fetched from.
     pub fn new(trusts: Vec<(Arc<Trust>, Arc<dyn DocumentSource>)>) -> Self {
-        let flights = trusts.iter().map(|_| tokio::sync::Mutex::default()).collect();
+        let flights = trusts
+            .iter()
+            .map(|(trust, _)| {
+                trust.key_sources().into_iter().map(|source| (source.slot, tokio::sync::Mutex::default())).collect()
+            })
+            .collect();
         let (trusts, sources) = trusts.into_iter().unzip();
         TrustKeys { trusts, sources, flights }
     }
@@ -61,27 +68,19 @@ impl TrustKeys {
         &self.trusts
     }
 
-    /// Fetches the keys of trust `index` from each of its sources (only `slot`'s, when given); a source
-    /// that fails keeps its last good keys and is reported. When keys changed, `verifier` forgets the
-    /// tokens it verified.
-    async fn fetch(&self, index: usize, slot: Option<&str>, verifier: &Verifier) -> Result<(), String> {
+    /// Fetches one key set of trust `index` and puts it in place; a fetch that fails, or finds no usable
+    /// key, leaves the last good keys. When keys changed, `verifier` forgets the tokens it verified.
+    async fn fetch(&self, index: usize, source: &KeySource, verifier: &Verifier) -> Result<(), String> {
         let trust = &self.trusts[index];
-        let mut failures = Vec::new();
-        for source in trust.key_sources().into_iter().filter(|source| slot.is_none_or(|slot| source.slot == slot)) {
-            match self.fetch_source(index, &source).await {
-                Ok(keys) => {
-                    if trust.set_keys(&source.slot, keys) {
-                        verifier.forget_verified();
-                    }
-                }
-                Err(error) => failures.push(error),
-            }
+        let keys =
+            self.fetch_source(index, source).await.map_err(|error| format!("trust {:?}: {error}", trust.name()))?;
+        if keys.is_empty() {
+            return Err(format!("trust {:?}: the provider's JWKS holds no usable key", trust.name()));
         }
-        if failures.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("trust {:?}: {}", trust.name(), failures.join("; ")))
+        if trust.set_keys(&source.slot, keys) {
+            verifier.forget_verified();
         }
+        Ok(())
     }
 
     async fn fetch_source(&self, index: usize, source: &KeySource) -> Result<KeySet, String> {
@@ -109,25 +108,38 @@ impl TrustKeys {
         KeySet::from_jwks(&jwks, self.trusts[index].algorithms()).map_err(|error| format!("{jwks_uri}: {error}"))
     }
 
-    /// Fetches every trust's keys now (start-up and the schedule), logging what failed.
+    /// Fetches every trust's keys now (start-up and the schedule), one key set at a time, logging what
+    /// failed.
     pub async fn fetch_all(&self, verifier: &Verifier) {
-        for index in 0..self.trusts.len() {
-            let mut flight = self.flights[index].lock().await;
-            match self.fetch(index, None, verifier).await {
-                Ok(()) => tracing::info!(trust = self.trusts[index].name(), "trusted provider's keys fetched"),
-                Err(error) => tracing::warn!(%error, "trusted provider's keys not fetched; the last good ones stay"),
+        for (index, trust) in self.trusts.iter().enumerate() {
+            for source in trust.key_sources() {
+                let Some(flight) = self.flights[index].get(&source.slot) else { continue };
+                let mut flight = flight.lock().await;
+                match self.fetch(index, &source, verifier).await {
+                    Ok(()) => {
+                        tracing::info!(trust = trust.name(), slot = %source.slot, "trusted provider's keys fetched")
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "trusted provider's keys not fetched; the last good ones stay");
+                    }
+                }
+                flight.ended = Some(Instant::now());
             }
-            flight.ended = Some(Instant::now());
         }
     }
 
-    /// After a token of trust `name` named a key not held in `slot`: fetches those keys again, unless a fetch
-    /// is under way (then waits for it and uses its keys) or another unknown key caused one less than
-    /// [`MIN_REFETCH`] ago. Answers whether keys may have changed since the token was checked.
+    /// After a token of trust `name` named a key not held in key set `slot`: fetches that key set again,
+    /// unless a fetch of it is under way (then waits for it and uses its keys) or another unknown key
+    /// caused one less than [`MIN_REFETCH`] ago. Answers whether keys may have changed since the token was
+    /// checked.
     pub async fn refetch_for_unknown_key(&self, name: &str, slot: &str, verifier: &Verifier) -> bool {
         let Some(index) = self.trusts.iter().position(|trust| trust.name() == name) else { return false };
+        let Some(flight) = self.flights[index].get(slot) else { return false };
+        let Some(source) = self.trusts[index].key_sources().into_iter().find(|source| source.slot == slot) else {
+            return false;
+        };
         let began = Instant::now();
-        let mut flight = self.flights[index].lock().await;
+        let mut flight = flight.lock().await;
         // A fetch ended while this request waited: its keys are the freshest there are.
         if flight.ended.is_some_and(|ended| ended >= began) {
             return true;
@@ -136,7 +148,7 @@ impl TrustKeys {
             return false;
         }
         flight.refetched = Some(Instant::now());
-        if let Err(error) = self.fetch(index, Some(slot), verifier).await {
+        if let Err(error) = self.fetch(index, &source, verifier).await {
             tracing::warn!(%error, "trusted provider's keys not fetched; the last good ones stay");
         }
         flight.ended = Some(Instant::now());

@@ -16,7 +16,19 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::{is_guid, GRAPH_AUDIENCES};
+use crate::is_guid;
+
+/// Microsoft Graph's audiences in every cloud: only Graph may validate tokens made for it, so a trust may
+/// be configured with none of them (the public cloud's resource and application id, the US Government,
+/// DoD and China clouds, Germany's).
+const GRAPH_AUDIENCES_EVERYWHERE: [&str; 6] = [
+    "https://graph.microsoft.com",
+    "00000003-0000-0000-c000-000000000000",
+    "https://graph.microsoft.us",
+    "https://dod-graph.microsoft.us",
+    "https://microsoftgraph.chinacloudapi.cn",
+    "https://graph.microsoft.de",
+];
 
 /// Microsoft's public cloud, where Entra ID tokens come from unless `authority` says otherwise.
 pub const ENTRA_AUTHORITY: &str = "https://login.microsoftonline.com";
@@ -120,6 +132,8 @@ pub struct KeySource {
 #[derive(Clone)]
 pub struct ProviderKey {
     key: DecodingKey,
+    /// The key's public numbers as the JWKS gave them: a key replaced under the same `kid` differs here.
+    material: String,
     /// The algorithm the key is for, when the JWKS names one.
     algorithm: Option<Algorithm>,
     /// Entra: the issuer the key signs for (`{tenantid}` standing for the tenant), when the JWKS says.
@@ -160,19 +174,23 @@ impl KeySet {
             };
             let decoding = match text("kty") {
                 Some("RSA") => match (text("n"), text("e")) {
-                    (Some(n), Some(e)) => DecodingKey::from_rsa_components(n, e).ok(),
+                    (Some(n), Some(e)) => {
+                        DecodingKey::from_rsa_components(n, e).ok().map(|key| (key, format!("{n}.{e}")))
+                    }
                     _ => None,
                 },
                 Some("EC") => match (text("x"), text("y")) {
-                    (Some(x), Some(y)) => DecodingKey::from_ec_components(x, y).ok(),
+                    (Some(x), Some(y)) => {
+                        DecodingKey::from_ec_components(x, y).ok().map(|key| (key, format!("{x}.{y}")))
+                    }
                     _ => None,
                 },
                 _ => None,
             };
-            let Some(decoding) = decoding else { continue };
+            let Some((decoding, material)) = decoding else { continue };
             set.keys.insert(
                 kid.to_owned(),
-                ProviderKey { key: decoding, algorithm, issuer: text("issuer").map(str::to_owned) },
+                ProviderKey { key: decoding, material, algorithm, issuer: text("issuer").map(str::to_owned) },
             );
         }
         Ok(set)
@@ -183,6 +201,22 @@ impl KeySet {
         let mut kids: Vec<&str> = self.keys.keys().map(String::as_str).collect();
         kids.sort_unstable();
         kids
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Each key's id with its public numbers, in order: what tells two key sets apart.
+    fn fingerprint(&self) -> Vec<(&str, &str, Option<Algorithm>, Option<&str>)> {
+        let mut keys: Vec<_> = self
+            .keys
+            .iter()
+            .map(|(kid, key)| (kid.as_str(), key.material.as_str(), key.algorithm, key.issuer.as_deref()))
+            .collect();
+        keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        keys
     }
 }
 
@@ -214,7 +248,8 @@ impl Trust {
             return Err(refuse(&name, "audiences: at least one is needed (presenced's own API)"));
         }
         for audience in &config.audiences {
-            if GRAPH_AUDIENCES.iter().any(|graph| graph.eq_ignore_ascii_case(audience.trim_end_matches('/'))) {
+            let bare = audience.trim_end_matches('/').trim_end_matches("/.default");
+            if GRAPH_AUDIENCES_EVERYWHERE.iter().any(|graph| graph.eq_ignore_ascii_case(bare)) {
                 return Err(refuse(
                     &name,
                     format!("audiences: {audience:?} is Microsoft Graph's; only Graph may validate its tokens, so register presenced as an API of its own"),
@@ -367,10 +402,11 @@ impl Trust {
         }
     }
 
-    /// Replaces the keys of `slot`; answers whether they changed (by `kid`).
+    /// Replaces the keys of `slot`; answers whether they changed (a key added, dropped, or replaced under
+    /// the same `kid`).
     pub fn set_keys(&self, slot: &str, keys: KeySet) -> bool {
         let mut held = self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let changed = held.get(slot).is_none_or(|old| old.kids() != keys.kids());
+        let changed = held.get(slot).is_none_or(|old| old.fingerprint() != keys.fingerprint());
         held.insert(slot.to_owned(), Arc::new(keys));
         changed
     }
@@ -421,23 +457,27 @@ impl Trust {
         Ok(Some(key.key))
     }
 
-    /// The user id a user claim's value maps to: the value itself when it is a GUID, else a UUIDv5 of it
-    /// in this trust's namespace (stable across restarts and nodes).
+    /// The user id the value of the user claim maps to. A GUID in `sub` (an OIDC provider's own,
+    /// immutable user id) is taken as it is; anything else, and any value of another claim (which a user
+    /// might choose, say a username), becomes a UUIDv5 in this trust's namespace: stable across restarts
+    /// and nodes, and never another trust's or a listed user's id by accident or by choice.
     pub fn user_id(&self, value: &str) -> String {
-        if is_guid(value) {
+        let claim = self.config.user_claim.as_deref().unwrap_or("sub");
+        if claim == "sub" && is_guid(value) {
             value.to_ascii_lowercase()
         } else {
-            uuid::Uuid::new_v5(&self.namespace, value.as_bytes()).to_string()
+            uuid::Uuid::new_v5(&self.namespace, format!("user:{claim}:{value}").as_bytes()).to_string()
         }
     }
 
-    /// The application id an application claim's value maps to, like [`Trust::user_id`] (`app:` names
-    /// the value apart from a user's).
+    /// The application id the value of the application claim maps to, like [`Trust::user_id`]: a GUID in
+    /// `azp`, `client_id` or `appid` (client ids the provider's administrators assign) is taken as it is.
     pub fn app_id(&self, value: &str) -> String {
-        if is_guid(value) {
+        let claim = self.config.app_claim.as_deref().unwrap_or("azp");
+        if matches!(claim, "azp" | "client_id" | "appid") && is_guid(value) {
             value.to_ascii_lowercase()
         } else {
-            uuid::Uuid::new_v5(&self.namespace, format!("app:{value}").as_bytes()).to_string()
+            uuid::Uuid::new_v5(&self.namespace, format!("app:{claim}:{value}").as_bytes()).to_string()
         }
     }
 
@@ -501,9 +541,9 @@ mod tests {
     fn graph_audiences_symmetric_algorithms_and_unknown_tenants_are_refused() {
         for kind in [TrustKind::Entra, TrustKind::Oidc] {
             assert!(Trust::new(config(kind), known).is_ok());
-            for audience in GRAPH_AUDIENCES {
+            for audience in GRAPH_AUDIENCES_EVERYWHERE.iter().chain(&["https://graph.microsoft.us/.default"]) {
                 let mut graph = config(kind);
-                graph.audiences.push(audience.into());
+                graph.audiences.push((*audience).to_owned());
                 assert!(Trust::new(graph, known).unwrap_err().contains("Graph"), "{audience}");
             }
             for algorithm in ["HS256", "none", "EdDSA-ish"] {
@@ -539,6 +579,11 @@ mod tests {
         assert!(is_guid(&mapped));
         assert_eq!(trust.user_id("alice"), mapped, "stable");
         assert_eq!(trust.user_id("8D6F0C1E-0000-4000-8000-000000000001"), "8d6f0c1e-0000-4000-8000-000000000001");
+        let mut by_username = config(TrustKind::Oidc);
+        by_username.user_claim = Some("preferred_username".into());
+        let by_username = Trust::new(by_username, known).unwrap();
+        let victim = "8d6f0c1e-0000-4000-8000-000000000001";
+        assert_ne!(by_username.user_id(victim), victim, "a username shaped like someone's id is not that id");
         let mut other = config(TrustKind::Oidc);
         other.name = "other".into();
         assert_ne!(Trust::new(other, known).unwrap().user_id("alice"), mapped, "another trust, another user");
@@ -555,6 +600,16 @@ mod tests {
         let set = KeySet::from_jwks(&jwks, &[Algorithm::RS256]).unwrap();
         assert_eq!(set.kids(), ["good"]);
         assert!(KeySet::from_jwks(&serde_json::json!({}), &[Algorithm::RS256]).is_err());
+    }
+
+    #[test]
+    fn a_key_replaced_under_the_same_kid_is_a_change() {
+        let trust = Trust::new(config(TrustKind::Oidc), known).unwrap();
+        let jwks = |n: &str| serde_json::json!({ "keys": [{ "kty": "RSA", "kid": "k1", "n": n, "e": "AQAB" }] });
+        let set = |n: &str| KeySet::from_jwks(&jwks(n), &[Algorithm::RS256]).unwrap();
+        assert!(trust.set_keys("", set("AQAB")), "the first keys");
+        assert!(!trust.set_keys("", set("AQAB")), "the same keys again");
+        assert!(trust.set_keys("", set("AQAD")), "another key under the same kid");
     }
 
     #[test]

@@ -128,6 +128,8 @@ pub struct Verifier {
     issuer_base: String,
     directory: Arc<Directory>,
     cache: Arc<Mutex<HashMap<Box<str>, Verified>>>,
+    /// Moves on whenever trusted keys change: a verification that began before is not remembered.
+    key_generation: Arc<std::sync::atomic::AtomicU64>,
     trusts: Vec<Arc<Trust>>,
 }
 
@@ -157,6 +159,7 @@ impl Verifier {
             issuer_base: issuer_base.trim_end_matches('/').to_owned(),
             directory,
             cache: Arc::default(),
+            key_generation: Arc::default(),
             trusts: Vec::new(),
         }
     }
@@ -175,7 +178,9 @@ impl Verifier {
 
     /// Forgets every verified token (a trust's keys changed: a token of a dropped key must be refused).
     pub fn forget_verified(&self) {
-        self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clear();
+        let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.key_generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        cache.clear();
     }
 
     fn now() -> i64 {
@@ -201,8 +206,12 @@ impl Verifier {
         }
     }
 
-    fn remember(&self, token: &str, verified: Verified, now: i64) {
+    /// Remembers a token verified with the keys of `generation`, unless keys changed since.
+    fn remember(&self, token: &str, verified: Verified, now: i64, generation: u64) {
         let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if self.key_generation.load(std::sync::atomic::Ordering::SeqCst) != generation {
+            return;
+        }
         if cache.len() >= CACHE_CAPACITY {
             let leeway = i64::try_from(self.validation.leeway).unwrap_or(0);
             cache.retain(|_, entry| now < entry.expires.saturating_add(leeway));
@@ -222,8 +231,9 @@ impl Verifier {
         if let Some(caller) = self.remembered(token, now) {
             return Ok(caller);
         }
+        let generation = self.key_generation.load(std::sync::atomic::Ordering::SeqCst);
         let (caller, not_before, expires) = self.verify_signed(token)?;
-        self.remember(token, Verified { caller: caller.clone(), not_before, expires }, now);
+        self.remember(token, Verified { caller: caller.clone(), not_before, expires }, now, generation);
         Ok(caller)
     }
 
@@ -359,15 +369,18 @@ impl Verifier {
                 }
                 let scp = text("scp");
                 let roles = claim_strings(claims.get("roles"));
+                // Without `idtyp` (an optional claim), an application's own token is one whose subject is
+                // its object id and that has no `scp`: a user's token with app roles but no scope has a
+                // pairwise `sub`, and is not taken for the application's.
                 let app_only = match text("idtyp").as_deref() {
                     Some("app") => true,
                     Some("user") => false,
                     Some(_) => return Err(invalid("Access token validation failure. Invalid 'idtyp'.")),
                     None if scp.is_some() => false,
-                    None if !roles.is_empty() => true,
+                    None if !roles.is_empty() && text("sub").is_some() && text("sub") == text("oid") => true,
                     None => {
                         return Err(invalid(
-                            "Access token validation failure. The token has neither 'scp' nor 'roles'.",
+                            "Access token validation failure. The token is neither a user's ('scp') nor an application's ('idtyp', or 'roles' with 'sub' equal to 'oid').",
                         ))
                     }
                 };

@@ -163,6 +163,14 @@ async fn tokens_of_each_trusted_provider_are_accepted_as_their_callers() {
     }));
     let (status, read) = setup.presence(&app_only, ADELE).await;
     assert_eq!((status, read["activity"].as_str()), (200, Some("InACall")), "{read}");
+    // Without idtyp, an application's own token is known by its subject being its object id.
+    let service_principal = "9f1b8c2d-0000-4000-8000-00000000a11a";
+    let app_only = setup.entra(&json!({
+        "iss": provider.entra_issuer(TENANT), "aud": AUDIENCE, "tid": TENANT, "azp": APP,
+        "roles": ["Presence.Read.All"], "oid": service_principal, "sub": service_principal,
+        "ver": "2.0", "iat": at, "nbf": at, "exp": at + 3600,
+    }));
+    assert_eq!(setup.presence(&app_only, ADELE).await.0, 200);
 
     // Keycloak, delegated: "alice" and the client "presence-app", mapped to the directory's GUIDs; the
     // scope "presence:write" is Presence.ReadWrite by the trust's permissions table.
@@ -260,6 +268,12 @@ fn attacks(setup: &Setup) -> Vec<(&'static str, String)> {
             setup.entra(&entra_v2(provider, OTHER_TENANT, ADELE, OTHER_APP, "Presence.ReadWrite")),
         ),
         ("an application not registered in the tenant", setup.entra(&with(json!({ "azp": OTHER_APP })))),
+        (
+            "a user's token with app roles and no scope, without idtyp",
+            setup.entra(&with(json!({
+                "idtyp": null, "scp": null, "roles": ["Presence.ReadWrite.All"], "sub": "pairwise-subject-of-adele",
+            }))),
+        ),
     ]
 }
 
@@ -300,6 +314,13 @@ async fn keys_rotate_without_a_restart_and_a_dropped_key_is_refused() {
         assert_eq!(setup.presence(&token, ADELE).await.0, 401);
     }
     assert_eq!(provider.jwks_served(), served, "unknown keys right after a fetch made the provider be asked again");
+
+    // Those made-up keys were tenant A's: tenant B's keys are fetched for its own new key all the same.
+    let newer = ProviderKey::new("entra-3");
+    provider.set_entra_keys(vec![new_key, newer.clone()]);
+    let fabrikam =
+        Provider::mint(&newer, &entra_v2(provider, OTHER_TENANT, STRANGER, OTHER_APP, "Presence.Read"), |_| {});
+    assert_eq!(setup.presence(&fabrikam, STRANGER).await.0, 200, "another tenant's key rotation was held back");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
