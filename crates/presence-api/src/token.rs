@@ -150,8 +150,7 @@ pub(crate) async fn token(
         );
     }
     let issued_at = jiff::Timestamp::now().as_second();
-    let issuer = presence_auth::Issuer::new(state.inner.signing_key.clone(), &state.inner.issuer_base);
-    let access_token = issuer.mint(&TokenRequest {
+    let access_token = state.service().issuer().mint(&TokenRequest {
         tenant_id: tenant.id.clone(),
         app_id: app.id.clone(),
         user_id: None,

@@ -171,11 +171,6 @@ impl Verifier {
         self
     }
 
-    /// The trusted providers.
-    pub fn trusts(&self) -> &[Arc<Trust>] {
-        &self.trusts
-    }
-
     /// Forgets every verified token (a trust's keys changed: a token of a dropped key must be refused).
     pub fn forget_verified(&self) {
         let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());

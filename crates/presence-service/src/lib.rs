@@ -170,6 +170,11 @@ impl Service {
         .await
     }
 
+    /// The issuer of this server's tokens (its signing key): what the token endpoint mints with.
+    pub fn issuer(&self) -> &Issuer {
+        &self.issuer
+    }
+
     /// The stream of users whose presence changed visibly (writes and timers), as the changes become
     /// durable.
     pub fn follow_changes(&self) -> ChangeFeed {

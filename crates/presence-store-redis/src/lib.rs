@@ -430,15 +430,15 @@ impl RedisStore {
         }
     }
 
-    /// Runs `script` with `keys` and `args`, then, given the slot it wrote to, waits until the write is
-    /// durable.
+    /// Runs `script` with `keys` and `args`, then waits until the write is durable on the primary of
+    /// `slot`, the slot it wrote to.
     async fn write(
         &self,
         connection: &mut ClusterConnection,
         script: &Script,
         keys: &[String],
         args: &[String],
-        slot: Option<u16>,
+        slot: u16,
     ) -> Result<Value, StoreError> {
         let mut invocation = script.prepare_invoke();
         for key in keys {
@@ -448,9 +448,7 @@ impl RedisStore {
             invocation.arg(arg);
         }
         let value: Value = invocation.invoke_async(connection).await.map_err(backend)?;
-        if let Some(slot) = slot {
-            self.durable(connection, slot).await?;
-        }
+        self.durable(connection, slot).await?;
         Ok(value)
     }
 
@@ -461,7 +459,7 @@ impl RedisStore {
         script: &Script,
         args: &[String],
     ) -> Result<Versioned, StoreError> {
-        let answer = self.write(connection, script, &self.registry_keys(), args, Some(self.registry_slot())).await?;
+        let answer = self.write(connection, script, &self.registry_keys(), args, self.registry_slot()).await?;
         match int(&answer) {
             Some(-1) => Ok(Versioned::Conflict),
             Some(-2) => Ok(Versioned::Missing),
@@ -691,8 +689,8 @@ impl RedisStore {
         }
     }
 
-    /// Writes one user's effects at the version read; `Ok(None)` when another write came in between.
-    /// With `wait`, returns once the write is durable; else the caller waits for it.
+    /// Writes one user's effects at the version read, durably; `Ok(None)` when another write came in
+    /// between.
     async fn write_record(
         &self,
         connection: &mut ClusterConnection,
@@ -700,10 +698,9 @@ impl RedisStore {
         expected: u64,
         facts: &UserFacts,
         effects: &Effects,
-        wait: bool,
     ) -> Result<Option<u64>, StoreError> {
         let (partition, keys, args) = self.update_arguments(key, expected, facts, effects);
-        let slot = wait.then(|| self.keys.partition_slot(partition));
+        let slot = self.keys.partition_slot(partition);
         let value = self.write(connection, &scripts::UPDATE, &keys, &args, slot).await?;
         if !effects.notifications.is_empty() {
             self.dirty.lock().unwrap_or_else(PoisonError::into_inner).insert(partition);
@@ -739,7 +736,7 @@ impl RedisStore {
             let partitions = &partitions;
             async move {
                 // Per user: its keys, UPDATE's arguments, how many notifications follow, the notifications.
-                let fixed = scripts::UPDATE_MANY_FIELDS - 5;
+                let fixed = scripts::UPDATE_ARGS;
                 let counts: Vec<String> =
                     members.iter().map(|index| (arguments[*index].1.len() - fixed).to_string()).collect();
                 let mut args: Vec<&str> = Vec::new();
@@ -781,7 +778,7 @@ impl RedisStore {
             let retried = join_all(again.iter().map(|index| {
                 let mut connection = self.connection();
                 let (key, expected, facts, effects) = writes[*index];
-                async move { self.write_record(&mut connection, key, expected, facts, effects, true).await }
+                async move { self.write_record(&mut connection, key, expected, facts, effects).await }
             }))
             .await;
             for (index, result) in again.into_iter().zip(retried) {
@@ -814,7 +811,7 @@ impl RedisStore {
                 None => (UserFacts::default(), None, 0),
             };
             let Some(effects) = apply(&mut facts, due_at) else { return Ok(Updated::Declined) };
-            if let Some(version) = self.write_record(connection, key, version, &facts, &effects, true).await? {
+            if let Some(version) = self.write_record(connection, key, version, &facts, &effects).await? {
                 return Ok(Updated::Written { version });
             }
         }
@@ -858,7 +855,7 @@ impl RedisStore {
             }
             let keys = self.queue_keys(subscription);
             let slot = self.keys.partition_slot(self.keys.subscription_partition(subscription));
-            self.write(connection, &scripts::ENQUEUE, &keys[..4], &args, Some(slot)).await?;
+            self.write(connection, &scripts::ENQUEUE, &keys[..4], &args, slot).await?;
         }
         Ok(())
     }
@@ -899,7 +896,7 @@ impl RedisStore {
         }
         let keys = self.queue_keys(&pending.sub);
         let slot = self.keys.partition_slot(self.keys.subscription_partition(&pending.sub));
-        self.write(connection, &scripts::APPLY_PENDING, &keys, &args, Some(slot)).await?;
+        self.write(connection, &scripts::APPLY_PENDING, &keys, &args, slot).await?;
         let _: i64 = connection.hdel(self.keys.registry("pending"), field).await.map_err(backend)?;
         Ok(())
     }
@@ -1118,7 +1115,7 @@ impl RedisStore {
                     args.push(staged.entry.clone());
                 }
                 let slot = self.keys.partition_slot(self.keys.subscription_partition(subscription));
-                let added = self.write(&mut connection, &scripts::RELAY, &keys[..4], &args, Some(slot)).await?;
+                let added = self.write(&mut connection, &scripts::RELAY, &keys[..4], &args, slot).await?;
                 Ok::<_, StoreError>((int(&added).unwrap_or(0) > 0).then(|| queue.clone()))
             }
         }))
@@ -1439,7 +1436,7 @@ impl PresenceStore for RedisStore {
             &scripts::CREATE_SUBSCRIPTION,
             &self.registry_keys(),
             &args,
-            Some(self.registry_slot()),
+            self.registry_slot(),
         ))?;
         Ok(int(&created) == Some(1))
     }
@@ -1590,7 +1587,7 @@ impl PresenceStore for RedisStore {
         let others: Vec<NewNotification> = others.into_iter().cloned().collect();
         let mut connection = self.connection();
         self.run(async {
-            self.write(&mut connection, &scripts::ACKNOWLEDGE, &keys[..4], &args, Some(slot)).await?;
+            self.write(&mut connection, &scripts::ACKNOWLEDGE, &keys[..4], &args, slot).await?;
             // Notifications for another subscription's queues are queued on their own.
             self.enqueue_now(&mut connection, &others).await
         })

@@ -78,8 +78,9 @@ return update(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARG
     )
 });
 
-/// How many ARGV a user's write takes in [`UPDATE_MANY`] before its notifications.
-pub(crate) const UPDATE_MANY_FIELDS: usize = 11;
+/// How many arguments [`UPDATE`] takes before the notifications. [`UPDATE_MANY`] takes, per user, the
+/// four keys, these, and the number of notifications (11 in all) before them.
+pub(crate) const UPDATE_ARGS: usize = 6;
 
 /// Many users' writes on one node, which may span its slots (so the keys are in ARGV, and the script is
 /// flagged `allow-cross-slot-keys`). ARGV, per user: record, timers, outbox, changes, then [`UPDATE`]'s

@@ -114,6 +114,17 @@ fn entra_v2(provider: &Provider, tenant: &str, user: &str, app: &str, scp: &str)
     })
 }
 
+/// Claims of a Keycloak token of `alice` in the client `presence-app` (scope presence:write), valid for
+/// five minutes, with `extra` claims set over them.
+fn keycloak(provider: &Provider, extra: Value) -> Value {
+    let mut claims = json!({
+        "iss": provider.realm_issuer(), "aud": "presenced", "sub": "alice", "azp": "presence-app",
+        "scope": "openid presence:write", "iat": now(), "exp": now() + 300,
+    });
+    claims.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    claims
+}
+
 impl Setup {
     async fn set_presence(&self, token: &str, user: &str, availability: &str, activity: &str) -> (u16, Value) {
         self.set_presence_as(APP, token, user, availability, activity).await
@@ -174,14 +185,7 @@ async fn tokens_of_each_trusted_provider_are_accepted_as_their_callers() {
 
     // Keycloak, delegated: "alice" and the client "presence-app", mapped to the directory's GUIDs; the
     // scope "presence:write" is Presence.ReadWrite by the trust's permissions table.
-    let keycloak_claims = |extra: Value| {
-        let mut claims = json!({
-            "iss": provider.realm_issuer(), "aud": "presenced", "sub": "alice", "azp": "presence-app",
-            "scope": "openid presence:write", "iat": now(), "exp": now() + 300,
-        });
-        claims.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-        claims
-    };
+    let keycloak_claims = |extra: Value| keycloak(provider, extra);
     let alice = Provider::mint(&setup.keycloak_key, &keycloak_claims(json!({})), |_| {});
     let (status, body) =
         setup.set_presence_as(&setup.keycloak_app, &alice, &setup.alice, "DoNotDisturb", "Presenting").await;
@@ -331,10 +335,7 @@ async fn an_unreachable_provider_leaves_the_last_good_keys() {
     assert_eq!(setup.presence(&first, ADELE).await.0, 200);
 
     // Both trusts' keys are held once a token of each verifies: the start-up fetches are over.
-    let at = now();
-    let alice = json!({ "iss": provider.realm_issuer(), "aud": "presenced", "sub": "alice", "azp": "presence-app",
-        "scope": "presence:write", "iat": at, "exp": at + 300 });
-    let alice = Provider::mint(&setup.keycloak_key, &alice, |_| {});
+    let alice = Provider::mint(&setup.keycloak_key, &keycloak(provider, json!({})), |_| {});
     assert_eq!(setup.presence(&alice, &setup.alice).await.0, 200);
     let (served, requests) = (provider.jwks_served(), provider.requests());
     provider.set_down(true);
