@@ -92,6 +92,15 @@ pub async fn call(
     try_call(client, base, method, path, token, body).await.expect("the server answers")
 }
 
+/// GETs `{base}{path}` without a token: the status and the body as text.
+pub async fn get_text(client: &HttpClient, base: &str, path: &str) -> (u16, String) {
+    let request = Request::get(format!("{base}{path}")).body(Full::new(Bytes::new())).expect("a valid request");
+    let response = client.request(request).await.expect("the server answers");
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await.expect("the body arrives").to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
 /// [`call`], answering `None` when the server does not answer (the connection failed or closed).
 pub async fn try_call(
     client: &HttpClient,

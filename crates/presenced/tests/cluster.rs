@@ -188,6 +188,26 @@ async fn known_everywhere(
     settled
 }
 
+/// Waits (at most 20 s) until no node has a notification queued: every delivery was acknowledged, not
+/// only received. A queue's lease is kept in presence time, so moving the clock past it while a delivery
+/// awaits its acknowledgement lets another node deliver the queue again (at least once, as after a crash).
+async fn acknowledged(nodes: &[&Running]) {
+    let client = presence_testkit::binary::client();
+    for _ in 0..1000 {
+        let mut idle = true;
+        for node in nodes {
+            let (status, metrics) = presence_testkit::binary::get_text(&client, &node.base, "/metrics").await;
+            assert_eq!(status, 200, "{metrics}");
+            idle &= metrics.lines().any(|line| line == "presenced_queued_notifications 0");
+        }
+        if idle {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("notifications stayed queued");
+}
+
 /// Moves the shared test clock forward on `node` and waits until `other` follows.
 async fn advance(node: &Running, other: &Running, seconds: u64) {
     let target = advance_alone(node, seconds).await;
@@ -244,6 +264,8 @@ async fn fades_and_expiry_fire_once_across_nodes_and_a_killed_node_s_users_fade_
     // Written on B; both nodes run timers on the shared clock, moved on A: each change once.
     assert_eq!(set_presence(&b, &writer, ADELE, "Available", "Available").await, 200);
     let mut expected = vec![adele(&b, &reader).await];
+    wait_for_sequence(&receiver, &expected[0].2).await;
+    acknowledged(&[&a, &b]).await;
     for (seconds, availability, activity) in
         [(300, "Available", "AvailableInactive"), (300, "Away", "Away"), (3000, "Offline", "Offline")]
     {
@@ -251,6 +273,7 @@ async fn fades_and_expiry_fire_once_across_nodes_and_a_killed_node_s_users_fade_
         let now = adele(&b, &reader).await;
         assert_eq!((now.0.as_str(), now.1.as_str()), (availability, activity));
         wait_for_sequence(&receiver, &now.2).await;
+        acknowledged(&[&a, &b]).await;
         expected.push(now);
     }
     let items = receiver.items("/hook");
@@ -263,6 +286,7 @@ async fn fades_and_expiry_fire_once_across_nodes_and_a_killed_node_s_users_fade_
     assert_eq!(set_presence(&a, &writer, ADELE, "Available", "Available").await, 200);
     let written = adele(&b, &reader).await;
     wait_for_sequence(&receiver, &written.2).await;
+    acknowledged(&[&a, &b]).await;
     drop(a);
     advance_alone(&b, 300).await;
     let faded = adele(&b, &reader).await;
