@@ -7,17 +7,21 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// The caller the request's bearer token names, verified. A token of a trusted provider signed with a key
-/// not held makes the provider's keys be fetched again (see [`crate::trust`]), and is checked once more.
+/// not held makes the provider's keys be fetched again (see [`crate::trust`]), and is checked once more. A
+/// user the token's trust adds to the directory is added (see [`crate::users`]).
 pub(crate) async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let token = bearer_token(headers)?;
     let verifier = &state.inner.verifier;
-    match verifier.verify(token) {
+    let caller = match verifier.verify(token) {
         Err(AuthError::UnknownKey { trust, slot }) => match &state.inner.trust_keys {
-            Some(keys) if keys.refetch_for_unknown_key(&trust, &slot, verifier).await => Ok(verifier.verify(token)?),
-            _ => Err(AuthError::UnknownKey { trust, slot }.into()),
+            Some(keys) if keys.refetch_for_unknown_key(&trust, &slot, verifier).await => verifier.verify(token)?,
+            _ => return Err(AuthError::UnknownKey { trust, slot }.into()),
         },
-        verified => Ok(verified?),
-    }
+        verified => verified?,
+    };
+    // A user their trust adds is in the directory before their first request is served.
+    state.inner.users.admit(state.service(), &caller).await?;
+    Ok(caller)
 }
 
 /// The token of the `Authorization: Bearer` header (empty when there is none to verify).

@@ -8,6 +8,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use presence_auth::{authorize, AuthError, Caller, Operation, Target};
 use presence_store::UserKey;
+
+use crate::users::ListFrom;
 use serde_json::{json, Value};
 
 use crate::action::decode_action;
@@ -46,7 +48,7 @@ fn key(caller: &Caller, user_id: &str) -> UserKey {
 
 impl Context<'_> {
     /// The user id a presence path names, after checking the caller may perform `operation` on it.
-    fn presence_user(&self, path: &PresencePath, operation: Operation) -> Result<String, ApiError> {
+    async fn presence_user(&self, path: &PresencePath, operation: Operation) -> Result<String, ApiError> {
         let user_id = match path {
             PresencePath::Me => self.caller.user_id().ok_or(AuthError::MeRequiresDelegated)?.to_owned(),
             PresencePath::User(id) | PresencePath::Communications(id) => {
@@ -57,7 +59,7 @@ impl Context<'_> {
             }
         };
         authorize(self.caller, operation, Target::User(&user_id))?;
-        if self.state.inner.directory.user_by_id(&self.caller.tenant_id, &user_id).is_none() {
+        if !self.state.inner.users.exists(self.state.service(), &self.caller.tenant_id, &user_id).await? {
             return Err(ApiError::UserNotFound(user_id));
         }
         Ok(user_id)
@@ -68,7 +70,7 @@ impl Context<'_> {
     }
 
     pub(crate) async fn get_presence(&self, path: &PresencePath) -> Result<Response, ApiError> {
-        let user_id = self.presence_user(path, Operation::ReadPresence)?;
+        let user_id = self.presence_user(path, Operation::ReadPresence).await?;
         let selected = self.selection()?;
         let presence = self.state.service().read(key(self.caller, &user_id)).await?;
         let context = match path {
@@ -117,7 +119,7 @@ impl Context<'_> {
         body: &Bytes,
     ) -> Result<Response, ApiError> {
         let operation = if action.is_location() { Operation::WriteLocation } else { Operation::WritePresence };
-        let user_id = self.presence_user(path, operation)?;
+        let user_id = self.presence_user(path, operation).await?;
         let command = decode_action(action, &self.caller.app_id, content_type(headers), body)?;
         self.state.service().apply(key(self.caller, &user_id), command).await?;
         Ok(if action.is_location() { StatusCode::NO_CONTENT } else { StatusCode::OK }.into_response())
@@ -143,9 +145,9 @@ impl Context<'_> {
                 unique.push(id.to_ascii_lowercase());
             }
         }
-        let directory = &self.state.inner.directory;
-        let known: Vec<&String> =
-            unique.iter().filter(|id| directory.user_by_id(&self.caller.tenant_id, id).is_some()).collect();
+        let asked: Vec<&str> = unique.iter().map(String::as_str).collect();
+        let exist = self.state.inner.users.exist(self.state.service(), &self.caller.tenant_id, &asked).await?;
+        let known: Vec<&String> = unique.iter().zip(exist).filter(|(_, exists)| *exists).map(|(id, _)| id).collect();
         let keys: Vec<UserKey> = known.iter().map(|id| key(self.caller, id)).collect();
         let presences = self.state.service().read_many(keys).await?;
         let mut presences = known.into_iter().zip(presences).peekable();
@@ -159,9 +161,10 @@ impl Context<'_> {
         odata_json(StatusCode::OK, &CollectionJson { context: context_url, value })
     }
 
-    /// The caller's tenant's users, in configuration order: `$top` of them (default 100, at most 999) from
-    /// the `$skiptoken` offset, with `@odata.nextLink` while more remain.
-    pub(crate) fn list_users(&self) -> Result<Response, ApiError> {
+    /// The caller's tenant's users, the configured ones in configuration order, then those added from
+    /// trusted tokens in id order: `$top` of them (default 100, at most 999) from the `$skiptoken`, with
+    /// `@odata.nextLink` while more remain.
+    pub(crate) async fn list_users(&self) -> Result<Response, ApiError> {
         authorize(self.caller, Operation::ListUsers, Target::Many)?;
         let top = match query_option(self.query, "$top") {
             None => DEFAULT_USERS_PAGE,
@@ -171,42 +174,32 @@ impl Context<'_> {
                 .filter(|top| (1..=MAX_USERS_PAGE).contains(top))
                 .ok_or_else(|| ApiError::BadRequest(format!("$top must be between 1 and {MAX_USERS_PAGE}.")))?,
         };
-        let skip = match query_option(self.query, "$skiptoken") {
-            None => 0,
-            Some(text) => (1..=19)
-                .contains(&text.len())
-                .then_some(text)
-                .filter(|text| text.bytes().all(|byte| byte.is_ascii_digit()))
-                .and_then(|text| text.parse::<usize>().ok())
-                .ok_or_else(|| ApiError::BadRequest("The $skiptoken is not valid.".into()))?,
+        let from = match query_option(self.query, "$skiptoken") {
+            None => ListFrom::Configured(0),
+            Some(text) => ListFrom::parse(text)?,
         };
-        let users =
-            self.state.inner.directory.tenant(&self.caller.tenant_id).map_or(&[][..], |tenant| &tenant.users[..]);
+        let (users, next) =
+            self.state.inner.users.page(self.state.service(), &self.caller.tenant_id, from, top).await?;
         let page: Vec<Value> = users
             .iter()
-            .skip(skip)
-            .take(top)
             .map(|user| {
                 json!({ "id": user.id, "displayName": user.display_name, "userPrincipalName": user.user_principal_name })
             })
             .collect();
         let base = format!("{}/{}", self.state.public_url(), self.version);
         let mut body = json!({ "@odata.context": format!("{base}/$metadata#users"), "value": page });
-        if skip.saturating_add(top) < users.len() {
-            body["@odata.nextLink"] = format!("{base}/users?$top={top}&$skiptoken={}", skip + top).into();
+        if let Some(next) = next {
+            body["@odata.nextLink"] = format!("{base}/users?$top={top}&$skiptoken={}", next.token()).into();
         }
         odata_json(StatusCode::OK, &body)
     }
 
-    pub(crate) fn get_user(&self, path: &UserPath) -> Result<Response, ApiError> {
-        let directory = &self.state.inner.directory;
-        let user = match path {
-            UserPath::Me => {
-                let user_id = self.caller.user_id().ok_or(AuthError::MeRequiresDelegated)?;
-                directory.user_by_id(&self.caller.tenant_id, user_id)
-            }
-            UserPath::IdOrUpn(id) => directory.user_by_id_or_upn(&self.caller.tenant_id, id),
+    pub(crate) async fn get_user(&self, path: &UserPath) -> Result<Response, ApiError> {
+        let wanted = match path {
+            UserPath::Me => self.caller.user_id().ok_or(AuthError::MeRequiresDelegated)?,
+            UserPath::IdOrUpn(id) => id.as_str(),
         };
+        let user = self.state.inner.users.find(self.state.service(), &self.caller.tenant_id, wanted).await?;
         let user = user.ok_or_else(|| {
             ApiError::ResourceNotFound(match path {
                 UserPath::Me => "me".to_owned(),

@@ -34,6 +34,7 @@ mod timezone;
 pub mod tls;
 mod token;
 pub mod trust;
+mod users;
 mod wire;
 
 pub use action::decode_action;

@@ -133,8 +133,8 @@ async fn serve(
             let context_url = format!("{}/{version}/$metadata#communications/presences", state.public_url());
             context.many_presences(&ids, context_url).await
         }
-        Endpoint::GetUser(path) => context.get_user(&path),
-        Endpoint::ListUsers => context.list_users(),
+        Endpoint::GetUser(path) => context.get_user(&path).await,
+        Endpoint::ListUsers => context.list_users().await,
         endpoint @ (Endpoint::Subscriptions | Endpoint::Subscription(_) | Endpoint::Reauthorize(_)) => {
             crate::subscriptions::handle(state, version, &caller, endpoint, &method, content_type(headers), &body).await
         }

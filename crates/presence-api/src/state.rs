@@ -68,6 +68,8 @@ pub(crate) struct Inner {
     pub(crate) serve_metrics: bool,
     pub(crate) serve_board: bool,
     pub(crate) trust_keys: Option<Arc<crate::trust::TrustKeys>>,
+    /// The directory requests see: configured users, and those added from trusted tokens.
+    pub(crate) users: crate::users::Users,
 }
 
 impl AppState {
@@ -81,6 +83,7 @@ impl AppState {
         config: ApiConfig,
     ) -> Self {
         let trusts = config.trust_keys.as_ref().map(|keys| keys.trusts().to_vec()).unwrap_or_default();
+        let users = crate::users::Users::new(directory.clone(), &trusts);
         let verifier = Verifier::new(&signing_key, &config.issuer_base, directory.clone()).with_trusts(trusts);
         let metrics = Metrics::new(&service);
         metrics.directory_users.set(directory.tenants().map(|tenant| tenant.users.len() as i64).sum());
@@ -101,6 +104,7 @@ impl AppState {
                 serve_metrics: config.metrics,
                 serve_board: config.board,
                 trust_keys: config.trust_keys,
+                users,
             }),
         }
     }

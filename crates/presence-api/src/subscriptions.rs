@@ -175,9 +175,11 @@ async fn create(
         application_id: caller.app_id.clone(),
         user_id: caller.user_id().map(str::to_owned),
     };
-    let directory = &state.inner.directory;
-    let is_user = |id: &str| directory.user_by_id(&caller.tenant_id, id).is_some();
-    Ok(state.service().create_subscription(subscriber, &request, tls, is_user).await?)
+    let users_exist = async |ids: Vec<String>| {
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        state.inner.users.exist(state.service(), &caller.tenant_id, &ids).await
+    };
+    Ok(state.service().create_subscription(subscriber, &request, tls, users_exist).await?)
 }
 
 /// The subscription as Graph returns it.

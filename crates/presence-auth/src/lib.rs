@@ -23,7 +23,7 @@ pub use directory::{new_client_secret, secret_sha256, App, Directory, DirectoryE
 pub use issuer::{Issuer, TokenRequest};
 pub use keys::{SigningKey, KEY_FILE};
 pub use permissions::{authorize, Operation, Target};
-pub use trust::{KeySet, KeySource, Trust, TrustConfig, TrustKind};
+pub use trust::{KeySet, KeySource, Trust, TrustConfig, TrustKind, TrustUsers};
 pub use verify::{AuthError, Caller, CallerKind, Verifier};
 
 /// The tenant id of personal Microsoft accounts, refused by every presence API.

@@ -96,6 +96,7 @@ mod tests {
             tenant_id: "t".into(),
             app_id: "a".into(),
             kind: CallerKind::Delegated { user_id: ME.into(), scopes: scopes.iter().map(|s| s.to_string()).collect() },
+            added: None,
         }
     }
 
@@ -104,6 +105,7 @@ mod tests {
             tenant_id: "t".into(),
             app_id: "a".into(),
             kind: CallerKind::Application { roles: roles.iter().map(|s| s.to_string()).collect() },
+            added: None,
         }
     }
 

@@ -45,6 +45,18 @@ pub enum TrustKind {
     Oidc,
 }
 
+/// Who among a trust's users may call: those the configuration lists, or anyone its tokens name.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TrustUsers {
+    /// Only the users of the tenant's `[[tenants.users]]`.
+    #[default]
+    Listed,
+    /// Also every user a valid delegated token names: added to the tenant's directory (in the store) with
+    /// the names its token gives.
+    Auto,
+}
+
 /// One `[[trust]]` of the configuration.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -101,6 +113,9 @@ pub struct TrustConfig {
     /// The provider's scope and role names mapped to Graph's; without it, the provider's names are Graph's.
     #[serde(default)]
     pub permissions: Option<BTreeMap<String, String>>,
+    /// Whether users the configuration does not list are added from their tokens (default: listed only).
+    #[serde(default)]
+    pub users: TrustUsers,
 }
 
 /// A validated trust, with the keys currently held for it.
@@ -523,6 +538,7 @@ mod tests {
             algorithms: Vec::new(),
             max_lifetime_minutes: None,
             permissions: None,
+            users: TrustUsers::Listed,
         }
     }
 

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::directory::Directory;
 use crate::issuer::issuer_for;
 use crate::keys::SigningKey;
-use crate::trust::{claim_at, claim_strings, Trust, TrustKind};
+use crate::trust::{claim_at, claim_strings, Trust, TrustKind, TrustUsers};
 
 /// Why a caller was refused. The HTTP layer maps each variant to Graph's status and error code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,6 +58,9 @@ pub struct Caller {
     pub app_id: String,
     /// Delegated or application.
     pub kind: CallerKind,
+    /// The user as their token names them, when the configuration does not list them and their trust adds
+    /// its users (`users = "auto"`): to be added to the tenant's directory.
+    pub added: Option<crate::User>,
 }
 
 /// How the caller is authorised.
@@ -303,7 +306,7 @@ impl Verifier {
         } else {
             CallerKind::Application { roles: claims.roles }
         };
-        Ok((Caller { tenant_id, app_id, kind }, claims.nbf, claims.exp))
+        Ok((Caller { tenant_id, app_id, kind, added: None }, claims.nbf, claims.exp))
     }
 
     /// Verifies a token that names `trust`'s issuer `iss` (key-set `slot`): algorithm, key, signature,
@@ -403,23 +406,70 @@ impl Verifier {
         if self.directory.app(&tenant_id, &app_id).is_none() {
             return Err(invalid("Access token validation failure. The application is not registered in the tenant."));
         }
+        let mut added = None;
         let kind = if app_only {
             CallerKind::Application { roles: trust.graph_permissions(roles) }
         } else {
             let user_id = user.ok_or_else(|| invalid("Access token validation failure. Missing the user claim."))?;
             if self.directory.user_by_id(&tenant_id, &user_id).is_none() {
-                return Err(invalid("Access token validation failure. The user does not exist in the tenant."));
+                if trust.config.users != TrustUsers::Auto {
+                    return Err(invalid("Access token validation failure. The user does not exist in the tenant."));
+                }
+                added = Some(named_user(&user_id, &text));
             }
             CallerKind::Delegated { user_id, scopes: trust.graph_permissions(scopes) }
         };
-        Ok((Caller { tenant_id, app_id, kind }, started, expires))
+        Ok((Caller { tenant_id, app_id, kind, added }, started, expires))
     }
+}
+
+/// The longest name (in characters) taken from a token for an added user.
+pub const MAX_NAME_CHARS: usize = 256;
+
+/// The user `user_id` as their token's claims name them: the sign-in name from `preferred_username`
+/// (Entra v2.0, OpenID Connect), `upn` or `unique_name` (Entra v1.0) or `email`, else the id; the display
+/// name from `name`, else the sign-in name. Names are trimmed and cut to [`MAX_NAME_CHARS`].
+fn named_user(user_id: &str, text: &dyn Fn(&str) -> Option<String>) -> crate::User {
+    let name = |claims: &[&str]| {
+        claims.iter().find_map(|claim| {
+            let value = text(claim)?;
+            let value = value.trim();
+            (!value.is_empty()).then(|| value.chars().take(MAX_NAME_CHARS).collect::<String>())
+        })
+    };
+    let user_principal_name =
+        name(&["preferred_username", "upn", "unique_name", "email"]).unwrap_or_else(|| user_id.to_owned());
+    let display_name = name(&["name"]).unwrap_or_else(|| user_principal_name.clone());
+    crate::User { id: user_id.to_owned(), user_principal_name, display_name }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{Issuer, TokenRequest};
+
+    #[test]
+    fn an_added_user_is_named_from_the_first_claim_that_has_a_name() {
+        const ID: &str = "0a000000-0000-4000-8000-00000000000a";
+        let named = |claims: serde_json::Value| {
+            let text = |name: &str| claims.get(name).and_then(serde_json::Value::as_str).map(str::to_owned);
+            let user = named_user(ID, &text);
+            (user.user_principal_name, user.display_name)
+        };
+        assert_eq!(
+            named(serde_json::json!({ "preferred_username": " bob@x.example ", "upn": "u", "name": "Bob" })),
+            ("bob@x.example".to_owned(), "Bob".to_owned())
+        );
+        assert_eq!(
+            named(serde_json::json!({ "preferred_username": "  ", "unique_name": "v1@x.example" })),
+            ("v1@x.example".to_owned(), "v1@x.example".to_owned()),
+            "a blank claim is passed over; no name: the sign-in name"
+        );
+        assert_eq!(named(serde_json::json!({})), (ID.to_owned(), ID.to_owned()), "no claims: the id");
+        let long = "é".repeat(MAX_NAME_CHARS + 10);
+        let (upn, name) = named(serde_json::json!({ "email": long, "name": long }));
+        assert_eq!((upn.chars().count(), name.chars().count()), (MAX_NAME_CHARS, MAX_NAME_CHARS));
+    }
 
     #[test]
     fn a_verified_token_is_remembered_until_it_expires_and_failures_are_not() {

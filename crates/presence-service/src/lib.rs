@@ -40,7 +40,7 @@ use std::time::Duration;
 use presence_auth::Issuer;
 use presence_core::{Change, Command};
 use presence_notify::subscription::SubscriptionLimits;
-use presence_store::{PresenceStore, SharedCount, StoreStats, UserKey};
+use presence_store::{DirectoryUser, PresenceStore, SharedCount, StoreStats, UserKey};
 
 pub use clock::{system_now, Clock, ManualClock, SystemClock};
 pub use error::ServiceError;
@@ -212,6 +212,43 @@ impl Service {
         counts: Vec<SharedCount>,
     ) -> Result<Option<Vec<u64>>, ServiceError> {
         self.blocking(move |service| Ok(service.store.add_to_shared_counters(&counts)?)).await
+    }
+
+    /// Adds `user` to the directory of `tenant_id` kept in the store (or updates its names), durably.
+    pub async fn put_directory_user(
+        self: &Arc<Self>,
+        tenant_id: String,
+        user: DirectoryUser,
+    ) -> Result<(), ServiceError> {
+        self.blocking(move |service| Ok(service.store.put_directory_user(&tenant_id, &user)?)).await
+    }
+
+    /// The added users of `tenant_id` with these ids, in order (`None` for an id not added).
+    pub async fn directory_users(
+        self: &Arc<Self>,
+        tenant_id: String,
+        ids: Vec<String>,
+    ) -> Result<Vec<Option<DirectoryUser>>, ServiceError> {
+        self.blocking(move |service| Ok(service.store.directory_users(&tenant_id, &ids)?)).await
+    }
+
+    /// The added user of `tenant_id` with this user principal name.
+    pub async fn directory_user_by_upn(
+        self: &Arc<Self>,
+        tenant_id: String,
+        upn: String,
+    ) -> Result<Option<DirectoryUser>, ServiceError> {
+        self.blocking(move |service| Ok(service.store.directory_user_by_upn(&tenant_id, &upn)?)).await
+    }
+
+    /// Up to `limit` added users of `tenant_id` in id order, after the id `after` when given.
+    pub async fn list_directory_users(
+        self: &Arc<Self>,
+        tenant_id: String,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<DirectoryUser>, ServiceError> {
+        self.blocking(move |service| Ok(service.store.list_directory_users(&tenant_id, after.as_deref(), limit)?)).await
     }
 
     /// The store's monitoring counts now, when the backend keeps them.

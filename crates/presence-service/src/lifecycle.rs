@@ -127,7 +127,8 @@ impl Service {
     }
 
     /// Creates a subscription: checks `request` against the rules at the current instant, checks that
-    /// every watched id names a user (`is_user`) and that the application is below its limit, runs the
+    /// every watched id names a user (`users_exist` answers which of the ids do) and that the application
+    /// is below its limit, runs the
     /// validation handshake with the notification and lifecycle URLs, then stores it (checking the limit
     /// again, atomically) and makes it live.
     pub async fn create_subscription(
@@ -135,12 +136,13 @@ impl Service {
         subscriber: Subscriber,
         request: &SubscriptionRequest,
         latest_supported_tls_version: String,
-        is_user: impl Fn(&str) -> bool,
+        users_exist: impl AsyncFnOnce(Vec<String>) -> Result<Vec<bool>, ServiceError>,
     ) -> Result<SubscriptionRecord, ServiceError> {
         let now = self.clock.now();
         let valid = request.validate(now.as_millis(), &self.lifecycle.limits)?;
         let user_ids = valid.watched.ids().to_vec();
-        if let Some(unknown) = user_ids.iter().find(|id| !is_user(id)) {
+        let exist = users_exist(user_ids.clone()).await?;
+        if let Some((unknown, _)) = user_ids.iter().zip(exist).find(|(_, exists)| !exists) {
             return Err(ServiceError::UnknownUser(unknown.clone()));
         }
         let limit = self.lifecycle.max_per_app;

@@ -141,6 +141,16 @@ fn subscriber() -> Subscriber {
     Subscriber { tenant_id: TENANT.into(), application_id: APP.into(), user_id: None }
 }
 
+/// Every id names a user.
+async fn everyone(ids: Vec<String>) -> Result<Vec<bool>, ServiceError> {
+    Ok(vec![true; ids.len()])
+}
+
+/// Only Adele is a user.
+async fn only_adele(ids: Vec<String>) -> Result<Vec<bool>, ServiceError> {
+    Ok(ids.iter().map(|id| id == ADELE).collect())
+}
+
 fn request(users: &[&str], minutes: i64) -> SubscriptionRequest {
     let filter = users.iter().map(|id| format!("'{id}'")).collect::<Vec<_>>().join(",");
     SubscriptionRequest {
@@ -159,7 +169,7 @@ async fn commands_are_read_back_and_notify_each_watcher_once_in_order() {
     let service = &node.service;
 
     let created =
-        service.create_subscription(subscriber(), &request(&[ADELE], 60), "v1_2".into(), |_| true).await.unwrap();
+        service.create_subscription(subscriber(), &request(&[ADELE], 60), "v1_2".into(), everyone).await.unwrap();
     service.apply(key(ADELE), set_presence("Busy", "InACall")).await.unwrap();
     service.apply(key(ADELE), set_presence("Busy", "InACall")).await.unwrap(); // a refresh: nothing visible
     service.apply(key(ALEX), set_presence("Away", "Away")).await.unwrap(); // not watched
@@ -186,14 +196,13 @@ async fn the_per_application_limit_holds_and_refused_requests_change_nothing() {
     let node = node(&store, &clock, &recorder);
     let service = &node.service;
     for _ in 0..2 {
-        service.create_subscription(subscriber(), &request(&[ADELE], 30), "v1_2".into(), |_| true).await.unwrap();
+        service.create_subscription(subscriber(), &request(&[ADELE], 30), "v1_2".into(), everyone).await.unwrap();
     }
-    let over = service.create_subscription(subscriber(), &request(&[ADELE], 30), "v1_2".into(), |_| true).await;
+    let over = service.create_subscription(subscriber(), &request(&[ADELE], 30), "v1_2".into(), everyone).await;
     assert!(matches!(over, Err(ServiceError::SubscriptionLimit(2))), "{over:?}");
-    let unknown =
-        service.create_subscription(subscriber(), &request(&[ALEX], 30), "v1_2".into(), |id| id == ADELE).await;
+    let unknown = service.create_subscription(subscriber(), &request(&[ALEX], 30), "v1_2".into(), only_adele).await;
     assert!(matches!(unknown, Err(ServiceError::UnknownUser(ref id)) if id == ALEX), "{unknown:?}");
-    let too_long = service.create_subscription(subscriber(), &request(&[ADELE], 61), "v1_2".into(), |_| true).await;
+    let too_long = service.create_subscription(subscriber(), &request(&[ADELE], 61), "v1_2".into(), everyone).await;
     assert!(matches!(too_long, Err(ServiceError::Subscription(_))), "{too_long:?}");
     assert_eq!(store.subscriptions().unwrap().0.len(), 2, "refused creations stored nothing");
     let refused = service.apply(key(ADELE), Command::clear_presence(APP, Some(APP)).unwrap()).await;
@@ -276,7 +285,7 @@ async fn two_nodes_on_one_store_report_every_timer_change_once() {
     // 40 users, written through both nodes; a subscription made on the first watches them all.
     let users: Vec<String> = (0..40).map(|index| format!("00000000-0000-4000-8000-{index:012}")).collect();
     let ids: Vec<&str> = users.iter().map(String::as_str).collect();
-    first.service.create_subscription(subscriber(), &request(&ids, 60), "v1_2".into(), |_| true).await.unwrap();
+    first.service.create_subscription(subscriber(), &request(&ids, 60), "v1_2".into(), everyone).await.unwrap();
     eventually("the second node learning the subscription", || second.service.subscriptions_of(TENANT, APP).len() == 1)
         .await;
     for (index, user) in users.iter().enumerate() {
@@ -313,7 +322,7 @@ async fn an_expiry_does_not_remove_a_subscription_renewed_meanwhile() {
     let node = node(&store, &clock, &recorder);
     let service = &node.service;
     let created =
-        service.create_subscription(subscriber(), &request(&[ADELE], 10), "v1_2".into(), |_| true).await.unwrap();
+        service.create_subscription(subscriber(), &request(&[ADELE], 10), "v1_2".into(), everyone).await.unwrap();
 
     // Another process renews it for an hour; this one's copy still says it ends at 10 minutes.
     let renewed = store

@@ -151,6 +151,18 @@ impl Keys {
         (self.key(partition, &format!("count:{name}")), partition)
     }
 
+    /// A key of a tenant's added users (all of a tenant's share one slot): `users`, a hash of id to the
+    /// user; `ids`, a sorted set of the ids (all scored 0, so ordered by id); `upns`, a hash of user
+    /// principal name (its lookup form) to id.
+    pub(crate) fn directory(&self, tenant: &str, name: &str) -> String {
+        format!("{}{{dir:{tenant}}}{name}", self.prefix)
+    }
+
+    /// The slot of a tenant's added users.
+    pub(crate) fn directory_slot(&self, tenant: &str) -> u16 {
+        slot(&format!("dir:{tenant}"))
+    }
+
     /// The store's own settings (the partition count it was made with).
     pub(crate) fn format(&self) -> String {
         self.registry("format")

@@ -43,9 +43,9 @@ use futures_util::future::join_all;
 use presence_core::UserFacts;
 use presence_store::codec::{decode, encode};
 use presence_store::{
-    ChangedUsers, Effects, FarewellFn, NewNotification, PresenceStore, QueueId, QueueKind, QueuedNotification,
-    RecordsFuture, SharedCount, StoreError, StoredSubscription, SubscriptionChanges, SubscriptionFn, UpdateFn,
-    UpdateManyFn, Updated, UserKey, UserRecord,
+    ChangedUsers, DirectoryUser, Effects, FarewellFn, NewNotification, PresenceStore, QueueId, QueueKind,
+    QueuedNotification, RecordsFuture, SharedCount, StoreError, StoredSubscription, SubscriptionChanges,
+    SubscriptionFn, UpdateFn, UpdateManyFn, Updated, UserKey, UserRecord,
 };
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
@@ -123,6 +123,27 @@ fn backend(error: redis::RedisError) -> StoreError {
     } else {
         StoreError::Backend(text)
     }
+}
+
+/// An added user as the store keeps it: with the lookup form of its user principal name, which the script
+/// that renames it reads.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredDirectoryUser {
+    id: String,
+    user_principal_name: String,
+    display_name: String,
+    upn_key: String,
+}
+
+fn directory_user_of(key: &str, json: &str) -> Result<DirectoryUser, StoreError> {
+    let stored: StoredDirectoryUser =
+        serde_json::from_str(json).map_err(|error| corrupt(key, format!("an added user: {error}")))?;
+    Ok(DirectoryUser {
+        id: stored.id,
+        user_principal_name: stored.user_principal_name,
+        display_name: stored.display_name,
+    })
 }
 
 fn corrupt(record: impl Into<String>, reason: impl Into<String>) -> StoreError {
@@ -1741,6 +1762,72 @@ impl PresenceStore for RedisStore {
             .parse()
             .map(Some)
             .map_err(|_| corrupt(self.keys.registry("testclock"), format!("not an instant: {shared}")))
+    }
+
+    fn put_directory_user(&self, tenant_id: &str, user: &DirectoryUser) -> Result<(), StoreError> {
+        let mut connection = self.connection();
+        let upn_key = DirectoryUser::upn_key(&user.user_principal_name);
+        let stored = StoredDirectoryUser {
+            id: user.id.clone(),
+            user_principal_name: user.user_principal_name.clone(),
+            display_name: user.display_name.clone(),
+            upn_key: upn_key.clone(),
+        };
+        let json = serde_json::to_string(&stored).map_err(|error| StoreError::Backend(error.to_string()))?;
+        let keys: Vec<String> =
+            ["users", "ids", "upns"].iter().map(|name| self.keys.directory(tenant_id, name)).collect();
+        let args = [user.id.clone(), upn_key, json];
+        let slot = self.keys.directory_slot(tenant_id);
+        self.run(self.write(&mut connection, &scripts::PUT_DIRECTORY_USER, &keys, &args, slot))?;
+        Ok(())
+    }
+
+    fn directory_users(&self, tenant_id: &str, ids: &[String]) -> Result<Vec<Option<DirectoryUser>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut connection = self.connection();
+        let users = self.keys.directory(tenant_id, "users");
+        let found: Vec<Option<String>> =
+            self.run(redis::cmd("HMGET").arg(&users).arg(ids).query_async(&mut connection)).map_err(backend)?;
+        found.iter().map(|json| json.as_deref().map(|json| directory_user_of(&users, json)).transpose()).collect()
+    }
+
+    fn directory_user_by_upn(&self, tenant_id: &str, upn: &str) -> Result<Option<DirectoryUser>, StoreError> {
+        let mut connection = self.connection();
+        let upns = self.keys.directory(tenant_id, "upns");
+        let id: Option<String> = self
+            .run(redis::cmd("HGET").arg(&upns).arg(DirectoryUser::upn_key(upn)).query_async(&mut connection))
+            .map_err(backend)?;
+        let Some(id) = id else { return Ok(None) };
+        Ok(self.directory_users(tenant_id, &[id])?.pop().flatten())
+    }
+
+    fn list_directory_users(
+        &self,
+        tenant_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DirectoryUser>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut connection = self.connection();
+        let start = after.map_or_else(|| "-".to_owned(), |after| format!("({after}"));
+        let ids: Vec<String> = self
+            .run(
+                redis::cmd("ZRANGE")
+                    .arg(self.keys.directory(tenant_id, "ids"))
+                    .arg(start)
+                    .arg("+")
+                    .arg("BYLEX")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit)
+                    .query_async(&mut connection),
+            )
+            .map_err(backend)?;
+        Ok(self.directory_users(tenant_id, &ids)?.into_iter().flatten().collect())
     }
 
     fn ping(&self) -> Result<(), StoreError> {

@@ -20,7 +20,9 @@ use std::sync::{Arc, Mutex};
 
 use presence_core::{Command, Timestamp, UserFacts};
 
-use crate::{Effects, NewNotification, PresenceStore, QueueId, StoredSubscription, Updated, UserKey, UserRecord};
+use crate::{
+    DirectoryUser, Effects, NewNotification, PresenceStore, QueueId, StoredSubscription, Updated, UserKey, UserRecord,
+};
 
 /// A harness around one backend's storage.
 pub trait Backend: Send + Sync + 'static {
@@ -75,6 +77,7 @@ macro_rules! conformance_suite {
                 subscription_changes_are_logged,
                 everything_survives_reopening,
                 optional_reads_agree_with_get_many,
+                added_users_are_found_by_id_and_name_and_listed_in_order,
             );
         }
     };
@@ -671,6 +674,64 @@ pub fn everything_survives_reopening<B: Backend>(make: &impl Fn() -> B) {
     assert_eq!(store.subscription("s1").expect("subscription").map(|s| s.body), Some("body".to_owned()));
     store.ping().expect("ping");
     store.close().expect("close");
+}
+
+fn added(id: &str, upn: &str, name: &str) -> DirectoryUser {
+    DirectoryUser { id: id.into(), user_principal_name: upn.into(), display_name: name.into() }
+}
+
+/// Added users: found by id (per tenant) and by user principal name in any case, renamed in place (the old
+/// name no longer finds them, a name taken over finds its new holder), listed in id order from a cursor,
+/// and kept across reopening.
+pub fn added_users_are_found_by_id_and_name_and_listed_in_order<B: Backend>(make: &impl Fn() -> B) {
+    const A: &str = "0a000000-0000-4000-8000-00000000000a";
+    const B: &str = "0b000000-0000-4000-8000-00000000000b";
+    const C: &str = "0c000000-0000-4000-8000-00000000000c";
+    let backend = make();
+    {
+        let store = backend.open();
+        let ids = |ids: &[&str]| ids.iter().map(|id| (*id).to_owned()).collect::<Vec<_>>();
+        assert_eq!(store.directory_users("t1", &ids(&[A])).expect("read"), [None], "nobody added yet");
+        assert_eq!(store.list_directory_users("t1", None, 10).expect("list"), []);
+        for user in [added(C, "carol@x.example", "Carol"), added(A, "Alice@X.example", "Alice")] {
+            store.put_directory_user("t1", &user).expect("put");
+        }
+        store.put_directory_user("t2", &added(B, "bob@x.example", "Bob")).expect("put");
+        assert_eq!(
+            store.directory_users("t1", &ids(&[C, B, A])).expect("read"),
+            [Some(added(C, "carol@x.example", "Carol")), None, Some(added(A, "Alice@X.example", "Alice"))],
+            "by id, in the order asked, each tenant its own"
+        );
+        assert_eq!(
+            store.directory_user_by_upn("t1", "alice@x.EXAMPLE").expect("upn").map(|user| user.id),
+            Some(A.into())
+        );
+        assert_eq!(store.directory_user_by_upn("t2", "alice@x.example").expect("upn"), None, "not in another tenant");
+        // Alice is renamed: her old name finds nobody; then Carol takes Alice's new name.
+        store.put_directory_user("t1", &added(A, "alice.smith@x.example", "Alice Smith")).expect("rename");
+        assert_eq!(store.directory_user_by_upn("t1", "alice@x.example").expect("upn"), None, "the old name is free");
+        assert_eq!(
+            store.directory_user_by_upn("t1", "ALICE.SMITH@x.example").expect("upn"),
+            Some(added(A, "alice.smith@x.example", "Alice Smith"))
+        );
+        store.put_directory_user("t1", &added(C, "alice.smith@x.example", "Carol")).expect("take over");
+        assert_eq!(
+            store.directory_user_by_upn("t1", "alice.smith@x.example").expect("upn").map(|user| user.id),
+            Some(C.into())
+        );
+        store.put_directory_user("t1", &added(B, "bob@x.example", "Bob")).expect("put");
+        store.put_directory_user("t1", &added(B, "bob@x.example", "Bob")).expect("put the same again");
+    }
+    let store = backend.open();
+    let listed = |after: Option<&str>, limit: usize| -> Vec<String> {
+        store.list_directory_users("t1", after, limit).expect("list").into_iter().map(|user| user.id).collect()
+    };
+    assert_eq!(listed(None, 10), [A, B, C], "in id order, each once, after reopening");
+    assert_eq!(listed(None, 2), [A, B]);
+    assert_eq!(listed(Some(B), 2), [C], "after a cursor");
+    assert_eq!(listed(Some(C), 2), Vec::<String>::new());
+    assert_eq!(listed(None, 0), Vec::<String>::new());
+    assert_eq!(store.list_directory_users("t2", None, 10).expect("list"), [added(B, "bob@x.example", "Bob")]);
 }
 
 /// With two handles open at once (two processes), what one writes the other reads: facts, queued

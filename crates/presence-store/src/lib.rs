@@ -214,6 +214,25 @@ pub struct StoredSubscription {
     pub body: String,
 }
 
+/// A user added to a tenant's directory while running (seen in a valid token of a trust that adds its
+/// users), beside the users the configuration lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryUser {
+    /// Object id (a lowercase GUID).
+    pub id: String,
+    /// Sign-in name; looked up without regard to case.
+    pub user_principal_name: String,
+    /// Display name.
+    pub display_name: String,
+}
+
+impl DirectoryUser {
+    /// The form a user principal name is looked up by.
+    pub fn upn_key(user_principal_name: &str) -> String {
+        user_principal_name.to_lowercase()
+    }
+}
+
 /// Subscriptions changed since a cursor of the change log.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SubscriptionChanges {
@@ -379,6 +398,29 @@ pub trait PresenceStore: Send + Sync + 'static {
 
     /// Ends `holder`'s lease of `queue`, if it holds it.
     fn release_queue(&self, queue: &QueueId, holder: &str) -> Result<(), StoreError>;
+
+    /// Adds `user` to `tenant_id`'s directory, or brings its names up to date; durable when it returns.
+    /// Its user principal name then finds it (and no longer its previous one, nor another added user that
+    /// had it before).
+    fn put_directory_user(&self, tenant_id: &str, user: &DirectoryUser) -> Result<(), StoreError>;
+
+    /// The added users of `tenant_id` with these ids (lowercase GUIDs), in the order of `ids`: `None` for
+    /// an id not added.
+    fn directory_users(&self, tenant_id: &str, ids: &[String]) -> Result<Vec<Option<DirectoryUser>>, StoreError>;
+
+    /// The added user of `tenant_id` whose user principal name is `upn` (compared as
+    /// [`DirectoryUser::upn_key`]).
+    fn directory_user_by_upn(&self, tenant_id: &str, upn: &str) -> Result<Option<DirectoryUser>, StoreError>;
+
+    /// Up to `limit` added users of `tenant_id` in the order of their ids, those after `after` (an id) when
+    /// given. A user added while a listing pages on appears in it if its id comes after the page it was
+    /// added at; none appears twice.
+    fn list_directory_users(
+        &self,
+        tenant_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DirectoryUser>, StoreError>;
 
     /// Whether the store answers (readiness).
     fn ping(&self) -> Result<(), StoreError>;

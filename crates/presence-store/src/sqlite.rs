@@ -32,9 +32,9 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use crate::codec::{decode, encode};
 use crate::{
-    Effects, FarewellFn, NewNotification, PresenceStore, QueueId, QueueKind, QueuedNotification, StoreError,
-    StoreStats, StoredSubscription, SubscriptionChanges, SubscriptionFn, UpdateFn, UpdateManyFn, Updated, UserKey,
-    UserRecord,
+    DirectoryUser, Effects, FarewellFn, NewNotification, PresenceStore, QueueId, QueueKind, QueuedNotification,
+    StoreError, StoreStats, StoredSubscription, SubscriptionChanges, SubscriptionFn, UpdateFn, UpdateManyFn, Updated,
+    UserKey, UserRecord,
 };
 
 /// A result per user of a many-user update.
@@ -287,6 +287,19 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
          CREATE TABLE IF NOT EXISTS store_meta (
              key TEXT PRIMARY KEY,
              value INTEGER NOT NULL
+         ) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS directory_users (
+             tenant_id TEXT NOT NULL,
+             user_id TEXT NOT NULL,
+             user_principal_name TEXT NOT NULL,
+             display_name TEXT NOT NULL,
+             PRIMARY KEY (tenant_id, user_id)
+         ) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS directory_upns (
+             tenant_id TEXT NOT NULL,
+             upn_key TEXT NOT NULL,
+             user_id TEXT NOT NULL,
+             PRIMARY KEY (tenant_id, upn_key)
          ) WITHOUT ROWID;",
     )?;
     // Added with change notifications: the user's timer. Every existing user is due at once, so the timers'
@@ -332,6 +345,11 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
     )?;
     transaction.commit()?;
     Ok(())
+}
+
+/// A `directory_users` row of `user_id, user_principal_name, display_name`.
+fn directory_user(row: &rusqlite::Row<'_>) -> Result<DirectoryUser, rusqlite::Error> {
+    Ok(DirectoryUser { id: row.get(0)?, user_principal_name: row.get(1)?, display_name: row.get(2)? })
 }
 
 impl SqliteStore {
@@ -939,6 +957,67 @@ impl PresenceStore for SqliteStore {
             leases.remove(queue);
         }
         Ok(())
+    }
+
+    fn put_directory_user(&self, tenant_id: &str, user: &DirectoryUser) -> Result<(), StoreError> {
+        let upn_key = DirectoryUser::upn_key(&user.user_principal_name);
+        self.write(|transaction| {
+            transaction
+                .prepare_cached(
+                    "INSERT INTO directory_users (tenant_id, user_id, user_principal_name, display_name)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (tenant_id, user_id) DO UPDATE SET
+                         user_principal_name = excluded.user_principal_name, display_name = excluded.display_name",
+                )?
+                .execute(params![tenant_id, user.id, user.user_principal_name, user.display_name])?;
+            // A user principal name finds the user that took it last.
+            transaction
+                .prepare_cached("DELETE FROM directory_upns WHERE tenant_id = ?1 AND user_id = ?2 AND upn_key <> ?3")?
+                .execute(params![tenant_id, user.id, upn_key])?;
+            transaction
+                .prepare_cached(
+                    "INSERT INTO directory_upns (tenant_id, upn_key, user_id) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (tenant_id, upn_key) DO UPDATE SET user_id = excluded.user_id",
+                )?
+                .execute(params![tenant_id, upn_key, user.id])?;
+            Ok(())
+        })
+    }
+
+    fn directory_users(&self, tenant_id: &str, ids: &[String]) -> Result<Vec<Option<DirectoryUser>>, StoreError> {
+        let reader = self.reader()?;
+        let mut statement = reader.prepare_cached(
+            "SELECT user_id, user_principal_name, display_name FROM directory_users
+             WHERE tenant_id = ?1 AND user_id = ?2",
+        )?;
+        ids.iter().map(|id| Ok(statement.query_row(params![tenant_id, id], directory_user).optional()?)).collect()
+    }
+
+    fn directory_user_by_upn(&self, tenant_id: &str, upn: &str) -> Result<Option<DirectoryUser>, StoreError> {
+        let reader = self.reader()?;
+        let mut statement = reader.prepare_cached(
+            "SELECT users.user_id, users.user_principal_name, users.display_name
+             FROM directory_upns upns JOIN directory_users users
+                 ON users.tenant_id = upns.tenant_id AND users.user_id = upns.user_id
+             WHERE upns.tenant_id = ?1 AND upns.upn_key = ?2",
+        )?;
+        Ok(statement.query_row(params![tenant_id, DirectoryUser::upn_key(upn)], directory_user).optional()?)
+    }
+
+    fn list_directory_users(
+        &self,
+        tenant_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DirectoryUser>, StoreError> {
+        let reader = self.reader()?;
+        let mut statement = reader.prepare_cached(
+            "SELECT user_id, user_principal_name, display_name FROM directory_users
+             WHERE tenant_id = ?1 AND user_id > ?2 ORDER BY user_id LIMIT ?3",
+        )?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = statement.query_map(params![tenant_id, after.unwrap_or(""), limit], directory_user)?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn ping(&self) -> Result<(), StoreError> {

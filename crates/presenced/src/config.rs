@@ -265,6 +265,7 @@ const EXAMPLE_TRUSTS: &str = "\
 # ca_file = \"/etc/presenced/sso-ca.pem\"      # more roots for the provider's HTTPS
 # algorithms = [\"RS256\"]
 # max_lifetime_minutes = 1440
+# users = \"auto\"                           # add users its tokens name (default \"listed\": configured only)
 # [trust.permissions]                       # optional: the provider's names -> Graph's
 # \"presence:read\" = \"Presence.Read\"
 ";

@@ -29,7 +29,7 @@ struct Setup {
 
 /// The demo configuration, a second tenant, an Entra trust for both tenants (v1.0 and v2.0) and a
 /// Keycloak trust for the second, both on `provider`.
-fn configuration(provider: &Provider, extra_users: &str) -> String {
+fn configuration(provider: &Provider, extra_users: &str, keycloak_extra: &str) -> String {
     let ca = provider.ca_file.to_str().unwrap();
     format!(
         r#"{example}
@@ -63,6 +63,7 @@ tenant = "{OTHER_TENANT}"
 role_claim = "realm_access.roles"
 app_only_claim = "client_id"
 ca_file = "{ca}"
+{keycloak_extra}
 [trust.permissions]
 "presence:write" = "Presence.ReadWrite"
 "presence-admin" = "Presence.ReadWrite.All"
@@ -74,13 +75,18 @@ ca_file = "{ca}"
 }
 
 async fn setup() -> Setup {
+    setup_with("").await
+}
+
+/// [`setup`] with `keycloak_extra` lines in the Keycloak trust.
+async fn setup_with(keycloak_extra: &str) -> Setup {
     let (entra_key, keycloak_key) = (ProviderKey::new("entra-1"), ProviderKey::new("keycloak-1"));
     let provider = Provider::start(entra_key.clone(), keycloak_key.clone()).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("presenced.toml");
     // The Keycloak user and application are named by strings; the trust maps them to GUIDs, which the
     // directory must list.
-    std::fs::write(&path, configuration(&provider, "")).unwrap();
+    std::fs::write(&path, configuration(&provider, "", keycloak_extra)).unwrap();
     let trust_id = |kind: &str, value: &str| {
         let output = std::process::Command::new(BINARY)
             .args(["--config", path.to_str().unwrap(), "config", "trust-id", "keycloak", kind, value])
@@ -95,7 +101,7 @@ async fn setup() -> Setup {
         "[[tenants.users]]\nid = \"{alice}\"\nuserPrincipalName = \"alice@fabrikam.example\"\ndisplayName = \"Alice\"\n\
          [[tenants.apps]]\nid = \"{keycloak_app}\"\ndisplayName = \"Keycloak client\"\n"
     );
-    std::fs::write(&path, configuration(&provider, &users)).unwrap();
+    std::fs::write(&path, configuration(&provider, &users, keycloak_extra)).unwrap();
     let data = dir.path().join("data");
     let server = binary::start(
         Path::new(BINARY),
@@ -351,4 +357,119 @@ async fn an_unreachable_provider_leaves_the_last_good_keys() {
     let second = setup.entra(&claims);
     assert_eq!(setup.presence(&second, ADELE).await.0, 200, "the last good keys stayed");
     assert_eq!(provider.jwks_served(), served, "no key set was served while down");
+}
+
+impl Setup {
+    async fn get(&self, token: &str, path: &str) -> (u16, Value) {
+        call(&self.client, &self.server.base, Method::GET, path, token, Value::Null).await
+    }
+
+    /// Stops the server (SIGKILL) and starts it again on the same configuration and data.
+    fn restart(&mut self) {
+        let config = self._dir.path().join("presenced.toml");
+        let data = self._dir.path().join("data");
+        let global = ["--config", config.to_str().unwrap(), "--data-dir", data.to_str().unwrap()];
+        self.server.child.kill().unwrap();
+        self.server.child.wait().unwrap();
+        self.server = binary::start(Path::new(BINARY), &global, Duration::from_secs(60));
+    }
+}
+
+/// The users a listing shows: `(id, displayName, userPrincipalName)`, and the `$skiptoken` of its next page.
+fn listed(page: &Value) -> (Vec<(String, String, String)>, Option<String>) {
+    let users = page["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|user| {
+            let text = |field: &str| user[field].as_str().unwrap().to_owned();
+            (text("id"), text("displayName"), text("userPrincipalName"))
+        })
+        .collect();
+    let next = page["@odata.nextLink"].as_str().map(|link| link.split("$skiptoken=").nth(1).unwrap().to_owned());
+    (users, next)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adding_trust_s_users_join_the_directory_with_their_first_token_and_stay() {
+    let mut setup = setup_with("users = \"auto\"").await;
+    let provider = &setup.provider;
+    let bob_claims = |name: &str| {
+        keycloak(
+            provider,
+            json!({ "sub": "bob", "name": name, "preferred_username": "bob@fabrikam.example", "scope": "presence:write" }),
+        )
+    };
+    let bob_token = Provider::mint(&setup.keycloak_key, &bob_claims("Bob Jones"), |_| {});
+    let admin = Provider::mint(
+        &setup.keycloak_key,
+        &keycloak(
+            provider,
+            json!({
+                "sub": "service-account-presence-app", "client_id": "presence-app", "scope": "profile",
+                "realm_access": { "roles": ["presence-admin"] },
+            }),
+        ),
+        |_| {},
+    );
+    let output = std::process::Command::new(BINARY)
+        .args(["--config", setup._dir.path().join("presenced.toml").to_str().unwrap()])
+        .args(["config", "trust-id", "keycloak", "--user", "bob"])
+        .output()
+        .unwrap();
+    let bob = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    assert!(presence_auth::is_guid(&bob), "{bob}");
+
+    // Before Bob's first request he is nobody.
+    assert_eq!(setup.presence(&admin, &bob).await.0, 404);
+    let (_, users) = setup.get(&admin, "/v1.0/users").await;
+    assert_eq!(listed(&users).0.len(), 2, "the configured users only: {users}");
+
+    // His first token adds him, with its names: he sets his own presence, and is listed after the
+    // configured users, found by id and by sign-in name in any case.
+    let (status, body) = setup.set_presence_as(&setup.keycloak_app, &bob_token, &bob, "Busy", "InACall").await;
+    assert_eq!(status, 200, "{body}");
+    let (_, users) = setup.get(&admin, "/v1.0/users").await;
+    let expected_bob = (bob.clone(), "Bob Jones".to_owned(), "bob@fabrikam.example".to_owned());
+    let (shown, next) = listed(&users);
+    assert_eq!(shown.len(), 3, "{users}");
+    assert_eq!((shown[2].clone(), next), (expected_bob.clone(), None));
+    for path in [format!("/v1.0/users/{bob}"), "/v1.0/users/BOB@fabrikam.example".to_owned()] {
+        let (status, user) = setup.get(&admin, &path).await;
+        assert_eq!((status, user["displayName"].as_str()), (200, Some("Bob Jones")), "{path}: {user}");
+    }
+    let (status, me) = setup.get(&bob_token, "/v1.0/me").await;
+    assert_eq!((status, me["id"].as_str()), (200, Some(bob.as_str())), "{me}");
+    let ids = json!({ "ids": [bob, STRANGER] });
+    let (status, many) =
+        call(&setup.client, &setup.server.base, Method::POST, "/v1.0/communications/getPresencesByUserId", &admin, ids)
+            .await;
+    assert_eq!(status, 200, "{many}");
+    assert_eq!(many["value"][0]["availability"], "Busy", "{many}");
+
+    // Pages: the configured users by offset, then the added ones by id.
+    let (_, first) = setup.get(&admin, "/v1.0/users?$top=2").await;
+    let (shown, next) = listed(&first);
+    assert_eq!((shown.len(), next.as_deref()), (2, Some("2")), "{first}");
+    let (_, second) = setup.get(&admin, "/v1.0/users?$top=2&$skiptoken=2").await;
+    assert_eq!(listed(&second), (vec![expected_bob.clone()], None), "{second}");
+    let (_, first) = setup.get(&admin, "/v1.0/users?$top=3").await;
+    assert_eq!(listed(&first).1, None, "{first}");
+
+    // A newer token's names replace the old ones.
+    let renamed = Provider::mint(&setup.keycloak_key, &bob_claims("Robert Jones"), |_| {});
+    assert_eq!(setup.get(&renamed, "/v1.0/me/presence").await.0, 200);
+    let (_, user) = setup.get(&admin, &format!("/v1.0/users/{bob}")).await;
+    assert_eq!(user["displayName"], "Robert Jones", "{user}");
+
+    // A trust that lists its users does not take an added one: the Entra trust refuses Bob's id.
+    let entra_bob = setup.entra(&entra_v2(provider, OTHER_TENANT, &bob, OTHER_APP, "Presence.Read"));
+    assert_eq!(setup.presence(&entra_bob, &bob).await.0, 401);
+
+    // Kept in the store: after a restart Bob is listed and his presence read before he calls again.
+    setup.restart();
+    let (_, users) = setup.get(&admin, "/v1.0/users").await;
+    assert_eq!(listed(&users).0.last().map(|user| user.1.as_str()), Some("Robert Jones"), "{users}");
+    let (status, read) = setup.presence(&admin, &bob).await;
+    assert_eq!((status, read["availability"].as_str()), (200, Some("Busy")), "{read}");
 }

@@ -1,0 +1,233 @@
+//! The directory a request sees: each tenant's configured users and, in a tenant one of whose trusts adds
+//! its users (`users = "auto"`), the users added from their tokens. Added users are kept in the store, so
+//! every node sees those any node added; a node remembers which ids it found there (an added user is never
+//! removed) but reads names from the store, where the newest token's names are.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use presence_auth::{Caller, Directory, Trust, TrustKind, TrustUsers, User};
+use presence_service::{Service, ServiceError};
+use presence_store::DirectoryUser;
+
+use crate::error::ApiError;
+
+/// Added users a node remembers (ids found in the store, names it wrote); past this many it starts over.
+const REMEMBERED: usize = 65_536;
+
+/// Where a listing of a tenant's users goes on: an offset among the configured users, or the added users
+/// after an id (in id order, so that users added meanwhile neither repeat nor shift the pages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ListFrom {
+    Configured(usize),
+    AddedAfter(String),
+}
+
+impl ListFrom {
+    /// The `$skiptoken` that resumes here.
+    pub(crate) fn token(&self) -> String {
+        match self {
+            ListFrom::Configured(offset) => offset.to_string(),
+            ListFrom::AddedAfter(id) => id.clone(),
+        }
+    }
+
+    /// The position a `$skiptoken` names.
+    pub(crate) fn parse(token: &str) -> Result<ListFrom, ApiError> {
+        if presence_auth::is_guid(token) {
+            return Ok(ListFrom::AddedAfter(token.to_ascii_lowercase()));
+        }
+        (1..=19)
+            .contains(&token.len())
+            .then_some(token)
+            .filter(|text| text.bytes().all(|byte| byte.is_ascii_digit()))
+            .and_then(|text| text.parse::<usize>().ok())
+            .map(ListFrom::Configured)
+            .ok_or_else(|| ApiError::BadRequest("The $skiptoken is not valid.".into()))
+    }
+}
+
+pub(crate) struct Users {
+    directory: Arc<Directory>,
+    /// Tenants with a trust that adds its users (lowercase ids).
+    adding: HashSet<String>,
+    /// Added users this node found in the store or wrote, by `(tenant, id)`, with the names it wrote.
+    remembered: Mutex<HashMap<(String, String), Option<User>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn user_of(added: DirectoryUser) -> User {
+    User { id: added.id, user_principal_name: added.user_principal_name, display_name: added.display_name }
+}
+
+impl Users {
+    pub(crate) fn new(directory: Arc<Directory>, trusts: &[Arc<Trust>]) -> Users {
+        let adding = trusts
+            .iter()
+            .filter(|trust| trust.config.users == TrustUsers::Auto)
+            .flat_map(|trust| match trust.config.kind {
+                TrustKind::Entra => trust.config.tenants.clone(),
+                TrustKind::Oidc => trust.config.tenant.clone().into_iter().collect(),
+            })
+            .map(|tenant| tenant.to_ascii_lowercase())
+            .collect();
+        Users { directory, adding, remembered: Mutex::default() }
+    }
+
+    fn remember(&self, tenant_id: &str, id: &str, written: Option<User>) {
+        let mut remembered = lock(&self.remembered);
+        if remembered.len() >= REMEMBERED {
+            remembered.clear();
+        }
+        let entry = remembered.entry((tenant_id.to_owned(), id.to_owned())).or_default();
+        if written.is_some() {
+            *entry = written;
+        }
+    }
+
+    /// Adds the caller's user to the store's directory when their token names a user to add, unless this
+    /// node wrote them with the same names already.
+    pub(crate) async fn admit(&self, service: &Arc<Service>, caller: &Caller) -> Result<(), ServiceError> {
+        let Some(user) = &caller.added else { return Ok(()) };
+        let key = (caller.tenant_id.clone(), user.id.clone());
+        if lock(&self.remembered).get(&key).is_some_and(|written| written.as_ref() == Some(user)) {
+            return Ok(());
+        }
+        let added = DirectoryUser {
+            id: user.id.clone(),
+            user_principal_name: user.user_principal_name.clone(),
+            display_name: user.display_name.clone(),
+        };
+        service.put_directory_user(caller.tenant_id.clone(), added).await?;
+        self.remember(&caller.tenant_id, &user.id, Some(user.clone()));
+        Ok(())
+    }
+
+    /// Which of `ids` (lowercase GUIDs) are users of `tenant_id`, in order.
+    pub(crate) async fn exist(
+        &self,
+        service: &Arc<Service>,
+        tenant_id: &str,
+        ids: &[&str],
+    ) -> Result<Vec<bool>, ServiceError> {
+        let mut known: Vec<bool> = {
+            let remembered = lock(&self.remembered);
+            ids.iter()
+                .map(|id| {
+                    self.directory.user_by_id(tenant_id, id).is_some()
+                        || remembered.contains_key(&(tenant_id.to_owned(), (*id).to_owned()))
+                })
+                .collect()
+        };
+        if !self.adding.contains(tenant_id) || known.iter().all(|known| *known) {
+            return Ok(known);
+        }
+        let asked: Vec<String> =
+            ids.iter().zip(&known).filter(|(_, known)| !**known).map(|(id, _)| (*id).to_owned()).collect();
+        let found = service.directory_users(tenant_id.to_owned(), asked.clone()).await?;
+        let found: HashSet<&String> =
+            asked.iter().zip(&found).filter(|(_, user)| user.is_some()).map(|(id, _)| id).collect();
+        for (id, known) in ids.iter().zip(known.iter_mut()) {
+            if !*known && found.contains(&(*id).to_owned()) {
+                *known = true;
+                self.remember(tenant_id, id, None);
+            }
+        }
+        Ok(known)
+    }
+
+    /// Whether `id` (a lowercase GUID) is a user of `tenant_id`.
+    pub(crate) async fn exists(&self, service: &Arc<Service>, tenant_id: &str, id: &str) -> Result<bool, ServiceError> {
+        Ok(self.exist(service, tenant_id, &[id]).await?.first().copied().unwrap_or(false))
+    }
+
+    /// The user of `tenant_id` with this object id or user principal name: a configured one, else an added
+    /// one (with its names as the store has them).
+    pub(crate) async fn find(
+        &self,
+        service: &Arc<Service>,
+        tenant_id: &str,
+        id_or_upn: &str,
+    ) -> Result<Option<User>, ServiceError> {
+        if let Some(user) = self.directory.user_by_id_or_upn(tenant_id, id_or_upn) {
+            return Ok(Some(user.clone()));
+        }
+        if !self.adding.contains(tenant_id) {
+            return Ok(None);
+        }
+        let added = if presence_auth::is_guid(id_or_upn) {
+            let ids = vec![id_or_upn.to_ascii_lowercase()];
+            service.directory_users(tenant_id.to_owned(), ids).await?.pop().flatten()
+        } else {
+            service.directory_user_by_upn(tenant_id.to_owned(), id_or_upn.to_owned()).await?
+        };
+        Ok(added.map(user_of))
+    }
+
+    /// Up to `top` users of `tenant_id` from `from`: the configured ones in configuration order, then the
+    /// added ones in id order; and where the next page starts, if more remain.
+    pub(crate) async fn page(
+        &self,
+        service: &Arc<Service>,
+        tenant_id: &str,
+        from: ListFrom,
+        top: usize,
+    ) -> Result<(Vec<User>, Option<ListFrom>), ServiceError> {
+        let configured = self.directory.tenant(tenant_id).map_or(&[][..], |tenant| &tenant.users[..]);
+        let mut page = Vec::with_capacity(top.min(1024));
+        let after = match from {
+            ListFrom::Configured(offset) => {
+                page.extend(configured.iter().skip(offset).take(top).cloned());
+                let next = offset.saturating_add(page.len());
+                if next < configured.len() {
+                    return Ok((page, Some(ListFrom::Configured(next))));
+                }
+                if !self.adding.contains(tenant_id) {
+                    return Ok((page, None));
+                }
+                if page.len() == top {
+                    // Full: the next page starts with the added users, if there are any.
+                    let any = service.list_directory_users(tenant_id.to_owned(), None, 1).await?;
+                    return Ok((page, (!any.is_empty()).then_some(ListFrom::Configured(next))));
+                }
+                None
+            }
+            ListFrom::AddedAfter(id) => Some(id),
+        };
+        if !self.adding.contains(tenant_id) {
+            return Ok((page, None));
+        }
+        let room = top - page.len();
+        let added = service.list_directory_users(tenant_id.to_owned(), after, room + 1).await?;
+        let more = added.len() > room;
+        let shown: Vec<DirectoryUser> = added.into_iter().take(room).collect();
+        let last = shown.last().map(|user| user.id.clone());
+        // A user the configuration lists now, though once added, shows once: as configured.
+        page.extend(
+            shown.into_iter().filter(|user| self.directory.user_by_id(tenant_id, &user.id).is_none()).map(user_of),
+        );
+        Ok((page, more.then_some(()).and(last.map(ListFrom::AddedAfter))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skiptokens_are_offsets_or_ids() {
+        assert_eq!(ListFrom::parse("0").unwrap(), ListFrom::Configured(0));
+        assert_eq!(ListFrom::parse("250").unwrap(), ListFrom::Configured(250));
+        let id = "0A000000-0000-4000-8000-00000000000A";
+        assert_eq!(ListFrom::parse(id).unwrap(), ListFrom::AddedAfter(id.to_ascii_lowercase()));
+        for bad in ["", "-1", "1e3", "12345678901234567890", "0a000000-0000-4000-8000-00000000000", "x"] {
+            assert!(ListFrom::parse(bad).is_err(), "{bad:?}");
+        }
+        for from in [ListFrom::Configured(7), ListFrom::AddedAfter(id.to_ascii_lowercase())] {
+            assert_eq!(ListFrom::parse(&from.token()).unwrap(), from);
+        }
+    }
+}
