@@ -4,12 +4,14 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
+import crypto from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+import { startProvider } from "./provider.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, "..");
@@ -26,11 +28,15 @@ const MEGAN = "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d";
 const LEE = "b2c3d4e5-f6a7-4b8c-9d0e-1f2a3b4c5d6e";
 const APP = "0a0f1e5c-8f62-4d3f-9d52-3b1c3b0d5e11";
 
-async function startServer() {
+// With `config` (TOML), that configuration file; else the built-in default one (board on). Either moved
+// to a free port and a fresh data directory.
+async function startServer(config) {
   const port = await freePort();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "presenced-board-"));
-  // The built-in default configuration (board on), moved to a free port and a fresh data directory.
-  const settings = ["--set", `listen=127.0.0.1:${port}`, "--set", `data_dir=${dir}`, "--set", "test_clock=true"];
+  const file = path.join(dir, "presenced.toml");
+  if (config) fs.writeFileSync(file, config);
+  const settings = [...(config ? ["--config", file] : []), "--set", `listen=127.0.0.1:${port}`,
+    "--set", `data_dir=${path.join(dir, "data")}`, "--set", "test_clock=true"];
   const child = spawn(BINARY, [...settings, "serve"], { stdio: "ignore" });
   const base = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 30000;
@@ -54,6 +60,12 @@ async function startServer() {
     },
   };
 }
+
+const launch = () => chromium.launch({
+  executablePath: CHROMIUM,
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync"],
+});
 
 test("the board shows the tenant's presence and follows changes live, fades included", async (t) => {
   const server = await startServer();
@@ -79,11 +91,7 @@ test("the board shows the tenant's presence and follows changes live, fades incl
   // Work location is set by the user (a delegated token).
   await call("POST", "/v1.0/me/presence/setManualLocation", { workLocationType: "office" }, server.megan);
 
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-      "--disable-component-update", "--disable-sync"],
-  });
+  const browser = await launch();
   t.after(() => browser.close());
   const page = await browser.newPage({ viewport: { width: 1100, height: 420 } });
   await page.goto(`${server.base}/board#token=${server.token}`);
@@ -118,4 +126,80 @@ test("the board shows the tenant's presence and follows changes live, fades incl
   await page.waitForTimeout(1500);
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   await page.screenshot({ path: path.join(ARTIFACTS, "board.png") });
+});
+
+test("the board signs in through a trusted OpenID Connect provider with the authorization-code flow and PKCE", async (t) => {
+  const TENANT = "5f1d3c2a-7b6e-4d8f-9a01-23456789abcd";
+  // Megan, signed in at the provider; the board's public client is the demo application.
+  const provider = await startProvider({
+    clientId: APP,
+    claims: { sub: MEGAN, azp: APP, scope: "openid Presence.Read.All", name: "Megan Bowen" },
+  });
+  t.after(() => provider.stop());
+  const config = fs.readFileSync(path.join(REPO, "presenced.example.toml"), "utf8") + `
+[[trust]]
+name = "board-sso"
+kind = "oidc"
+issuer = "${provider.issuer}"
+audiences = ["presenced"]
+tenant = "${TENANT}"
+ca_file = "${provider.caFile}"
+board_client_id = "${APP}"
+board_scopes = ["openid", "Presence.Read.All"]
+`;
+  const server = await startServer(config);
+  t.after(() => server.stop());
+  provider.redirectUri = `${server.base}/board`;
+  const seed = await fetch(`${server.base}/v1.0/users/${ADELE}/presence/setPresence`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${server.token}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ sessionId: APP, availability: "Busy", activity: "InACall", expirationDuration: "PT1H" }),
+  });
+  assert.equal(seed.status, 200);
+  // The provider's endpoints come from its discovery document, fetched at start-up.
+  for (const deadline = Date.now() + 15000; ;) {
+    const offered = (await (await fetch(`${server.base}/board/sign-in`)).json()).providers;
+    if (offered.length === 1) {
+      assert.deepEqual(offered[0], {
+        name: "board-sso", authorizationEndpoint: `${provider.issuer}/auth`, tokenEndpoint: `${provider.issuer}/token`,
+        clientId: APP, scopes: ["openid", "Presence.Read.All"],
+      });
+      break;
+    }
+    assert.ok(Date.now() < deadline, "the provider's endpoints were never discovered");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+
+  const browser = await launch();
+  t.after(() => browser.close());
+  // The provider's certificate comes from the test's own CA, which the browser does not know.
+  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1100, height: 420 } });
+  const page = await context.newPage();
+  const board = await page.goto(`${server.base}/board`);
+  assert.match(board.headers()["content-security-policy"], new RegExp(`connect-src 'self' https://127\\.0\\.0\\.1:\\d+;`));
+  await page.click('button[data-provider="board-sso"]');
+  await page.waitForSelector("body[data-ready=true]", { timeout: 15000 });
+
+  // Signed in as Megan through the provider: the code was exchanged with the verifier of its S256
+  // challenge, from the board's origin, and the page shows the tenant live.
+  assert.equal(provider.authorizations.length, 1);
+  const asked = provider.authorizations[0];
+  assert.equal(asked.code_challenge_method, "S256");
+  assert.equal(asked.scope, "openid Presence.Read.All");
+  assert.equal(provider.tokenRequests.length, 1);
+  const exchange = provider.tokenRequests[0];
+  assert.equal(exchange.origin, server.base);
+  assert.equal(
+    crypto.createHash("sha256").update(exchange.form.code_verifier).digest("base64url"), asked.code_challenge);
+  assert.equal(new URL(page.url()).search, "", "the code is gone from the address bar");
+  assert.equal(await page.locator("#state").textContent(), "live");
+  assert.equal(await page.locator("tbody tr").count(), 4);
+  assert.equal(await page.locator(`tr[data-user="${ADELE}"] td.availability`).textContent(), "Busy");
+
+  // An answer the page did not ask for (a code and state from elsewhere) is refused before any exchange.
+  await page.goto(`${server.base}/board?code=stolen&state=forged`);
+  await page.waitForFunction(() => document.getElementById("error").textContent !== "", null, { timeout: 10000 });
+  assert.match(await page.locator("#error").textContent(), /does not belong to a sign-in started on this page/);
+  assert.equal(provider.tokenRequests.length, 1, "no exchange for a forged answer");
+  assert.equal(await page.locator("body[data-ready=true]").count(), 0);
 });

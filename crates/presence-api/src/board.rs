@@ -21,6 +21,7 @@ use tokio::sync::broadcast;
 use crate::auth::{authenticate, bearer_token};
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::trust::BoardSignIn;
 use crate::wire::PresenceJson;
 
 /// Streams one application of a tenant may hold open at once; more get `429`.
@@ -60,17 +61,45 @@ impl Drop for StreamSlot {
     }
 }
 
-/// The page: plain HTML, CSS and JavaScript, served from the binary.
+/// The providers the board signs in with, when trusts name a board client.
+fn sign_ins(state: &AppState) -> Vec<BoardSignIn> {
+    state.inner.trust_keys.as_ref().map(|keys| keys.board_sign_ins()).unwrap_or_default()
+}
+
+/// The page: plain HTML, CSS and JavaScript, served from the binary. It may connect to this server and to
+/// the token endpoints of the providers it signs in with, nowhere else.
 pub(crate) async fn page(State(state): State<AppState>) -> Result<Response, ApiError> {
     if !state.inner.serve_board {
         return Err(ApiError::NotFound);
     }
-    let mut response = Html(include_str!("board.html")).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'"),
+    let mut connect = vec!["'self'".to_owned()];
+    for sign_in in sign_ins(&state) {
+        let uri = sign_in.token_endpoint.parse::<axum::http::Uri>().ok();
+        if let Some((scheme, host, port)) = uri.as_ref().and_then(|uri| Some((uri.scheme()?, uri.host()?, uri.port())))
+        {
+            connect.push(match port {
+                Some(port) => format!("{scheme}://{host}:{port}"),
+                None => format!("{scheme}://{host}"),
+            });
+        }
+    }
+    let policy = format!(
+        "default-src 'self'; connect-src {}; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+        connect.join(" ")
     );
+    let mut response = Html(include_str!("board.html")).into_response();
+    let policy = HeaderValue::from_str(&policy).map_err(|error| ApiError::Internal(error.to_string()))?;
+    response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, policy);
     Ok(response)
+}
+
+/// The providers the page offers to sign in with: `{"providers": [...]}`, each with its endpoints, the
+/// board's client id and the scopes to ask for (none without trusts that name a board client).
+pub(crate) async fn sign_in(State(state): State<AppState>) -> Result<Response, ApiError> {
+    if !state.inner.serve_board {
+        return Err(ApiError::NotFound);
+    }
+    Ok(axum::Json(serde_json::json!({ "providers": sign_ins(&state) })).into_response())
 }
 
 /// The stream of the caller's tenant's presence changes: `ready` first, then `presence` events carrying the

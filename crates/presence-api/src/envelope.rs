@@ -99,6 +99,7 @@ fn route_of_path(path: &str) -> &'static str {
         "/metrics" => "metrics",
         "/board" => "board",
         "/board/events" => "board_events",
+        "/board/sign-in" => "board_sign_in",
         "/discovery/v2.0/keys" => "jwks",
         "/{tenant}/oauth2/v2.0/token" => "token",
         "/openapi/{document}" => "openapi",

@@ -36,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(crate::ops::metrics).fallback(get_only))
         .route("/board", get(crate::board::page).fallback(get_only))
         .route("/board/events", get(crate::board::events).fallback(get_only))
+        .route("/board/sign-in", get(crate::board::sign_in).fallback(get_only))
         .fallback(graph)
         .layer(middleware::from_fn_with_state(state.clone(), envelope))
         .with_state(state)

@@ -1,14 +1,16 @@
 //! The signing keys of the trusted identity providers: fetched at start-up, again on a schedule, and again
 //! (once, for every request waiting on it, and not more often than [`MIN_REFETCH`]) when a token names a
-//! key not held. A provider that cannot be reached leaves the last good keys in place.
+//! key not held. A provider that cannot be reached leaves the last good keys in place. An OpenID Connect
+//! provider's discovery document also gives the endpoints the board signs in with.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use presence_auth::{KeySet, KeySource, Trust, Verifier};
+use serde::Serialize;
 use serde_json::Value;
 
 /// The shortest time between two fetches of a trust's keys caused by tokens naming unknown keys (the
@@ -33,6 +35,25 @@ pub struct TrustKeys {
     /// Per trust, per key set (an Entra tenant, or `""`): held while those keys are fetched (the single
     /// flight), with when they were last fetched.
     flights: Vec<HashMap<String, tokio::sync::Mutex<Flight>>>,
+    /// Per trust, the authorization and token endpoints its discovery document named last.
+    endpoints: Vec<Mutex<Option<(String, String)>>>,
+}
+
+/// A provider the board signs in with (the authorization-code flow with PKCE, in the browser).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BoardSignIn {
+    /// The trust's name.
+    pub name: String,
+    /// Where the browser is sent to sign in.
+    pub authorization_endpoint: String,
+    /// Where the board exchanges the code for tokens (from the browser, so the provider allows the board's
+    /// origin).
+    pub token_endpoint: String,
+    /// The board's public client at the provider.
+    pub client_id: String,
+    /// The scopes asked for.
+    pub scopes: Vec<String>,
 }
 
 /// When a key set was last fetched.
@@ -59,8 +80,31 @@ impl TrustKeys {
                 trust.key_sources().into_iter().map(|source| (source.slot, tokio::sync::Mutex::default())).collect()
             })
             .collect();
+        let endpoints = trusts.iter().map(|_| Mutex::default()).collect();
         let (trusts, sources) = trusts.into_iter().unzip();
-        TrustKeys { trusts, sources, flights }
+        TrustKeys { trusts, sources, flights, endpoints }
+    }
+
+    /// The providers the board can sign in with now: each trust with a `board_client_id`, once its
+    /// endpoints are known (an Entra trust's at once, an OpenID Connect one's from its discovery document).
+    pub fn board_sign_ins(&self) -> Vec<BoardSignIn> {
+        self.trusts
+            .iter()
+            .zip(&self.endpoints)
+            .filter_map(|(trust, discovered)| {
+                let client_id = trust.config.board_client_id.clone()?;
+                let (authorization_endpoint, token_endpoint) = trust
+                    .entra_sign_in_endpoints()
+                    .or_else(|| discovered.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone())?;
+                Some(BoardSignIn {
+                    name: trust.name().to_owned(),
+                    authorization_endpoint,
+                    token_endpoint,
+                    client_id,
+                    scopes: trust.board_scopes(),
+                })
+            })
+            .collect()
     }
 
     /// The trusts.
@@ -99,6 +143,14 @@ impl TrustKeys {
                     .ok_or_else(|| format!("{discovery} names no jwks_uri"))?;
                 if !uri.starts_with("https://") {
                     return Err(format!("{discovery} names a jwks_uri that is not https: {uri}"));
+                }
+                let endpoint =
+                    |name: &str| document.get(name).and_then(Value::as_str).filter(|url| url.starts_with("https://"));
+                if let (Some(authorization), Some(token)) =
+                    (endpoint("authorization_endpoint"), endpoint("token_endpoint"))
+                {
+                    *self.endpoints[index].lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                        Some((authorization.to_owned(), token.to_owned()));
                 }
                 uri.to_owned()
             }

@@ -151,6 +151,7 @@ async fn fixed_routes_answer_other_methods_with_405_and_allow() {
         ("/readyz", "GET"),
         ("/metrics", "GET"),
         ("/board", "GET"),
+        ("/board/sign-in", "GET"),
         ("/openapi/v1.0.json", "GET"),
         ("/discovery/v2.0/keys", "GET"),
         ("/_test/clock", "GET"),

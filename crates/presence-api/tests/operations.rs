@@ -111,6 +111,12 @@ async fn the_board_page_is_served_from_the_binary() {
     assert!(reply.headers["content-type"].to_str().unwrap().starts_with("text/html"));
     assert!(reply.text.contains("<title>presenced · presence board</title>"));
     assert!(reply.text.contains("/board/events"));
+    let policy = reply.headers["content-security-policy"].to_str().unwrap();
+    assert!(policy.contains("connect-src 'self';"), "no provider to reach: {policy}");
+    // Without a trust naming a board client, nothing to sign in with but a pasted token.
+    let offered = server.get("/board/sign-in", "").await;
+    assert_eq!(offered.status, StatusCode::OK);
+    assert_eq!(offered.json(), serde_json::json!({ "providers": [] }));
 }
 
 /// Reads the event stream until a `presence` event arrives, and returns its data (at most 10 s).

@@ -116,6 +116,13 @@ pub struct TrustConfig {
     /// Whether users the configuration does not list are added from their tokens (default: listed only).
     #[serde(default)]
     pub users: TrustUsers,
+    /// The board's sign-in through this provider: the client id of a public client (a single-page app)
+    /// registered with it, whose redirect URI is the board's address (`{public_url}/board`).
+    #[serde(default)]
+    pub board_client_id: Option<String>,
+    /// The scopes the board asks for (default: Entra `{first audience}/.default`, OIDC `openid`).
+    #[serde(default)]
+    pub board_scopes: Vec<String>,
 }
 
 /// A validated trust, with the keys currently held for it.
@@ -336,6 +343,24 @@ impl Trust {
                 }
             }
         }
+        match &config.board_client_id {
+            Some(client) if client.trim().is_empty() || client.len() > 256 || client.chars().any(char::is_control) => {
+                return Err(refuse(&name, "board_client_id: a client id (at most 256 characters)"));
+            }
+            Some(_) if config.kind == TrustKind::Oidc && config.jwks_uri.is_some() => {
+                return Err(refuse(
+                    &name,
+                    "board_client_id: the board's sign-in reads the provider's endpoints from its discovery document, so jwks_uri is not set",
+                ));
+            }
+            None if !config.board_scopes.is_empty() => {
+                return Err(refuse(&name, "board_scopes: only with board_client_id"));
+            }
+            _ => {}
+        }
+        if config.board_scopes.iter().any(|scope| scope.is_empty() || scope.contains(char::is_whitespace)) {
+            return Err(refuse(&name, "board_scopes: each a scope without spaces"));
+        }
         let max_lifetime_minutes = config.max_lifetime_minutes.unwrap_or(1_440);
         if max_lifetime_minutes == 0 || max_lifetime_minutes > 10_080 {
             return Err(refuse(&name, "max_lifetime_minutes: between 1 and 10,080 (a week)"));
@@ -363,6 +388,27 @@ impl Trust {
     /// The longest lifetime accepted, in seconds.
     pub fn max_lifetime(&self) -> i64 {
         self.max_lifetime
+    }
+
+    /// The scopes the board's sign-in asks for.
+    pub fn board_scopes(&self) -> Vec<String> {
+        if !self.config.board_scopes.is_empty() {
+            return self.config.board_scopes.clone();
+        }
+        match self.config.kind {
+            TrustKind::Entra => {
+                let audience = self.config.audiences.first().map_or("", |audience| audience.trim_end_matches('/'));
+                vec![format!("{audience}/.default")]
+            }
+            TrustKind::Oidc => vec!["openid".to_owned()],
+        }
+    }
+
+    /// Entra: the authorization and token endpoints of the trust's first tenant, where the board signs in.
+    pub fn entra_sign_in_endpoints(&self) -> Option<(String, String)> {
+        let tenant = self.config.tenants.first().filter(|_| self.config.kind == TrustKind::Entra)?;
+        let base = format!("{}/{}/oauth2/v2.0", self.authority(), tenant.to_ascii_lowercase());
+        Some((format!("{base}/authorize"), format!("{base}/token")))
     }
 
     fn authority(&self) -> &str {
@@ -539,6 +585,8 @@ mod tests {
             max_lifetime_minutes: None,
             permissions: None,
             users: TrustUsers::Listed,
+            board_client_id: None,
+            board_scopes: Vec::new(),
         }
     }
 
@@ -567,6 +615,39 @@ mod tests {
         let mut plain = config(TrustKind::Oidc);
         plain.issuer = Some("http://sso.example.org".into());
         assert!(Trust::new(plain, known).unwrap_err().contains("https"));
+    }
+
+    #[test]
+    fn the_board_signs_in_with_a_public_client_and_default_scopes() {
+        let mut entra = config(TrustKind::Entra);
+        entra.board_client_id = Some("8d6f0c1e-0000-4000-8000-000000000002".into());
+        let trust = Trust::new(entra.clone(), known).unwrap();
+        assert_eq!(trust.board_scopes(), ["api://presence/.default"]);
+        let (authorize, token) = trust.entra_sign_in_endpoints().unwrap();
+        assert_eq!(authorize, format!("https://login.microsoftonline.com/{TENANT}/oauth2/v2.0/authorize"));
+        assert_eq!(token, format!("https://login.microsoftonline.com/{TENANT}/oauth2/v2.0/token"));
+        entra.board_scopes = vec!["api://presence/Presence.Read.All".into()];
+        assert_eq!(Trust::new(entra, known).unwrap().board_scopes(), ["api://presence/Presence.Read.All"]);
+
+        let mut oidc = config(TrustKind::Oidc);
+        oidc.board_client_id = Some("presence-board".into());
+        let trust = Trust::new(oidc.clone(), known).unwrap();
+        assert_eq!((trust.board_scopes(), trust.entra_sign_in_endpoints()), (vec!["openid".to_owned()], None));
+        let refused = |change: &dyn Fn(&mut TrustConfig), why: &str| {
+            let mut changed = oidc.clone();
+            change(&mut changed);
+            assert!(Trust::new(changed, known).unwrap_err().contains(why), "{why}");
+        };
+        refused(&|config| config.jwks_uri = Some("https://sso.example.org/keys".into()), "discovery document");
+        refused(&|config| config.board_client_id = Some(" ".into()), "board_client_id");
+        refused(&|config| config.board_scopes = vec!["openid profile".into()], "board_scopes");
+        refused(
+            &|config| {
+                config.board_client_id = None;
+                config.board_scopes = vec!["openid".into()];
+            },
+            "only with board_client_id",
+        );
     }
 
     #[test]

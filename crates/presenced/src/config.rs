@@ -265,7 +265,8 @@ const EXAMPLE_TRUSTS: &str = "\
 # ca_file = \"/etc/presenced/sso-ca.pem\"      # more roots for the provider's HTTPS
 # algorithms = [\"RS256\"]
 # max_lifetime_minutes = 1440
-# users = \"auto\"                           # add users its tokens name (default \"listed\": configured only)
+# users = \"auto\"                            # add users its tokens name (default \"listed\": configured only)
+# board_client_id = \"presence-board\"        # the board signs in through it (a public client)
 # [trust.permissions]                       # optional: the provider's names -> Graph's
 # \"presence:read\" = \"Presence.Read\"
 ";
@@ -728,6 +729,76 @@ mod tests {
             checked_in == example_file(),
             "presenced.example.toml is stale: regenerate it with `cargo run -- config example > presenced.example.toml`"
         );
+    }
+
+    /// The README's trust examples are a valid configuration, and the Keycloak realm in docs/ is the one
+    /// its `keycloak` trust describes: realm, audience, permission names, the board's public client.
+    #[test]
+    fn the_readme_s_trusts_are_valid_and_the_keycloak_realm_fits_its_trust() {
+        #[derive(Deserialize)]
+        struct Trusts {
+            trust: Vec<TrustConfig>,
+        }
+        let readme = include_str!("../../../README.md");
+        let block = readme
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|rest| rest.split("\n```").next())
+            .find(|block| block.contains("name = \"keycloak\""))
+            .expect("the README's trust examples");
+        let trusts: Trusts = toml::from_str(block).unwrap();
+        let tenant = "5f1d3c2a-7b6e-4d8f-9a01-23456789abcd";
+        for trust in &trusts.trust {
+            Trust::new(trust.clone(), |known| known == tenant).unwrap();
+        }
+        let keycloak = trusts.trust.iter().find(|trust| trust.name == "keycloak").unwrap();
+
+        let realm: serde_json::Value = serde_json::from_str(include_str!("../../../docs/keycloak-realm.json")).unwrap();
+        let issuer = keycloak.issuer.as_deref().unwrap();
+        assert!(issuer.ends_with(&format!("/realms/{}", realm["realm"].as_str().unwrap())), "{issuer}");
+        let list = |value: &serde_json::Value| -> Vec<String> {
+            value.as_array().map_or_else(Vec::new, |items| {
+                items.iter().filter_map(|item| item.as_str().map(str::to_owned)).collect()
+            })
+        };
+        let scopes = realm["clientScopes"].as_array().unwrap();
+        let audiences: Vec<&str> = scopes
+            .iter()
+            .flat_map(|scope| scope["protocolMappers"].as_array().into_iter().flatten())
+            .filter(|mapper| mapper["protocolMapper"] == "oidc-audience-mapper")
+            .filter_map(|mapper| mapper["config"]["included.custom.audience"].as_str())
+            .collect();
+        assert!(audiences.iter().all(|audience| keycloak.audiences.iter().any(|ours| ours == audience)));
+        assert!(!audiences.is_empty(), "an audience mapper puts presenced's audience in the tokens");
+        let scope_names: Vec<&str> = scopes.iter().filter_map(|scope| scope["name"].as_str()).collect();
+        let roles: Vec<&str> =
+            realm["roles"]["realm"].as_array().unwrap().iter().filter_map(|role| role["name"].as_str()).collect();
+        for name in keycloak.permissions.as_ref().unwrap().keys() {
+            assert!(scope_names.contains(&name.as_str()) || roles.contains(&name.as_str()), "{name} is in the realm");
+        }
+        let client = |id: &str| {
+            realm["clients"].as_array().unwrap().iter().find(|client| client["clientId"] == id).cloned().unwrap()
+        };
+        let board = client(keycloak.board_client_id.as_deref().unwrap());
+        assert_eq!(board["publicClient"], true);
+        assert_eq!(board["standardFlowEnabled"], true);
+        assert_eq!(board["attributes"]["pkce.code.challenge.method"], "S256");
+        assert!(list(&board["redirectUris"]).iter().all(|uri| uri.ends_with("/board")));
+        let granted = list(&board["defaultClientScopes"]);
+        for scope in keycloak.board_scopes.iter().filter(|scope| *scope != "openid") {
+            assert!(granted.contains(scope), "the board's client may ask for {scope}");
+        }
+        assert!(granted.iter().any(|scope| scope == "presenced-audience"), "the board's tokens are for presenced");
+        let app = client("presence-app");
+        assert_eq!(app["serviceAccountsEnabled"], true);
+        assert!(list(&app["defaultClientScopes"]).iter().any(|scope| scope == "service_account"), "client_id claim");
+        let service_account = realm["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|user| user["serviceAccountClientId"] == "presence-app")
+            .unwrap();
+        assert!(list(&service_account["realmRoles"]).iter().any(|role| role == "presence-admin"));
     }
 
     #[test]
