@@ -73,16 +73,7 @@ pub(crate) async fn page(State(state): State<AppState>) -> Result<Response, ApiE
         return Err(ApiError::NotFound);
     }
     let mut connect = vec!["'self'".to_owned()];
-    for sign_in in sign_ins(&state) {
-        let uri = sign_in.token_endpoint.parse::<axum::http::Uri>().ok();
-        if let Some((scheme, host, port)) = uri.as_ref().and_then(|uri| Some((uri.scheme()?, uri.host()?, uri.port())))
-        {
-            connect.push(match port {
-                Some(port) => format!("{scheme}://{host}:{port}"),
-                None => format!("{scheme}://{host}"),
-            });
-        }
-    }
+    connect.extend(state.inner.trust_keys.as_ref().map(|keys| keys.board_origins()).unwrap_or_default());
     let policy = format!(
         "default-src 'self'; connect-src {}; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
         connect.join(" ")

@@ -71,6 +71,34 @@ impl std::fmt::Debug for TrustKeys {
     }
 }
 
+/// The origin of an `https://` URL whose host is a DNS name or an IP address (nothing a Content-Security-
+/// Policy would read as more than one origin), as `https://host[:port]`.
+pub(crate) fn https_origin(url: &str) -> Option<String> {
+    let uri = url.parse::<axum::http::Uri>().ok()?;
+    if uri.scheme_str() != Some("https") {
+        return None;
+    }
+    let authority = uri.authority()?.as_str();
+    if authority.contains('@') {
+        return None;
+    }
+    let host = uri.host()?;
+    let plain = |host: &str| {
+        !host.is_empty() && host.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'.' || byte == b'-')
+    };
+    let bracketed = host
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+        .is_some_and(|inner| inner.parse::<std::net::Ipv6Addr>().is_ok());
+    if !plain(host) && !bracketed {
+        return None;
+    }
+    Some(match uri.port_u16() {
+        Some(port) => format!("https://{host}:{port}"),
+        None => format!("https://{host}"),
+    })
+}
+
 impl TrustKeys {
     /// `trusts`, each with the source its documents are fetched from.
     pub fn new(trusts: Vec<(Arc<Trust>, Arc<dyn DocumentSource>)>) -> Self {
@@ -83,6 +111,21 @@ impl TrustKeys {
         let endpoints = trusts.iter().map(|_| Mutex::default()).collect();
         let (trusts, sources) = trusts.into_iter().unzip();
         TrustKeys { trusts, sources, flights, endpoints }
+    }
+
+    /// The origins the board may connect to for its sign-in: each board trust's token endpoint, and an
+    /// OpenID Connect trust's issuer (where its token endpoint is, before its discovery document is read).
+    pub fn board_origins(&self) -> Vec<String> {
+        let mut origins: Vec<String> = self
+            .trusts
+            .iter()
+            .filter(|trust| trust.config.board_client_id.is_some())
+            .filter_map(|trust| trust.config.issuer.as_deref().and_then(https_origin))
+            .chain(self.board_sign_ins().iter().filter_map(|sign_in| https_origin(&sign_in.token_endpoint)))
+            .collect();
+        origins.sort();
+        origins.dedup();
+        origins
     }
 
     /// The providers the board can sign in with now: each trust with a `board_client_id`, once its
@@ -144,8 +187,9 @@ impl TrustKeys {
                 if !uri.starts_with("https://") {
                     return Err(format!("{discovery} names a jwks_uri that is not https: {uri}"));
                 }
+                // Only plain https URLs: the token endpoint's origin goes into the board's CSP.
                 let endpoint =
-                    |name: &str| document.get(name).and_then(Value::as_str).filter(|url| url.starts_with("https://"));
+                    |name: &str| document.get(name).and_then(Value::as_str).filter(|url| https_origin(url).is_some());
                 if let (Some(authorization), Some(token)) =
                     (endpoint("authorization_endpoint"), endpoint("token_endpoint"))
                 {
@@ -235,6 +279,25 @@ mod tests {
                     json!({ "keys": [{ "kty": "RSA", "kid": "k1", "n": self.key.modulus(), "e": self.key.exponent() }] }),
                 )
             })
+        }
+    }
+
+    #[test]
+    fn only_plain_https_origins_reach_the_board_s_policy() {
+        assert_eq!(https_origin("https://sso.example.org/realms/a/token").as_deref(), Some("https://sso.example.org"));
+        assert_eq!(https_origin("https://127.0.0.1:8443/t").as_deref(), Some("https://127.0.0.1:8443"));
+        assert_eq!(https_origin("https://[::1]:8443/t").as_deref(), Some("https://[::1]:8443"));
+        for bad in [
+            "http://sso.example.org/token",
+            "https://x;script-src/t",
+            "https://*/t",
+            "https://a,b/t",
+            "https://user@sso.example.org/t",
+            "https://sso.example.org'/t",
+            "not a url",
+            "https:///t",
+        ] {
+            assert_eq!(https_origin(bad), None, "{bad}");
         }
     }
 

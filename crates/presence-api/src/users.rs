@@ -12,7 +12,7 @@ use presence_store::DirectoryUser;
 
 use crate::error::ApiError;
 
-/// Added users a node remembers (ids found in the store, names it wrote); past this many it starts over.
+/// Added users a node remembers (ids found in the store, names it read or wrote).
 const REMEMBERED: usize = 65_536;
 
 /// Where a listing of a tenant's users goes on: an offset among the configured users, or the added users
@@ -51,9 +51,22 @@ pub(crate) struct Users {
     directory: Arc<Directory>,
     /// Tenants with a trust that adds its users (lowercase ids).
     adding: HashSet<String>,
-    /// Added users this node found in the store or wrote, by `(tenant, id)`, with the names it wrote.
-    remembered: Mutex<HashMap<(String, String), Option<User>>>,
+    /// Added users this node found in the store or wrote, by `(tenant, id)`.
+    remembered: Mutex<HashMap<(String, String), Known>>,
 }
+
+/// What a node knows of an added user.
+#[derive(Debug, Clone, Default)]
+struct Known {
+    /// The names the store had when this node last read or wrote them (`None`: only that the user exists).
+    names: Option<User>,
+    /// When this node last wrote them (presence time, in milliseconds).
+    written: Option<i64>,
+}
+
+/// How long after a node wrote a user's names it writes them again, when tokens bring other names (several
+/// applications' tokens may name a user differently: the names do not flip with every request).
+const RENAME_AFTER_MS: i64 = 60_000;
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -61,6 +74,12 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn user_of(added: DirectoryUser) -> User {
     User { id: added.id, user_principal_name: added.user_principal_name, display_name: added.display_name }
+}
+
+/// Whether the names a token gives (an empty one gives none) are those of `known`.
+fn agrees(known: &User, token: &User) -> bool {
+    (token.user_principal_name.is_empty() || token.user_principal_name == known.user_principal_name)
+        && (token.display_name.is_empty() || token.display_name == known.display_name)
 }
 
 impl Users {
@@ -77,32 +96,64 @@ impl Users {
         Users { directory, adding, remembered: Mutex::default() }
     }
 
-    fn remember(&self, tenant_id: &str, id: &str, written: Option<User>) {
+    /// Remembers what this node knows of an added user; past [`REMEMBERED`] users, about half are forgotten.
+    fn remember(&self, tenant_id: &str, id: &str, change: impl FnOnce(&mut Known)) {
         let mut remembered = lock(&self.remembered);
         if remembered.len() >= REMEMBERED {
-            remembered.clear();
+            let mut keep = false;
+            remembered.retain(|_, _| {
+                keep = !keep;
+                keep
+            });
         }
-        let entry = remembered.entry((tenant_id.to_owned(), id.to_owned())).or_default();
-        if written.is_some() {
-            *entry = written;
-        }
+        change(remembered.entry((tenant_id.to_owned(), id.to_owned())).or_default());
     }
 
-    /// Adds the caller's user to the store's directory when their token names a user to add, unless this
-    /// node wrote them with the same names already.
+    /// Adds the caller's user to the store's directory when their token names a user to add, or writes the
+    /// names it gives when they differ from the stored ones (at most once a minute of presence time per node). A
+    /// name the token does not give is kept, or, for a new user, is the id (sign-in name) or the sign-in
+    /// name (display name).
     pub(crate) async fn admit(&self, service: &Arc<Service>, caller: &Caller) -> Result<(), ServiceError> {
-        let Some(user) = &caller.added else { return Ok(()) };
-        let key = (caller.tenant_id.clone(), user.id.clone());
-        if lock(&self.remembered).get(&key).is_some_and(|written| written.as_ref() == Some(user)) {
+        let Some(token) = &caller.added else { return Ok(()) };
+        let tenant_id = &caller.tenant_id;
+        let known = lock(&self.remembered).get(&(tenant_id.clone(), token.id.clone())).cloned();
+        if let Some(Known { names: Some(names), written }) = &known {
+            let since = |at: &i64| service.now().as_millis().saturating_sub(*at);
+            let recently = written.as_ref().is_some_and(|at| since(at) < RENAME_AFTER_MS);
+            if agrees(names, token) || recently {
+                return Ok(());
+            }
+        }
+        let stored = service.directory_users(tenant_id.clone(), vec![token.id.clone()]).await?.pop().flatten();
+        let stored = stored.map(user_of);
+        if let Some(stored) = stored.as_ref().filter(|stored| agrees(stored, token)) {
+            self.remember(tenant_id, &token.id, |known| known.names = Some(stored.clone()));
             return Ok(());
         }
-        let added = DirectoryUser {
-            id: user.id.clone(),
-            user_principal_name: user.user_principal_name.clone(),
-            display_name: user.display_name.clone(),
+        let keep = |given: &str, stored: Option<&str>, otherwise: &str| {
+            if given.is_empty() {
+                stored.unwrap_or(otherwise).to_owned()
+            } else {
+                given.to_owned()
+            }
         };
-        service.put_directory_user(caller.tenant_id.clone(), added).await?;
-        self.remember(&caller.tenant_id, &user.id, Some(user.clone()));
+        let user_principal_name = keep(
+            &token.user_principal_name,
+            stored.as_ref().map(|stored| stored.user_principal_name.as_str()),
+            &token.id,
+        );
+        let display_name =
+            keep(&token.display_name, stored.as_ref().map(|stored| stored.display_name.as_str()), &user_principal_name);
+        let names = User { id: token.id.clone(), user_principal_name, display_name };
+        let added = DirectoryUser {
+            id: names.id.clone(),
+            user_principal_name: names.user_principal_name.clone(),
+            display_name: names.display_name.clone(),
+        };
+        service.put_directory_user(tenant_id.clone(), added).await?;
+        self.remember(tenant_id, &token.id, |known| {
+            *known = Known { names: Some(names), written: Some(service.now().as_millis()) };
+        });
         Ok(())
     }
 
@@ -133,7 +184,7 @@ impl Users {
         for (id, known) in ids.iter().zip(known.iter_mut()) {
             if !*known && found.contains(&(*id).to_owned()) {
                 *known = true;
-                self.remember(tenant_id, id, None);
+                self.remember(tenant_id, id, |_| {});
             }
         }
         Ok(known)

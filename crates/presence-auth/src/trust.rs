@@ -341,6 +341,12 @@ impl Trust {
                 if !config.tenants.is_empty() || !config.versions.is_empty() || config.authority.is_some() {
                     return Err(refuse(&name, "tenants, versions and authority are for Entra trusts"));
                 }
+                if config.users == TrustUsers::Auto && config.app_only_claim.is_none() {
+                    return Err(refuse(
+                        &name,
+                        "users = \"auto\" needs app_only_claim: without it an application's own token would be taken for a user's, and its client added as a user",
+                    ));
+                }
             }
         }
         match &config.board_client_id {
@@ -639,6 +645,10 @@ mod tests {
             assert!(Trust::new(changed, known).unwrap_err().contains(why), "{why}");
         };
         refused(&|config| config.jwks_uri = Some("https://sso.example.org/keys".into()), "discovery document");
+        refused(&|config| config.users = TrustUsers::Auto, "needs app_only_claim");
+        let mut adding = oidc.clone();
+        (adding.users, adding.app_only_claim) = (TrustUsers::Auto, Some("client_id".into()));
+        assert!(Trust::new(adding, known).is_ok());
         refused(&|config| config.board_client_id = Some(" ".into()), "board_client_id");
         refused(&|config| config.board_scopes = vec!["openid profile".into()], "board_scopes");
         refused(

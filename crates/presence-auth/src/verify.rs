@@ -59,7 +59,8 @@ pub struct Caller {
     /// Delegated or application.
     pub kind: CallerKind,
     /// The user as their token names them, when the configuration does not list them and their trust adds
-    /// its users (`users = "auto"`): to be added to the tenant's directory.
+    /// its users (`users = "auto"`): to be added to the tenant's directory. A name the token does not give
+    /// is empty.
     pub added: Option<crate::User>,
 }
 
@@ -415,7 +416,8 @@ impl Verifier {
                 if trust.config.users != TrustUsers::Auto {
                     return Err(invalid("Access token validation failure. The user does not exist in the tenant."));
                 }
-                added = Some(named_user(&user_id, &text));
+                let email_verified = claims.get("email_verified").and_then(serde_json::Value::as_bool);
+                added = Some(named_user(&user_id, &text, email_verified == Some(true)));
             }
             CallerKind::Delegated { user_id, scopes: trust.graph_permissions(scopes) }
         };
@@ -427,20 +429,26 @@ impl Verifier {
 pub const MAX_NAME_CHARS: usize = 256;
 
 /// The user `user_id` as their token's claims name them: the sign-in name from `preferred_username`
-/// (Entra v2.0, OpenID Connect), `upn` or `unique_name` (Entra v1.0) or `email`, else the id; the display
-/// name from `name`, else the sign-in name. Names are trimmed and cut to [`MAX_NAME_CHARS`].
-fn named_user(user_id: &str, text: &dyn Fn(&str) -> Option<String>) -> crate::User {
+/// (Entra v2.0, OpenID Connect), `upn` or `unique_name` (Entra v1.0), or `email` when `email_verified`;
+/// the display name from `name`. Names are trimmed and cut to [`MAX_NAME_CHARS`]; one the claims do not give
+/// is empty.
+fn named_user(user_id: &str, text: &dyn Fn(&str) -> Option<String>, email_verified: bool) -> crate::User {
     let name = |claims: &[&str]| {
-        claims.iter().find_map(|claim| {
-            let value = text(claim)?;
-            let value = value.trim();
-            (!value.is_empty()).then(|| value.chars().take(MAX_NAME_CHARS).collect::<String>())
-        })
+        claims
+            .iter()
+            .find_map(|claim| {
+                let value = text(claim)?;
+                let value = value.trim();
+                (!value.is_empty()).then(|| value.chars().take(MAX_NAME_CHARS).collect::<String>())
+            })
+            .unwrap_or_default()
     };
-    let user_principal_name =
-        name(&["preferred_username", "upn", "unique_name", "email"]).unwrap_or_else(|| user_id.to_owned());
-    let display_name = name(&["name"]).unwrap_or_else(|| user_principal_name.clone());
-    crate::User { id: user_id.to_owned(), user_principal_name, display_name }
+    let sign_in_claims: &[&str] = if email_verified {
+        &["preferred_username", "upn", "unique_name", "email"]
+    } else {
+        &["preferred_username", "upn", "unique_name"]
+    };
+    crate::User { id: user_id.to_owned(), user_principal_name: name(sign_in_claims), display_name: name(&["name"]) }
 }
 
 #[cfg(test)]
@@ -451,23 +459,26 @@ mod tests {
     #[test]
     fn an_added_user_is_named_from_the_first_claim_that_has_a_name() {
         const ID: &str = "0a000000-0000-4000-8000-00000000000a";
-        let named = |claims: serde_json::Value| {
+        let named = |claims: serde_json::Value, email_verified: bool| {
             let text = |name: &str| claims.get(name).and_then(serde_json::Value::as_str).map(str::to_owned);
-            let user = named_user(ID, &text);
+            let user = named_user(ID, &text, email_verified);
             (user.user_principal_name, user.display_name)
         };
+        let pair = |upn: &str, name: &str| (upn.to_owned(), name.to_owned());
         assert_eq!(
-            named(serde_json::json!({ "preferred_username": " bob@x.example ", "upn": "u", "name": "Bob" })),
-            ("bob@x.example".to_owned(), "Bob".to_owned())
+            named(serde_json::json!({ "preferred_username": " bob@x.example ", "upn": "u", "name": "Bob" }), false),
+            pair("bob@x.example", "Bob")
         );
         assert_eq!(
-            named(serde_json::json!({ "preferred_username": "  ", "unique_name": "v1@x.example" })),
-            ("v1@x.example".to_owned(), "v1@x.example".to_owned()),
-            "a blank claim is passed over; no name: the sign-in name"
+            named(serde_json::json!({ "preferred_username": "  ", "unique_name": "v1@x.example" }), false),
+            pair("v1@x.example", ""),
+            "a blank claim is passed over; no name claim: none"
         );
-        assert_eq!(named(serde_json::json!({})), (ID.to_owned(), ID.to_owned()), "no claims: the id");
+        let email = serde_json::json!({ "email": "ceo@x.example" });
+        assert_eq!(named(email.clone(), false), pair("", ""), "an unverified email names nobody");
+        assert_eq!(named(email, true), pair("ceo@x.example", ""));
         let long = "é".repeat(MAX_NAME_CHARS + 10);
-        let (upn, name) = named(serde_json::json!({ "email": long, "name": long }));
+        let (upn, name) = named(serde_json::json!({ "preferred_username": long, "name": long }), false);
         assert_eq!((upn.chars().count(), name.chars().count()), (MAX_NAME_CHARS, MAX_NAME_CHARS));
     }
 

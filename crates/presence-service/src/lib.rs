@@ -154,6 +154,11 @@ impl Service {
         }
     }
 
+    /// Presence time now.
+    pub fn now(&self) -> presence_core::Timestamp {
+        self.clock.now()
+    }
+
     /// Tells the timers that the clock moved (the test clock), so that what fell due runs now.
     pub fn clock_moved(&self) {
         self.timers.wake();

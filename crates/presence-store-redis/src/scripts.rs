@@ -347,20 +347,21 @@ return 1
 
 /// Adds a user to a tenant's directory or updates its names. KEYS: the tenant's `users`, `ids`, `upns`.
 /// ARGV: id, user principal name's lookup form, the user's JSON (whose `upnKey` is that form). The user's
-/// previous user principal name stops finding it; the new one finds it, whoever had it before.
+/// previous user principal name stops finding it; the new one finds it unless another user holds it.
 pub(crate) static PUT_DIRECTORY_USER: LazyLock<Script> = LazyLock::new(|| {
     script(
         &[],
         r"
 local old = redis.call('HGET', KEYS[1], ARGV[1])
-if old == ARGV[3] then return 0 end
-if old then
-  local was = cjson.decode(old)['upnKey']
-  if was ~= ARGV[2] and redis.call('HGET', KEYS[3], was) == ARGV[1] then redis.call('HDEL', KEYS[3], was) end
+if old ~= ARGV[3] then
+  if old then
+    local was = cjson.decode(old)['upnKey']
+    if was ~= ARGV[2] and redis.call('HGET', KEYS[3], was) == ARGV[1] then redis.call('HDEL', KEYS[3], was) end
+  end
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+  redis.call('ZADD', KEYS[2], 0, ARGV[1])
 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-redis.call('ZADD', KEYS[2], 0, ARGV[1])
-redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
+redis.call('HSETNX', KEYS[3], ARGV[2], ARGV[1])
 return 1
 ",
     )

@@ -681,8 +681,8 @@ fn added(id: &str, upn: &str, name: &str) -> DirectoryUser {
 }
 
 /// Added users: found by id (per tenant) and by user principal name in any case, renamed in place (the old
-/// name no longer finds them, a name taken over finds its new holder), listed in id order from a cursor,
-/// and kept across reopening.
+/// name no longer finds them; a name another holds stays with its holder until freed), listed in id order
+/// from a cursor, and kept across reopening.
 pub fn added_users_are_found_by_id_and_name_and_listed_in_order<B: Backend>(make: &impl Fn() -> B) {
     const A: &str = "0a000000-0000-4000-8000-00000000000a";
     const B: &str = "0b000000-0000-4000-8000-00000000000b";
@@ -714,11 +714,22 @@ pub fn added_users_are_found_by_id_and_name_and_listed_in_order<B: Backend>(make
             store.directory_user_by_upn("t1", "ALICE.SMITH@x.example").expect("upn"),
             Some(added(A, "alice.smith@x.example", "Alice Smith"))
         );
-        store.put_directory_user("t1", &added(C, "alice.smith@x.example", "Carol")).expect("take over");
+        // Carol claims Alice's name: Alice keeps it until she changes hers; then Carol, written again
+        // unchanged, has it.
+        store.put_directory_user("t1", &added(C, "alice.smith@x.example", "Carol")).expect("claim");
+        let holder = |store: &B::Store| {
+            store.directory_user_by_upn("t1", "alice.smith@x.example").expect("upn").map(|user| user.id)
+        };
+        assert_eq!(holder(&store), Some(A.into()), "a name stays with its first holder");
         assert_eq!(
-            store.directory_user_by_upn("t1", "alice.smith@x.example").expect("upn").map(|user| user.id),
-            Some(C.into())
+            store.directory_user_by_upn("t1", "carol@x.example").expect("upn"),
+            None,
+            "Carol's old name is free"
         );
+        store.put_directory_user("t1", &added(A, "alice.jones@x.example", "Alice Jones")).expect("rename");
+        assert_eq!(holder(&store), None, "freed by its holder");
+        store.put_directory_user("t1", &added(C, "alice.smith@x.example", "Carol")).expect("the same again");
+        assert_eq!(holder(&store), Some(C.into()), "taken by the next to claim it");
         store.put_directory_user("t1", &added(B, "bob@x.example", "Bob")).expect("put");
         store.put_directory_user("t1", &added(B, "bob@x.example", "Bob")).expect("put the same again");
     }

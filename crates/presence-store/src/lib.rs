@@ -400,8 +400,9 @@ pub trait PresenceStore: Send + Sync + 'static {
     fn release_queue(&self, queue: &QueueId, holder: &str) -> Result<(), StoreError>;
 
     /// Adds `user` to `tenant_id`'s directory, or brings its names up to date; durable when it returns.
-    /// Its user principal name then finds it (and no longer its previous one, nor another added user that
-    /// had it before).
+    /// Its previous user principal name no longer finds it; its new one does, unless another added user
+    /// holds that name (the first to take a name keeps it until their own name changes, so a user cannot
+    /// take over another's name).
     fn put_directory_user(&self, tenant_id: &str, user: &DirectoryUser) -> Result<(), StoreError>;
 
     /// The added users of `tenant_id` with these ids (lowercase GUIDs), in the order of `ids`: `None` for

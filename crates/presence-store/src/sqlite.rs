@@ -300,7 +300,8 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
              upn_key TEXT NOT NULL,
              user_id TEXT NOT NULL,
              PRIMARY KEY (tenant_id, upn_key)
-         ) WITHOUT ROWID;",
+         ) WITHOUT ROWID;
+         CREATE INDEX IF NOT EXISTS directory_upns_user ON directory_upns (tenant_id, user_id);",
     )?;
     // Added with change notifications: the user's timer. Every existing user is due at once, so the timers'
     // first pass computes each one's next change (there are no subscriptions yet, so nothing is sent).
@@ -970,14 +971,15 @@ impl PresenceStore for SqliteStore {
                          user_principal_name = excluded.user_principal_name, display_name = excluded.display_name",
                 )?
                 .execute(params![tenant_id, user.id, user.user_principal_name, user.display_name])?;
-            // A user principal name finds the user that took it last.
+            // A user principal name finds the user that holds it: the first to take it, until their own
+            // name changes.
             transaction
                 .prepare_cached("DELETE FROM directory_upns WHERE tenant_id = ?1 AND user_id = ?2 AND upn_key <> ?3")?
                 .execute(params![tenant_id, user.id, upn_key])?;
             transaction
                 .prepare_cached(
                     "INSERT INTO directory_upns (tenant_id, upn_key, user_id) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (tenant_id, upn_key) DO UPDATE SET user_id = excluded.user_id",
+                     ON CONFLICT (tenant_id, upn_key) DO NOTHING",
                 )?
                 .execute(params![tenant_id, upn_key, user.id])?;
             Ok(())

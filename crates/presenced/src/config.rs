@@ -791,7 +791,41 @@ mod tests {
         assert!(granted.iter().any(|scope| scope == "presenced-audience"), "the board's tokens are for presenced");
         let app = client("presence-app");
         assert_eq!(app["serviceAccountsEnabled"], true);
-        assert!(list(&app["defaultClientScopes"]).iter().any(|scope| scope == "service_account"), "client_id claim");
+        // Every scope a client names is defined in the realm (an import that defines client scopes gets no
+        // built-in ones), and the scopes give the claims the trust reads.
+        let mappers_of = |client: &serde_json::Value| -> Vec<serde_json::Value> {
+            let mut named = list(&client["defaultClientScopes"]);
+            named.extend(list(&client["optionalClientScopes"]));
+            named
+                .iter()
+                .flat_map(|name| {
+                    let scope = scopes.iter().find(|scope| scope["name"] == name.as_str());
+                    assert!(scope.is_some(), "{} names the undefined client scope {name}", client["clientId"]);
+                    scope.unwrap()["protocolMappers"].as_array().cloned().unwrap_or_default()
+                })
+                .collect()
+        };
+        let claim = |mappers: &[serde_json::Value], kind: &str| -> Vec<String> {
+            mappers
+                .iter()
+                .filter(|mapper| mapper["protocolMapper"] == kind)
+                .map(|mapper| mapper["config"]["claim.name"].as_str().unwrap_or("sub").to_owned())
+                .collect()
+        };
+        let board_mappers = mappers_of(&board);
+        assert_eq!(claim(&board_mappers, "oidc-sub-mapper"), ["sub"], "the board's users have a sub");
+        let app_mappers = mappers_of(&app);
+        assert_eq!(claim(&app_mappers, "oidc-sub-mapper"), ["sub"]);
+        assert_eq!(
+            claim(&app_mappers, "oidc-usermodel-realm-role-mapper"),
+            [keycloak.role_claim.clone().unwrap()],
+            "realm roles where the trust reads them"
+        );
+        assert_eq!(
+            claim(&app_mappers, "oidc-usersessionmodel-note-mapper"),
+            [keycloak.app_only_claim.clone().unwrap()],
+            "a service account's tokens carry the trust's app_only_claim"
+        );
         let service_account = realm["users"]
             .as_array()
             .unwrap()

@@ -68,7 +68,7 @@ ca_file = "{ca}"
 "presence:write" = "Presence.ReadWrite"
 "presence-admin" = "Presence.ReadWrite.All"
 "#,
-        example = include_str!("../../../presenced.example.toml"),
+        example = include_str!("../../../presenced.example.toml").replace("test_clock = false", "test_clock = true"),
         base = provider.base,
         realm = provider.realm_issuer(),
     )
@@ -456,11 +456,39 @@ async fn an_adding_trust_s_users_join_the_directory_with_their_first_token_and_s
     let (_, first) = setup.get(&admin, "/v1.0/users?$top=3").await;
     assert_eq!(listed(&first).1, None, "{first}");
 
-    // A newer token's names replace the old ones.
+    // A token with other names: written at most once a minute (tokens of several applications may name a
+    // user differently); a token without names keeps them.
     let renamed = Provider::mint(&setup.keycloak_key, &bob_claims("Robert Jones"), |_| {});
+    let display_name =
+        async |setup: &Setup| setup.get(&admin, &format!("/v1.0/users/{bob}")).await.1["displayName"].clone();
     assert_eq!(setup.get(&renamed, "/v1.0/me/presence").await.0, 200);
+    assert_eq!(display_name(&setup).await, "Bob Jones", "not within a minute of the last write");
+    let advance = json!({ "seconds": 61 });
+    let moved = call(&setup.client, &setup.server.base, Method::POST, "/_test/clock/advance", "", advance).await;
+    assert_eq!(moved.0, 200, "{moved:?}");
+    assert_eq!(setup.get(&renamed, "/v1.0/me/presence").await.0, 200);
+    assert_eq!(display_name(&setup).await, "Robert Jones");
+    let nameless = Provider::mint(
+        &setup.keycloak_key,
+        &keycloak(provider, json!({ "sub": "bob", "scope": "presence:write", "name": null })),
+        |_| {},
+    );
+    assert_eq!(setup.get(&nameless, "/v1.0/me/presence").await.0, 200);
     let (_, user) = setup.get(&admin, &format!("/v1.0/users/{bob}")).await;
-    assert_eq!(user["displayName"], "Robert Jones", "{user}");
+    assert_eq!(
+        (user["displayName"].as_str(), user["userPrincipalName"].as_str()),
+        (Some("Robert Jones"), Some("bob@fabrikam.example"))
+    );
+
+    // Another user whose token claims Bob's sign-in name does not take it.
+    let carol = Provider::mint(
+        &setup.keycloak_key,
+        &keycloak(provider, json!({ "sub": "carol", "preferred_username": "BOB@fabrikam.example", "name": "Carol" })),
+        |_| {},
+    );
+    assert_eq!(setup.get(&carol, "/v1.0/me").await.0, 200);
+    let (_, found) = setup.get(&admin, "/v1.0/users/bob@fabrikam.example").await;
+    assert_eq!(found["id"].as_str(), Some(bob.as_str()), "{found}");
 
     // A trust that lists its users does not take an added one: the Entra trust refuses Bob's id.
     let entra_bob = setup.entra(&entra_v2(provider, OTHER_TENANT, &bob, OTHER_APP, "Presence.Read"));
@@ -469,7 +497,8 @@ async fn an_adding_trust_s_users_join_the_directory_with_their_first_token_and_s
     // Kept in the store: after a restart Bob is listed and his presence read before he calls again.
     setup.restart();
     let (_, users) = setup.get(&admin, "/v1.0/users").await;
-    assert_eq!(listed(&users).0.last().map(|user| user.1.as_str()), Some("Robert Jones"), "{users}");
+    let names: Vec<String> = listed(&users).0.into_iter().skip(2).map(|user| user.1).collect();
+    assert!(names.contains(&"Robert Jones".to_owned()) && names.contains(&"Carol".to_owned()), "{users}");
     let (status, read) = setup.presence(&admin, &bob).await;
     assert_eq!((status, read["availability"].as_str()), (200, Some("Busy")), "{read}");
 }
