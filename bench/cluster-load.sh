@@ -132,4 +132,11 @@ for scenario, name in names.items():
             print(f"| {name} | {label} | {rps:,.0f} | — | — | — | {redis_text} | {errors} |")
         else:
             print(f"| {name} | {label} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {node:.1f} | {redis_text} | {errors} |")
+failed = [run for run in runs if run["errors"] > 0 or run["requests"] == 0]
+for run in failed:
+    print(f"error: {run['deployment']} {run['scenario']} (run {run['rep']}): {run['errors']} failed of "
+          f"{run['requests']} requests", file=sys.stderr)
+if failed:
+    # A run whose requests failed (non-2xx answers, socket errors, timeouts) measured something else.
+    sys.exit("error: runs with failed requests are not figures")
 PY

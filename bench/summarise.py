@@ -1,4 +1,5 @@
-"""Prints the table of bench/http-load.sh from its JSON lines: median of the runs with their range."""
+"""Prints the table of bench/http-load.sh from its JSON lines: median of the runs with their range. Exits
+non-zero when any run had failed requests (non-2xx answers, socket errors, timeouts): those are not figures."""
 
 import json
 import statistics
@@ -17,6 +18,7 @@ def spread(values, fmt):
 
 def main(path):
     runs = [json.loads(line) for line in open(path)]
+    failed = [run for run in runs if run["errors"] > 0 or run["requests"] == 0]
     print("| scenario | server | req/s | p50 ms | p99 ms | errors |")
     print("|---|---|---|---|---|---|")
     ratios = []
@@ -41,6 +43,13 @@ def main(path):
     print("|---|---|---|")
     for name, rps, p99 in ratios:
         print(f"| {name} | {rps:.0%} | {p99:.1f}× |")
+    if failed:
+        # A run whose requests failed (non-2xx answers, socket errors, timeouts) measured something else.
+        for run in failed:
+            print(f"error: {run['target']} {run['scenario']} (run {run['rep']}): "
+                  f"{run['errors']} failed of {run['requests']} requests", file=sys.stderr)
+        print("error: runs with failed requests are not figures", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
