@@ -129,3 +129,92 @@ fn directory_rejects_bad_configuration() {
         bad(serde_json::json!([{ "id": presence_auth::CONSUMER_TENANT_ID, "displayName": "x" }])).contains("personal")
     );
 }
+
+/// Claims of a valid delegated token of the local issuer (at `http://localhost:8080`), as `overrides` change
+/// them (a `null` removes a claim), signed with the server's key, or as `header` says.
+fn signed(overrides: serde_json::Value, header: jsonwebtoken::Header) -> String {
+    let at = now();
+    let mut claims = serde_json::json!({
+        "aud": "https://graph.microsoft.com", "iss": presence_auth::issuer::issuer_for("http://localhost:8080", TENANT),
+        "iat": at, "nbf": at, "exp": at + 3600, "tid": TENANT, "oid": USER, "sub": USER, "azp": APP,
+        "idtyp": "user", "ver": "2.0", "scp": "Presence.Read",
+    });
+    for (name, value) in overrides.as_object().unwrap() {
+        if value.is_null() {
+            claims.as_object_mut().unwrap().remove(name);
+        } else {
+            claims[name] = value.clone();
+        }
+    }
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(key().pem().as_bytes()).unwrap();
+    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+}
+
+fn rs256() -> jsonwebtoken::Header {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some(key().kid().to_owned());
+    header
+}
+
+/// Each claim is checked, and a token otherwise valid is refused for the one thing wrong with it, with that
+/// reason: audience, issuer, algorithm, the edges of the 60 s leeway, and each branch that tells a user's
+/// token from an application's.
+#[test]
+fn an_otherwise_valid_token_is_refused_for_the_one_thing_wrong_with_it() {
+    let verifier = Verifier::new(&key(), "http://localhost:8080", directory());
+    let verify = |overrides: serde_json::Value| verifier.verify(&signed(overrides, rs256()));
+    let refused = |overrides: serde_json::Value, reason: &str| match verify(overrides.clone()) {
+        Err(AuthError::InvalidToken(message)) => assert!(message.contains(reason), "{overrides}: {message}"),
+        other => panic!("{overrides}: {other:?}, not refused for {reason}"),
+    };
+    let user = |caller: presence_auth::Caller| caller.user_id().map(str::to_owned);
+    assert_eq!(user(verify(serde_json::json!({})).unwrap()), Some(USER.into()), "the valid token");
+
+    refused(serde_json::json!({ "aud": "api://someone-else" }), "Invalid audience");
+    refused(serde_json::json!({ "aud": null }), "Missing claim 'aud'");
+    refused(serde_json::json!({ "iss": "http://localhost:8080/other-tenant/v2.0" }), "Invalid issuer");
+    refused(serde_json::json!({ "tid": null }), "Missing claim 'tid'");
+    refused(serde_json::json!({ "azp": null }), "Missing claim 'azp'");
+    assert!(verify(serde_json::json!({ "azp": null, "appid": APP })).is_ok(), "appid (v1.0) names the app too");
+
+    // The 60 s leeway: 30 s inside each edge passes, 30 s outside is refused.
+    let at = now();
+    assert!(verify(serde_json::json!({ "exp": at - 30 })).is_ok(), "expired 30 s ago: inside the leeway");
+    refused(serde_json::json!({ "exp": at - 90 }), "expired");
+    assert!(verify(serde_json::json!({ "nbf": at + 30 })).is_ok(), "valid in 30 s: inside the leeway");
+    refused(serde_json::json!({ "nbf": at + 90 }), "not yet valid");
+
+    // User or application: idtyp first, then scp, then roles.
+    let kind = |overrides: serde_json::Value| verify(overrides).unwrap().kind;
+    assert!(matches!(kind(serde_json::json!({ "scp": null })), CallerKind::Delegated { .. }), "idtyp user");
+    let app = kind(serde_json::json!({ "idtyp": "app", "scp": null, "roles": ["Presence.Read.All"] }));
+    assert_eq!(app, CallerKind::Application { roles: vec!["Presence.Read.All".into()] });
+    assert!(matches!(kind(serde_json::json!({ "idtyp": null })), CallerKind::Delegated { .. }), "scp: a user's");
+    let roles_only = kind(serde_json::json!({ "idtyp": null, "scp": null, "roles": ["Presence.Read.All"] }));
+    assert!(matches!(roles_only, CallerKind::Application { .. }), "roles without scp: an application's");
+    refused(serde_json::json!({ "idtyp": null, "scp": null }), "neither 'scp' nor 'roles'");
+    refused(serde_json::json!({ "idtyp": "device" }), "Invalid 'idtyp'");
+    refused(serde_json::json!({ "oid": null }), "Missing claim 'oid'");
+
+    // The algorithm: HS256 keyed with the public key, and none.
+    let mut hs256 = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    hs256.kid = Some(key().kid().to_owned());
+    let claims = serde_json::json!({
+        "aud": "https://graph.microsoft.com", "iss": presence_auth::issuer::issuer_for("http://localhost:8080", TENANT),
+        "iat": at, "nbf": at, "exp": at + 3600, "tid": TENANT, "oid": USER, "azp": APP, "idtyp": "user", "scp": "x",
+    });
+    let public = format!("{}.{}", key().modulus(), key().exponent());
+    let forged =
+        jsonwebtoken::encode(&hs256, &claims, &jsonwebtoken::EncodingKey::from_secret(public.as_bytes())).unwrap();
+    match verifier.verify(&forged) {
+        Err(AuthError::InvalidToken(message)) => assert!(message.contains("algorithm"), "HS256: {message}"),
+        other => panic!("HS256 keyed with the public key: {other:?}"),
+    }
+    use base64::Engine as _;
+    let b64 = |value: &serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string());
+    let unsigned = format!("{}.{}.", b64(&serde_json::json!({ "alg": "none", "typ": "JWT" })), b64(&claims));
+    match verifier.verify(&unsigned) {
+        Err(AuthError::InvalidToken(message)) => assert!(message.contains("not well formed"), "none: {message}"),
+        other => panic!("alg none: {other:?}"),
+    }
+}
