@@ -23,6 +23,8 @@ pub struct Received {
 
 struct Shared {
     posts: Mutex<Vec<Received>>,
+    /// When set, every request is answered `307 Temporary Redirect` to this path of the receiver.
+    redirect: Mutex<Option<String>>,
     status: AtomicU16,
     refuse_validation: AtomicBool,
     arrived: tokio::sync::Notify,
@@ -42,6 +44,10 @@ pub struct Receiver {
 }
 
 async fn answer(shared: Arc<Shared>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let redirect = shared.redirect.lock().unwrap().clone();
+    if let Some(target) = redirect.filter(|target| *target != uri.path()) {
+        return (StatusCode::TEMPORARY_REDIRECT, [("location", target)]).into_response();
+    }
     let token = uri.query().and_then(|query| {
         url::form_urlencoded::parse(query.as_bytes())
             .find(|(name, _)| name == "validationToken")
@@ -70,6 +76,7 @@ impl Receiver {
         let identity = crate::TlsIdentity::new();
         let shared = Arc::new(Shared {
             posts: Mutex::default(),
+            redirect: Mutex::default(),
             status: AtomicU16::new(202),
             refuse_validation: AtomicBool::new(false),
             arrived: tokio::sync::Notify::new(),
@@ -112,6 +119,12 @@ impl Receiver {
     /// Answers the held POSTs, and the next ones at once.
     pub fn release(&self) {
         self.shared.held.send_replace(false);
+    }
+
+    /// Answers every request to another path with `307 Temporary Redirect` to `path` (which answers as
+    /// usual), so that a client that follows redirects is seen posting there.
+    pub fn redirect_to(&self, path: &str) {
+        *self.shared.redirect.lock().unwrap() = Some(path.to_owned());
     }
 
     /// Makes the validation handshake fail (a 200 with the wrong body).

@@ -7,7 +7,9 @@
 //! made). Redirects are not followed, no proxy is used, and certificates are checked against the
 //! platform's roots plus any configured extra roots.
 
-use std::net::SocketAddr;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,19 +19,37 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use rustls::pki_types::CertificateDer;
 use url::Url;
 
+/// How host names are looked up: the system's resolver ([`system_lookup`]), or one a test gives.
+pub type Lookup =
+    Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<IpAddr>>> + Send>> + Send + Sync>;
+
+/// The system's resolver.
+pub fn system_lookup() -> Lookup {
+    Arc::new(|host: String| {
+        Box::pin(
+            async move { Ok(tokio::net::lookup_host((host.as_str(), 0)).await?.map(|address| address.ip()).collect()) },
+        )
+    })
+}
+
 /// Resolves names and drops the addresses the policy refuses.
 struct PolicyResolver {
     policy: TargetPolicy,
+    lookup: Lookup,
 }
 
 impl Resolve for PolicyResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let policy = self.policy;
+        let lookup = self.lookup.clone();
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let allowed: Vec<SocketAddr> =
-                addresses.iter().copied().filter(|address| check_address(address.ip(), policy).is_ok()).collect();
+            let addresses = lookup(host.clone()).await?;
+            let allowed: Vec<SocketAddr> = addresses
+                .into_iter()
+                .filter(|address| check_address(*address, policy).is_ok())
+                .map(|address| SocketAddr::new(address, 0))
+                .collect();
             if allowed.is_empty() {
                 // One message whether the name has no address or only refused ones, so that the answer
                 // does not tell which internal names exist.
@@ -62,11 +82,16 @@ impl WebhookClient {
     /// A client under `policy`, trusting the platform's roots and `extra_roots` (DER). Fails when no root
     /// certificate can be loaded, saying why.
     pub fn new(policy: TargetPolicy, extra_roots: &[Vec<u8>]) -> Result<Self, String> {
+        Self::with_lookup(policy, extra_roots, system_lookup())
+    }
+
+    /// [`WebhookClient::new`] with host names looked up by `lookup` (a test's own resolver).
+    pub fn with_lookup(policy: TargetPolicy, extra_roots: &[Vec<u8>], lookup: Lookup) -> Result<Self, String> {
         let roots = extra_roots.iter().map(|der| CertificateDer::from(der.clone())).collect();
         let tls = client_config(roots)?;
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
-            .dns_resolver(Arc::new(PolicyResolver { policy }))
+            .dns_resolver(Arc::new(PolicyResolver { policy, lookup }))
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .https_only(!policy.allow_http)
