@@ -164,7 +164,14 @@ test("batching through BatchRequestContent and BatchResponseContent", async () =
 });
 
 test("the retry handler honours 429 and Retry-After", async () => {
-  const throttled = await start({ throttleLimit: 2, throttleWindowSeconds: 2 });
+  const throttled = await start({ throttleLimit: 2, throttleWindowSeconds: 4 });
+  // The server's count of requests refused with 429 (its Prometheus metric).
+  const throttledRequests = async () => {
+    const metrics = await (await fetch(`${throttled.base}/metrics`)).text();
+    const line = metrics.split("\n").find((text) => text.startsWith("presenced_throttled_requests_total "));
+    assert.ok(line, "the server reports the throttled-requests metric");
+    return Number(line.split(" ")[1]);
+  };
   try {
     const token = throttled.token();
     const url = `${throttled.base}/v1.0/users/${ADELE}/presence`;
@@ -178,8 +185,10 @@ test("the retry handler honours 429 and Retry-After", async () => {
       }
     }
     assert.deepEqual(statuses, [200, 200, 429]);
+    const before = await throttledRequests();
     const got = await client(token, "v1.0", throttled.base).api(`/users/${ADELE}/presence`).get();
     assert.equal(got.availability, "Offline", "the client waited Retry-After seconds and retried");
+    assert.ok((await throttledRequests()) > before, "the client's first attempt was answered 429");
   } finally {
     throttled.stop();
   }

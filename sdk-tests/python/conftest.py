@@ -125,7 +125,7 @@ def server():
 
 @pytest.fixture()
 def throttled_server():
-    running = Presenced(throttle_limit=2, throttle_window_seconds=2)
+    running = Presenced(throttle_limit=2, throttle_window_seconds=4)
     yield running
     running.stop()
 

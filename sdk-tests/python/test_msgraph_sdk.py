@@ -237,8 +237,19 @@ async def test_the_retry_handler_honours_429(throttled_server):
             assert int(error.headers["Retry-After"]) >= 1
             assert json.loads(error.read())["error"]["code"] == "TooManyRequests"
     assert statuses == [200, 200, 429]
+    before = throttled_requests(throttled_server)
     got = await client(throttled_server, token).users.by_user_id(ADELE).presence.get()
     assert got.availability == "Offline", "the SDK waited Retry-After seconds and retried"
+    assert throttled_requests(throttled_server) > before, "the SDK's first attempt was answered 429"
+
+
+def throttled_requests(server) -> float:
+    """The server's count of requests refused with 429 (its Prometheus metric)."""
+    with urllib.request.urlopen(f"{server.base}/metrics", timeout=30) as reply:
+        for line in reply.read().decode().splitlines():
+            if line.startswith("presenced_throttled_requests_total "):
+                return float(line.split()[1])
+    raise AssertionError("the server reports no throttled-requests metric")
 
 
 class Receiver:

@@ -291,13 +291,30 @@ async fn subscriptions_can_be_listed_read_renewed_and_deleted_by_their_owner_onl
     let reauthorize = server.post(&format!("{path}/reauthorize"), &reader, json!({})).await;
     assert_eq!(reauthorize.status.as_u16(), 204, "{}", reauthorize.text);
 
+    // A new notificationUrl is validated like a new subscription's: one that does not answer the handshake
+    // is refused and changes nothing; one that does is taken.
+    let unreachable = json!({ "notificationUrl": "https://127.0.0.1:9/hook" });
+    server.call(Method::PATCH, &path, &reader, Some(unreachable)).await.error(400, "InvalidRequest");
+    assert_eq!(
+        server.get(&path, &reader).await.json()["notificationUrl"],
+        format!("{}/hook?tenant=contoso", receiver.base)
+    );
+    let moved = json!({ "notificationUrl": format!("{}/moved", receiver.base) });
+    let patched = server.call(Method::PATCH, &path, &reader, Some(moved)).await;
+    assert_eq!(patched.status.as_u16(), 200, "{}", patched.text);
+    assert_eq!(patched.json()["notificationUrl"], format!("{}/moved", receiver.base));
+
     // Deleted: gone, and no longer notified.
     server.call(Method::DELETE, &path, &reader, None).await.ok_empty(204);
     server.get(&path, &reader).await.error(404, "ResourceNotFound");
     server.set_presence(ALEX, "Busy", "InACall", None).await;
-    let items = receiver.wait_items("/hook", 1).await;
-    assert_eq!(items.len(), 1, "only the delegated subscription remains: {items:#?}");
-    assert_eq!(items[0]["subscriptionId"], delegated_id);
+    // A later change as a sentinel: once the remaining subscription delivered it, the deleted one had its
+    // chance to deliver the first change too.
+    server.set_presence(ALEX, "Away", "Away", None).await;
+    let items = receiver.wait_items("/hook", 2).await;
+    let from: Vec<&str> = items.iter().map(|item| item["subscriptionId"].as_str().unwrap_or_default()).collect();
+    assert_eq!(from, [delegated_id, delegated_id], "only the delegated subscription remains: {items:#?}");
+    assert!(receiver.posts("/moved").is_empty(), "nothing for the deleted one at its new address");
 }
 
 #[tokio::test]
