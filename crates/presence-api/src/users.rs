@@ -144,15 +144,10 @@ impl Users {
         );
         let display_name =
             keep(&token.display_name, stored.as_ref().map(|stored| stored.display_name.as_str()), &user_principal_name);
-        let names = User { id: token.id.clone(), user_principal_name, display_name };
-        let added = DirectoryUser {
-            id: names.id.clone(),
-            user_principal_name: names.user_principal_name.clone(),
-            display_name: names.display_name.clone(),
-        };
-        service.put_directory_user(tenant_id.clone(), added).await?;
+        let added = DirectoryUser { id: token.id.clone(), user_principal_name, display_name };
+        service.put_directory_user(tenant_id.clone(), added.clone()).await?;
         self.remember(tenant_id, &token.id, |known| {
-            *known = Known { names: Some(names), written: Some(service.now().as_millis()) };
+            *known = Known { names: Some(user_of(added)), written: Some(service.now().as_millis()) };
         });
         Ok(())
     }
@@ -178,11 +173,10 @@ impl Users {
         }
         let asked: Vec<String> =
             ids.iter().zip(&known).filter(|(_, known)| !**known).map(|(id, _)| (*id).to_owned()).collect();
-        let found = service.directory_users(tenant_id.to_owned(), asked.clone()).await?;
-        let found: HashSet<&String> =
-            asked.iter().zip(&found).filter(|(_, user)| user.is_some()).map(|(id, _)| id).collect();
-        for (id, known) in ids.iter().zip(known.iter_mut()) {
-            if !*known && found.contains(&(*id).to_owned()) {
+        // The store answers in the order asked: the ids not known yet, in order.
+        let mut found = service.directory_users(tenant_id.to_owned(), asked).await?.into_iter();
+        for (id, known) in ids.iter().zip(known.iter_mut()).filter(|(_, known)| !**known) {
+            if found.next().flatten().is_some() {
                 *known = true;
                 self.remember(tenant_id, id, |_| {});
             }
@@ -228,6 +222,7 @@ impl Users {
         top: usize,
     ) -> Result<(Vec<User>, Option<ListFrom>), ServiceError> {
         let configured = self.directory.tenant(tenant_id).map_or(&[][..], |tenant| &tenant.users[..]);
+        let adding = self.adding.contains(tenant_id);
         let mut page = Vec::with_capacity(top.min(1024));
         let after = match from {
             ListFrom::Configured(offset) => {
@@ -236,7 +231,7 @@ impl Users {
                 if next < configured.len() {
                     return Ok((page, Some(ListFrom::Configured(next))));
                 }
-                if !self.adding.contains(tenant_id) {
+                if !adding {
                     return Ok((page, None));
                 }
                 if page.len() == top {
@@ -248,7 +243,7 @@ impl Users {
             }
             ListFrom::AddedAfter(id) => Some(id),
         };
-        if !self.adding.contains(tenant_id) {
+        if !adding {
             return Ok((page, None));
         }
         let room = top - page.len();
@@ -260,7 +255,7 @@ impl Users {
         page.extend(
             shown.into_iter().filter(|user| self.directory.user_by_id(tenant_id, &user.id).is_none()).map(user_of),
         );
-        Ok((page, more.then_some(()).and(last.map(ListFrom::AddedAfter))))
+        Ok((page, last.filter(|_| more).map(ListFrom::AddedAfter)))
     }
 }
 

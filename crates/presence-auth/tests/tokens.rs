@@ -131,8 +131,8 @@ fn directory_rejects_bad_configuration() {
 }
 
 /// Claims of a valid delegated token of the local issuer (at `http://localhost:8080`), as `overrides` change
-/// them (a `null` removes a claim), signed with the server's key, or as `header` says.
-fn signed(overrides: serde_json::Value, header: jsonwebtoken::Header) -> String {
+/// them (a `null` removes a claim).
+fn claims(overrides: serde_json::Value) -> serde_json::Value {
     let at = now();
     let mut claims = serde_json::json!({
         "aud": "https://graph.microsoft.com", "iss": presence_auth::issuer::issuer_for("http://localhost:8080", TENANT),
@@ -146,14 +146,15 @@ fn signed(overrides: serde_json::Value, header: jsonwebtoken::Header) -> String 
             claims[name] = value.clone();
         }
     }
-    let key = jsonwebtoken::EncodingKey::from_rsa_pem(key().pem().as_bytes()).unwrap();
-    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    claims
 }
 
-fn rs256() -> jsonwebtoken::Header {
+/// [`claims`] signed with the server's key (RS256, its `kid`).
+fn signed(overrides: serde_json::Value) -> String {
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     header.kid = Some(key().kid().to_owned());
-    header
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(key().pem().as_bytes()).unwrap();
+    jsonwebtoken::encode(&header, &claims(overrides), &key).unwrap()
 }
 
 /// Each claim is checked, and a token otherwise valid is refused for the one thing wrong with it, with that
@@ -162,10 +163,13 @@ fn rs256() -> jsonwebtoken::Header {
 #[test]
 fn an_otherwise_valid_token_is_refused_for_the_one_thing_wrong_with_it() {
     let verifier = Verifier::new(&key(), "http://localhost:8080", directory());
-    let verify = |overrides: serde_json::Value| verifier.verify(&signed(overrides, rs256()));
-    let refused = |overrides: serde_json::Value, reason: &str| match verify(overrides.clone()) {
-        Err(AuthError::InvalidToken(message)) => assert!(message.contains(reason), "{overrides}: {message}"),
-        other => panic!("{overrides}: {other:?}, not refused for {reason}"),
+    let verify = |overrides: serde_json::Value| verifier.verify(&signed(overrides));
+    let refused_token = |token: &str, what: &str, reason: &str| match verifier.verify(token) {
+        Err(AuthError::InvalidToken(message)) => assert!(message.contains(reason), "{what}: {message}"),
+        other => panic!("{what}: {other:?}, not refused for {reason}"),
+    };
+    let refused = |overrides: serde_json::Value, reason: &str| {
+        refused_token(&signed(overrides.clone()), &overrides.to_string(), reason)
     };
     let user = |caller: presence_auth::Caller| caller.user_id().map(str::to_owned);
     assert_eq!(user(verify(serde_json::json!({})).unwrap()), Some(USER.into()), "the valid token");
@@ -199,22 +203,13 @@ fn an_otherwise_valid_token_is_refused_for_the_one_thing_wrong_with_it() {
     // The algorithm: HS256 keyed with the public key, and none.
     let mut hs256 = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
     hs256.kid = Some(key().kid().to_owned());
-    let claims = serde_json::json!({
-        "aud": "https://graph.microsoft.com", "iss": presence_auth::issuer::issuer_for("http://localhost:8080", TENANT),
-        "iat": at, "nbf": at, "exp": at + 3600, "tid": TENANT, "oid": USER, "azp": APP, "idtyp": "user", "scp": "x",
-    });
+    let valid = claims(serde_json::json!({}));
     let public = format!("{}.{}", key().modulus(), key().exponent());
     let forged =
-        jsonwebtoken::encode(&hs256, &claims, &jsonwebtoken::EncodingKey::from_secret(public.as_bytes())).unwrap();
-    match verifier.verify(&forged) {
-        Err(AuthError::InvalidToken(message)) => assert!(message.contains("algorithm"), "HS256: {message}"),
-        other => panic!("HS256 keyed with the public key: {other:?}"),
-    }
+        jsonwebtoken::encode(&hs256, &valid, &jsonwebtoken::EncodingKey::from_secret(public.as_bytes())).unwrap();
+    refused_token(&forged, "HS256 keyed with the public key", "algorithm");
     use base64::Engine as _;
     let b64 = |value: &serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string());
-    let unsigned = format!("{}.{}.", b64(&serde_json::json!({ "alg": "none", "typ": "JWT" })), b64(&claims));
-    match verifier.verify(&unsigned) {
-        Err(AuthError::InvalidToken(message)) => assert!(message.contains("not well formed"), "none: {message}"),
-        other => panic!("alg none: {other:?}"),
-    }
+    let unsigned = format!("{}.{}.", b64(&serde_json::json!({ "alg": "none", "typ": "JWT" })), b64(&valid));
+    refused_token(&unsigned, "alg none", "not well formed");
 }

@@ -24,7 +24,7 @@ struct Setup {
     /// The ids the Keycloak trust maps `alice` and `presence-app` to.
     alice: String,
     keycloak_app: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 /// The demo configuration, a second tenant, an Entra trust for both tenants (v1.0 and v2.0) and a
@@ -87,14 +87,7 @@ async fn setup_with(keycloak_extra: &str) -> Setup {
     // The Keycloak user and application are named by strings; the trust maps them to GUIDs, which the
     // directory must list.
     std::fs::write(&path, configuration(&provider, "", keycloak_extra)).unwrap();
-    let trust_id = |kind: &str, value: &str| {
-        let output = std::process::Command::new(BINARY)
-            .args(["--config", path.to_str().unwrap(), "config", "trust-id", "keycloak", kind, value])
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-        String::from_utf8(output.stdout).unwrap().trim().to_owned()
-    };
+    let trust_id = |kind: &str, value: &str| keycloak_id(&path, kind, value);
     let (alice, keycloak_app) = (trust_id("--user", "alice"), trust_id("--app", "presence-app"));
     assert!(presence_auth::is_guid(&alice) && alice != trust_id("--user", "bob"), "{alice}");
     let users = format!(
@@ -102,13 +95,43 @@ async fn setup_with(keycloak_extra: &str) -> Setup {
          [[tenants.apps]]\nid = \"{keycloak_app}\"\ndisplayName = \"Keycloak client\"\n"
     );
     std::fs::write(&path, configuration(&provider, &users, keycloak_extra)).unwrap();
-    let data = dir.path().join("data");
-    let server = binary::start(
-        Path::new(BINARY),
-        &["--config", path.to_str().unwrap(), "--data-dir", data.to_str().unwrap()],
-        Duration::from_secs(60),
-    );
-    Setup { provider, entra_key, keycloak_key, server, client: client(), alice, keycloak_app, _dir: dir }
+    let server = start_server(dir.path());
+    Setup { provider, entra_key, keycloak_key, server, client: client(), alice, keycloak_app, dir }
+}
+
+/// The id the Keycloak trust of the configuration at `path` maps a `--user` or `--app` `value` to (the
+/// `presenced config trust-id` command).
+fn keycloak_id(path: &Path, kind: &str, value: &str) -> String {
+    let output = std::process::Command::new(BINARY)
+        .args(["--config", path.to_str().unwrap(), "config", "trust-id", "keycloak", kind, value])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+/// The global arguments of the server in `dir`: its configuration file and data directory.
+fn global_arguments(dir: &Path) -> Vec<String> {
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    vec!["--config".into(), path("presenced.toml"), "--data-dir".into(), path("data")]
+}
+
+/// Starts the server of `dir` and waits until it accepts connections.
+fn start_server(dir: &Path) -> Running {
+    let global = global_arguments(dir);
+    binary::start(Path::new(BINARY), &global.iter().map(String::as_str).collect::<Vec<_>>(), Duration::from_secs(60))
+}
+
+/// Claims of a Keycloak service account's token (its client's own: `client_id` present) with the realm
+/// role presence-admin (Presence.ReadWrite.All).
+fn keycloak_service_account(provider: &Provider) -> Value {
+    keycloak(
+        provider,
+        json!({
+            "sub": "service-account-presence-app", "client_id": "presence-app", "scope": "profile",
+            "realm_access": { "roles": ["presence-admin"] },
+        }),
+    )
 }
 
 /// Entra v2.0 claims of a delegated token of `tenant`'s `user` in `app`, valid for an hour.
@@ -202,25 +225,14 @@ async fn tokens_of_each_trusted_provider_are_accepted_as_their_callers() {
 
     // Keycloak, the client's own token (client_id present): realm role presence-admin is
     // Presence.ReadWrite.All.
-    let service_account = Provider::mint(
-        &setup.keycloak_key,
-        &keycloak_claims(json!({
-            "sub": "service-account-presence-app", "client_id": "presence-app", "scope": "profile",
-            "realm_access": { "roles": ["presence-admin"] },
-        })),
-        |_| {},
-    );
+    let service_account = Provider::mint(&setup.keycloak_key, &keycloak_service_account(provider), |_| {});
     let (status, read) = setup.presence(&service_account, &setup.alice).await;
     assert_eq!((status, read["availability"].as_str()), (200, Some("DoNotDisturb")), "{read}");
 
     // The local issuer's tokens keep working beside the trusts.
-    let config_path = setup._dir.path().join("presenced.toml");
-    let data = setup._dir.path().join("data");
-    let local = binary::token(
-        Path::new(BINARY),
-        &["--config", config_path.to_str().unwrap(), "--data-dir", data.to_str().unwrap()],
-        &["--roles", "Presence.Read.All"],
-    );
+    let global = global_arguments(setup.dir.path());
+    let global: Vec<&str> = global.iter().map(String::as_str).collect();
+    let local = binary::token(Path::new(BINARY), &global, &["--roles", "Presence.Read.All"]);
     assert_eq!(setup.presence(&local, ADELE).await.0, 200);
 }
 
@@ -366,12 +378,9 @@ impl Setup {
 
     /// Stops the server (SIGKILL) and starts it again on the same configuration and data.
     fn restart(&mut self) {
-        let config = self._dir.path().join("presenced.toml");
-        let data = self._dir.path().join("data");
-        let global = ["--config", config.to_str().unwrap(), "--data-dir", data.to_str().unwrap()];
         self.server.child.kill().unwrap();
         self.server.child.wait().unwrap();
-        self.server = binary::start(Path::new(BINARY), &global, Duration::from_secs(60));
+        self.server = start_server(self.dir.path());
     }
 }
 
@@ -401,23 +410,8 @@ async fn an_adding_trust_s_users_join_the_directory_with_their_first_token_and_s
         )
     };
     let bob_token = Provider::mint(&setup.keycloak_key, &bob_claims("Bob Jones"), |_| {});
-    let admin = Provider::mint(
-        &setup.keycloak_key,
-        &keycloak(
-            provider,
-            json!({
-                "sub": "service-account-presence-app", "client_id": "presence-app", "scope": "profile",
-                "realm_access": { "roles": ["presence-admin"] },
-            }),
-        ),
-        |_| {},
-    );
-    let output = std::process::Command::new(BINARY)
-        .args(["--config", setup._dir.path().join("presenced.toml").to_str().unwrap()])
-        .args(["config", "trust-id", "keycloak", "--user", "bob"])
-        .output()
-        .unwrap();
-    let bob = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let admin = Provider::mint(&setup.keycloak_key, &keycloak_service_account(provider), |_| {});
+    let bob = keycloak_id(&setup.dir.path().join("presenced.toml"), "--user", "bob");
     assert!(presence_auth::is_guid(&bob), "{bob}");
 
     // Before Bob's first request he is nobody.
