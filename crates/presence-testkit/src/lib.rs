@@ -7,6 +7,7 @@
 //! - [`provider`]: a mock identity provider (discovery, JWKS) over HTTPS, and its tokens;
 //! - [`binary`]: starting the real `presenced` binary and calling it over HTTP;
 //! - [`deployment`]: several real binaries on one real Redis Cluster;
+//! - [`powercut`]: a FUSE file system that loses what was not synced, for power-cut tests;
 //! - [`free_port`].
 //!
 //! Test support only: nothing here ships.
@@ -16,6 +17,7 @@
 pub mod binary;
 pub mod deployment;
 pub mod directory;
+pub mod powercut;
 pub mod provider;
 pub mod receiver;
 pub mod server;
