@@ -98,7 +98,12 @@ impl SigningKey {
                 let linked = std::fs::hard_link(&temporary, path);
                 std::fs::remove_file(&temporary).map_err(io)?;
                 match linked {
-                    Ok(()) => Ok(key),
+                    Ok(()) => {
+                        // The new name lives in the directory: sync it too, or a power cut may forget the
+                        // key (and with it every token signed by it) although its bytes were synced.
+                        sync_directory_of(path).map_err(io)?;
+                        Ok(key)
+                    }
                     Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
                         let pem = std::fs::read_to_string(path).map_err(io)?;
                         Self::from_pem(&pem).map_err(|reason| KeyError::Invalid { path: display.clone(), reason })
@@ -143,4 +148,9 @@ impl SigningKey {
             }]
         })
     }
+}
+/// Fsyncs the directory holding `path`, making the names added to it durable.
+fn sync_directory_of(path: &Path) -> std::io::Result<()> {
+    let directory = path.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::File::open(directory)?.sync_all()
 }

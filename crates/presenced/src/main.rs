@@ -6,7 +6,7 @@
 
 mod client;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -216,16 +216,36 @@ fn main() -> anyhow::Result<()> {
 fn open_key(config: &Config) -> anyhow::Result<SigningKey> {
     let path = config.signing_key_path();
     if let Some(directory) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
-        std::fs::create_dir_all(directory).with_context(|| format!("creating directory {}", directory.display()))?;
+        create_dir_durably(directory).with_context(|| format!("creating directory {}", directory.display()))?;
     }
     Ok(SigningKey::load_or_create_file(&path)?)
+}
+
+/// Creates `directory` and its missing parents, each one durably: a directory's name is an entry of its
+/// parent, so the parent is fsynced after it (without that a power cut may forget the new data directory,
+/// and the key and database in it, although their own bytes were synced).
+fn create_dir_durably(directory: &Path) -> std::io::Result<()> {
+    if directory.is_dir() {
+        return Ok(());
+    }
+    let parent = directory.parent().filter(|parent| !parent.as_os_str().is_empty());
+    if let Some(parent) = parent {
+        create_dir_durably(parent)?;
+    }
+    match std::fs::create_dir(directory) {
+        // Created here, or by another process just now: either way the entry is synced before use.
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(error) => return Err(error),
+    }
+    std::fs::File::open(parent.unwrap_or(Path::new(".")))?.sync_all()
 }
 
 /// Opens the store the configuration names.
 fn open_store(config: &Config) -> anyhow::Result<Arc<dyn PresenceStore>> {
     Ok(match config.store {
         config::StoreKind::Sqlite => {
-            std::fs::create_dir_all(&config.data_dir)
+            create_dir_durably(&config.data_dir)
                 .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
             Arc::new(
                 SqliteStore::open(&config.data_dir)
