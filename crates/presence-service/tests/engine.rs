@@ -1,6 +1,8 @@
 //! The engine without HTTP: commands, reads, timers, subscriptions and delivery through a recording
 //! webhook client, on a real SQLite store; and two engines sharing one store, as two nodes share one.
 
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,7 +14,7 @@ use presence_notify::target::TargetPolicy;
 use presence_service::{
     ManualClock, Posted, Service, ServiceConfig, ServiceError, Subscriber, WebhookFuture, Webhooks, Workers,
 };
-use presence_store::{PresenceStore, SqliteStore, StoredSubscription, UserKey};
+use presence_store::{PresenceStore, QueueKind, SqliteStore, StoredSubscription, UserKey};
 use serde_json::Value;
 use url::Url;
 
@@ -24,11 +26,20 @@ const ALEX: &str = "5e9a1c7b-8d44-4b0e-a3f2-6c1d2e3f4a5b";
 const START: i64 = 1_788_256_800_000;
 const MINUTE: i64 = 60_000;
 
-/// A subscriber endpoint that answers every handshake and every POST with 202, and keeps what arrived.
+/// Subscriber endpoints that answer every handshake and every POST with 202 (unless told to time out or to
+/// hold their answer), and keep what arrived.
 #[derive(Default)]
 struct Recorder {
     posts: Mutex<Vec<(String, Value)>>,
     arrived: tokio::sync::Notify,
+    /// URLs whose POSTs time out at once (as if no answer came within the timeout).
+    timing_out: Mutex<HashSet<String>>,
+    /// URLs whose POSTs wait for [`Recorder::release`] (at most the timeout, then time out).
+    held: Mutex<HashSet<String>>,
+    released: tokio::sync::Notify,
+    /// POSTs waiting for their answer now, and the most there ever were at once.
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
 }
 
 impl Webhooks for Recorder {
@@ -36,17 +47,73 @@ impl Webhooks for Recorder {
         Box::pin(async { Ok(()) })
     }
 
-    fn post<'a>(&'a self, url: &'a str, body: Vec<u8>, _timeout: Duration) -> WebhookFuture<'a, Posted> {
+    fn post<'a>(&'a self, url: &'a str, body: Vec<u8>, timeout: Duration) -> WebhookFuture<'a, Posted> {
         Box::pin(async move {
+            let in_flight = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_in_flight.fetch_max(in_flight, Ordering::SeqCst);
             let body = serde_json::from_slice(&body).expect("a JSON body");
             self.posts.lock().unwrap().push((url.to_owned(), body));
             self.arrived.notify_waiters();
-            Posted::Status(202)
+            let released = async {
+                loop {
+                    let released = self.released.notified();
+                    if !self.held.lock().unwrap().contains(url) {
+                        return;
+                    }
+                    released.await;
+                }
+            };
+            let answer = if self.timing_out.lock().unwrap().contains(url) {
+                Posted::TimedOut
+            } else {
+                match tokio::time::timeout(timeout, released).await {
+                    Ok(()) => Posted::Status(202),
+                    Err(_) => Posted::TimedOut,
+                }
+            };
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            answer
         })
     }
 }
 
 impl Recorder {
+    fn time_out(&self, url: &str) {
+        self.timing_out.lock().unwrap().insert(url.to_owned());
+    }
+
+    fn hold(&self, url: &str) {
+        self.held.lock().unwrap().insert(url.to_owned());
+    }
+
+    /// Answers the held POSTs to `url`, and the next ones at once.
+    fn release(&self, url: &str) {
+        self.held.lock().unwrap().remove(url);
+        self.released.notify_waiters();
+    }
+
+    /// The bodies POSTed to `url` so far.
+    fn posts_to(&self, url: &str) -> Vec<Value> {
+        self.posts.lock().unwrap().iter().filter(|(to, _)| to == url).map(|(_, body)| body.clone()).collect()
+    }
+
+    /// Waits (at most 20 s) until `url` got `count` POSTs, and returns their bodies.
+    async fn wait_posts(&self, url: &str, count: usize) -> Vec<Value> {
+        let wait = async {
+            loop {
+                let arrived = self.arrived.notified();
+                let posts = self.posts_to(url);
+                if posts.len() >= count {
+                    return posts;
+                }
+                arrived.await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), wait)
+            .await
+            .unwrap_or_else(|_| panic!("expected {count} POSTs to {url}, got {:?}", self.posts_to(url)))
+    }
+
     /// The change notification items so far: (user, sequence number, subscription).
     fn changes(&self) -> Vec<(String, String, String)> {
         let posts = self.posts.lock().unwrap();
@@ -103,9 +170,18 @@ struct Node {
 }
 
 fn node(store: &Arc<SqliteStore>, clock: &Arc<ManualClock>, recorder: &Arc<Recorder>) -> Node {
+    node_with(store, clock, recorder, config())
+}
+
+fn node_with(
+    store: &Arc<SqliteStore>,
+    clock: &Arc<ManualClock>,
+    recorder: &Arc<Recorder>,
+    config: ServiceConfig,
+) -> Node {
     let issuer = Issuer::new(SigningKey::generate(), "https://login.presenced.test");
     let webhooks: Arc<dyn Webhooks> = recorder.clone();
-    let service = Service::new(store.clone(), clock.clone(), Ok(webhooks), issuer, config());
+    let service = Service::new(store.clone(), clock.clone(), Ok(webhooks), issuer, config);
     let workers = service.spawn_workers().expect("the engine starts");
     Node { service, _workers: workers }
 }
@@ -152,11 +228,16 @@ async fn only_adele(ids: Vec<String>) -> Result<Vec<bool>, ServiceError> {
 }
 
 fn request(users: &[&str], minutes: i64) -> SubscriptionRequest {
+    request_to(users, minutes, "https://hooks.example.org/presence")
+}
+
+/// A subscription to `users` for `minutes`, notified at `url`.
+fn request_to(users: &[&str], minutes: i64, url: &str) -> SubscriptionRequest {
     let filter = users.iter().map(|id| format!("'{id}'")).collect::<Vec<_>>().join(",");
     SubscriptionRequest {
         change_type: Some("updated".into()),
         resource: Some(format!("communications/presences?$filter=id in ({filter})")),
-        notification_url: Some("https://hooks.example.org/presence".into()),
+        notification_url: Some(url.into()),
         expiration: Some(START + minutes * MINUTE),
         ..SubscriptionRequest::default()
     }
@@ -351,4 +432,271 @@ async fn an_expiry_does_not_remove_a_subscription_renewed_meanwhile() {
     service.clock_moved();
     eventually("the removal at the new end", || service.subscriptions_of(TENANT, APP).is_empty()).await;
     assert!(store.subscription(&created.id).unwrap().is_none());
+}
+
+/// The origin whose deliveries the slow-endpoint tests make slow, and a healthy one.
+const SLOW: &str = "https://slow.example.org";
+const OTHER: &str = "https://other.example.org";
+
+/// Room for the many subscriptions of one application the delivery tests make.
+fn roomy() -> ServiceConfig {
+    ServiceConfig { max_subscriptions_per_app: 100, ..config() }
+}
+
+/// Notification POSTs so far with `outcome` (delivered, timed_out...), from the engine's metrics.
+fn posts_by_outcome(service: &Service, outcome: &str) -> u64 {
+    let mut registry = prometheus_client::registry::Registry::default();
+    service.register_metrics(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let line = format!("notification_posts_total{{outcome=\"{outcome}\"}} ");
+    text.lines().find_map(|row| row.strip_prefix(&line)).map_or(0, |count| count.parse().unwrap())
+}
+
+/// Gives the [`SLOW`] origin `fast * changes` deliveries answered in time (`fast` subscriptions to Adele,
+/// `changes` changes delivered one by one) and then `slow` that time out (as many subscriptions to Alex, one
+/// change). Returns the fast subscriptions: (id, URL).
+async fn slow_share(
+    node: &Node,
+    recorder: &Recorder,
+    (fast, changes, slow): (usize, usize, usize),
+    lifecycle: Option<&str>,
+) -> Vec<(String, String)> {
+    let service = &node.service;
+    let mut subscriptions = Vec::new();
+    for index in 0..fast {
+        let url = format!("{SLOW}/fast/{index}");
+        let mut request = request_to(&[ADELE], 60, &url);
+        request.lifecycle_notification_url = lifecycle.map(str::to_owned);
+        let created = service.create_subscription(subscriber(), &request, "v1_2".into(), everyone).await.unwrap();
+        subscriptions.push((created.id, url));
+    }
+    for change in 0..changes {
+        let (availability, activity) = if change % 2 == 0 { ("Busy", "InACall") } else { ("Available", "Available") };
+        service.apply(key(ADELE), set_presence(availability, activity)).await.unwrap();
+        for (_, url) in &subscriptions {
+            recorder.wait_posts(url, change + 1).await;
+        }
+    }
+    for index in 0..slow {
+        let url = format!("{SLOW}/slow/{index}");
+        recorder.time_out(&url);
+        service
+            .create_subscription(subscriber(), &request_to(&[ALEX], 60, &url), "v1_2".into(), everyone)
+            .await
+            .unwrap();
+    }
+    service.apply(key(ALEX), set_presence("Busy", "InACall")).await.unwrap();
+    // Counted once each attempt is over (a POST is recorded when it arrives, before its answer).
+    let counted = || {
+        posts_by_outcome(service, "delivered") == (fast * changes) as u64
+            && posts_by_outcome(service, "timed_out") == slow as u64
+    };
+    eventually("every delivery counted", counted).await;
+    subscriptions
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_with_ten_percent_slow_deliveries_is_delayed_until_its_window_ends() {
+    let Setup { _dir, store, clock, recorder } = setup();
+    let node = node_with(&store, &clock, &recorder, roomy());
+    let service = &node.service;
+    // 90 deliveries in time, then 10 timeouts: 10% of 100, which delays the origin's notifications.
+    let fast = slow_share(&node, &recorder, (9, 10, 10), None).await;
+    let sentinel = format!("{OTHER}/sentinel");
+    service
+        .create_subscription(subscriber(), &request_to(&[ADELE], 60, &sentinel), "v1_2".into(), everyone)
+        .await
+        .unwrap();
+
+    service.apply(key(ADELE), set_presence("DoNotDisturb", "Presenting")).await.unwrap();
+    recorder.wait_posts(&sentinel, 1).await;
+    // Nine minutes on (every retry of the timed-out queues fell due meanwhile), a later change reaches the
+    // healthy origin; the slow one got nothing since.
+    clock.advance(9 * MINUTE);
+    service.clock_moved();
+    service.apply(key(ADELE), set_presence("Away", "Away")).await.unwrap();
+    recorder.wait_posts(&sentinel, 2).await;
+    for (_, url) in &fast {
+        assert_eq!(recorder.posts_to(url).len(), 10, "{url} was not delayed");
+    }
+    for index in 0..10 {
+        assert_eq!(recorder.posts_to(&format!("{SLOW}/slow/{index}")).len(), 1, "a retry was not delayed");
+    }
+
+    // Ten minutes after the first delayed notification (when the counters reset too), both changes go.
+    clock.advance(MINUTE);
+    service.clock_moved();
+    for (_, url) in &fast {
+        let posts = recorder.wait_posts(url, 11).await;
+        let items = posts[10]["value"].as_array().unwrap();
+        assert_eq!(items.len(), 2, "{url}: {items:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_with_fifteen_percent_slow_deliveries_is_dropped_with_missed_events() {
+    let Setup { _dir, store, clock, recorder } = setup();
+    let node = node_with(&store, &clock, &recorder, roomy());
+    let service = &node.service;
+    // 85 deliveries in time, then 15 timeouts: 15% of 100, the share at which notifications are dropped.
+    let lifecycle = format!("{OTHER}/lifecycle");
+    let fast = slow_share(&node, &recorder, (5, 17, 15), Some(&lifecycle)).await;
+
+    service.apply(key(ADELE), set_presence("DoNotDisturb", "Presenting")).await.unwrap();
+    let posts = recorder.wait_posts(&lifecycle, fast.len()).await;
+    let mut told: Vec<&str> = Vec::new();
+    for item in posts.iter().flat_map(|post| post["value"].as_array().unwrap()) {
+        assert_eq!(item["lifecycleEvent"], "missed", "{item}");
+        told.push(item["subscriptionId"].as_str().unwrap());
+    }
+    told.sort_unstable();
+    let mut expected: Vec<&str> = fast.iter().map(|(id, _)| id.as_str()).collect();
+    expected.sort_unstable();
+    assert_eq!(told, expected, "each dropped queue's subscription is told once");
+    for (_, url) in &fast {
+        assert_eq!(recorder.posts_to(url).len(), 17, "{url} got the dropped notification");
+    }
+    let changes_left = store.queue_lengths().unwrap().into_iter().filter(|(queue, _)| {
+        queue.kind == QueueKind::Changes && fast.iter().any(|(id, _)| *id == queue.subscription_id)
+    });
+    assert_eq!(changes_left.count(), 0, "the dropped queues are empty");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_does_not_answer_holds_up_only_its_own_queue() {
+    let Setup { _dir, store, clock, recorder } = setup();
+    let node = node(&store, &clock, &recorder);
+    let service = &node.service;
+    let (held, quick) = ("https://hooks.example.org/held", format!("{OTHER}/quick"));
+    for url in [held, quick.as_str()] {
+        service
+            .create_subscription(subscriber(), &request_to(&[ADELE], 60, url), "v1_2".into(), everyone)
+            .await
+            .unwrap();
+    }
+    recorder.hold(held);
+    service.apply(key(ADELE), set_presence("Busy", "InACall")).await.unwrap();
+    recorder.wait_posts(held, 1).await;
+    service.apply(key(ADELE), set_presence("Available", "Available")).await.unwrap();
+    // Both changes reach the other subscriber while the first POST to the held one waits for its answer.
+    let mut delivered = 0;
+    while delivered < 2 {
+        let arrived = recorder.arrived.notified();
+        delivered = recorder.posts_to(&quick).iter().map(|post| post["value"].as_array().unwrap().len()).sum();
+        if delivered < 2 {
+            tokio::time::timeout(Duration::from_secs(20), arrived).await.expect("the quick subscriber is held up");
+        }
+    }
+    assert_eq!(recorder.posts_to(held).len(), 1, "the held queue waits for its answer");
+    recorder.release(held);
+    let posts = recorder.wait_posts(held, 2).await;
+    assert_eq!(posts[1]["value"].as_array().unwrap().len(), 1, "the second change, after the first");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_in_flight_stay_within_max_concurrent_deliveries() {
+    let Setup { _dir, store, clock, recorder } = setup();
+    let config = ServiceConfig { max_concurrent_deliveries: 2, delivery_timeout: Duration::from_secs(30), ..roomy() };
+    let node = node_with(&store, &clock, &recorder, config);
+    let service = &node.service;
+    let urls: Vec<String> = (0..4).map(|index| format!("https://hooks.example.org/held/{index}")).collect();
+    for url in &urls {
+        recorder.hold(url);
+        service
+            .create_subscription(subscriber(), &request_to(&[ADELE], 60, url), "v1_2".into(), everyone)
+            .await
+            .unwrap();
+    }
+    service.apply(key(ADELE), set_presence("Busy", "InACall")).await.unwrap();
+    eventually("two POSTs waiting", || recorder.in_flight.load(Ordering::SeqCst) == 2).await;
+    for url in &urls {
+        recorder.release(url);
+    }
+    for url in &urls {
+        recorder.wait_posts(url, 1).await;
+    }
+    assert_eq!(recorder.most_in_flight.load(Ordering::SeqCst), 2, "more than max_concurrent_deliveries at once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_notifications_go_out_in_posts_of_notification_batch_size() {
+    let Setup { _dir, store, clock, recorder } = setup();
+    let node = node_with(&store, &clock, &recorder, ServiceConfig { max_batch: 2, ..config() });
+    let service = &node.service;
+    let url = "https://hooks.example.org/presence";
+    service.create_subscription(subscriber(), &request(&[ADELE], 60), "v1_2".into(), everyone).await.unwrap();
+    recorder.hold(url);
+    service.apply(key(ADELE), set_presence("Busy", "InACall")).await.unwrap();
+    recorder.wait_posts(url, 1).await;
+    // Four more changes queue behind the POST that waits.
+    for (availability, activity) in
+        [("Available", "Available"), ("Away", "Away"), ("DoNotDisturb", "Presenting"), ("Busy", "InACall")]
+    {
+        service.apply(key(ADELE), set_presence(availability, activity)).await.unwrap();
+    }
+    recorder.release(url);
+    let posts = recorder.wait_posts(url, 3).await;
+    let sizes: Vec<usize> = posts.iter().map(|post| post["value"].as_array().unwrap().len()).collect();
+    assert_eq!(sizes, [1, 2, 2]);
+    let sequences: Vec<String> = recorder.changes().into_iter().map(|(_, sequence, _)| sequence).collect();
+    let expected: Vec<String> = (1..=5).map(|sequence| format!("{sequence:020}")).collect();
+    assert_eq!(sequences, expected, "in order, each once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fades_that_fell_due_while_no_engine_ran_are_notified_when_one_starts() {
+    let Setup { _dir, store, clock, recorder } = setup();
+    let before = node(&store, &clock, &recorder);
+    before.service.create_subscription(subscriber(), &request(&[ADELE], 60), "v1_2".into(), everyone).await.unwrap();
+    before.service.apply(key(ADELE), set_presence("Available", "Available")).await.unwrap();
+    recorder.wait_changes(1).await;
+    eventually("the delivery acknowledged", || before.service.counts().queued == 0).await;
+    drop(before);
+
+    // Eleven minutes with no engine: both fades (5 and 10 minutes) fall due unseen.
+    clock.advance(11 * MINUTE);
+    let after = node(&store, &clock, &recorder);
+    let changes = recorder.wait_changes(3).await;
+    let sequences: Vec<&str> = changes.iter().map(|(_, sequence, _)| sequence.as_str()).collect();
+    assert_eq!(sequences, ["00000000000000000001", "00000000000000000002", "00000000000000000003"]);
+    let presence = after.service.read(key(ADELE)).await.unwrap();
+    assert_eq!(presence.availability, Availability::Away);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_a_delivery_in_flight_finish_and_leaves_one_that_cannot_queued() {
+    let Setup { _dir, store, clock, recorder } = setup();
+    let config = ServiceConfig { delivery_timeout: Duration::from_millis(500), ..config() };
+    let url = "https://hooks.example.org/presence";
+    let shutdown = |node: Node| tokio::spawn(async move { node.service.shutdown(node._workers).await });
+
+    // Answered while the engine stops: delivered, acknowledged, nothing left queued.
+    let first = node_with(&store, &clock, &recorder, config.clone());
+    first.service.create_subscription(subscriber(), &request(&[ADELE], 60), "v1_2".into(), everyone).await.unwrap();
+    recorder.hold(url);
+    first.service.apply(key(ADELE), set_presence("Busy", "InACall")).await.unwrap();
+    recorder.wait_posts(url, 1).await;
+    let stopping = shutdown(first);
+    recorder.release(url);
+    tokio::time::timeout(Duration::from_secs(20), stopping).await.expect("shutdown finishes").unwrap();
+    assert_eq!(store.queue_lengths().unwrap(), [], "the delivery in flight was acknowledged");
+
+    // Never answered: the stop waits no longer than the delivery's timeout, and the notification stays
+    // queued for the next start.
+    let store = Arc::new(SqliteStore::open(_dir.path()).unwrap());
+    let second = node_with(&store, &clock, &recorder, config.clone());
+    recorder.hold(url);
+    second.service.apply(key(ADELE), set_presence("Available", "Available")).await.unwrap();
+    recorder.wait_posts(url, 2).await;
+    let stopping = shutdown(second);
+    tokio::time::timeout(Duration::from_secs(20), stopping).await.expect("shutdown finishes").unwrap();
+    let queued: Vec<u64> = store.queue_lengths().unwrap().into_iter().map(|(_, length)| length).collect();
+    assert_eq!(queued, [1], "the unanswered notification stays queued");
+    recorder.release(url);
+    let store = Arc::new(SqliteStore::open(_dir.path()).unwrap());
+    clock.advance(MINUTE); // past the stopped engine's delivery lease
+    let _third = node_with(&store, &clock, &recorder, config);
+    let posts = recorder.wait_posts(url, 3).await;
+    assert_eq!(posts[2]["value"][0]["resourceData"]["sequenceNumber"], "00000000000000000002");
 }
