@@ -38,13 +38,7 @@ impl Deployment {
                 &format!("signing_key_file = {:?}", dir.path().join("signing-key.pem").to_str().unwrap()),
             );
         if let Some(ca) = webhook_ca {
-            let ca_file = dir.path().join("webhook-ca.pem");
-            std::fs::write(&ca_file, ca).unwrap();
-            config =
-                config.replace("notification_allow_internal = false", "notification_allow_internal = true").replace(
-                    "# notification_ca_file = \"/etc/presenced/webhook-ca.pem\"",
-                    &format!("notification_ca_file = {:?}", ca_file.to_str().unwrap()),
-                );
+            config = crate::receiver::trusting_receivers(&config, ca, dir.path());
         }
         if test_clock {
             config = config

@@ -433,10 +433,6 @@ fn remove_backing(path: &Path) -> io::Result<()> {
     }
 }
 
-fn errno(error: io::Error) -> Errno {
-    Errno::from(error)
-}
-
 /// The file system as FUSE calls it.
 struct Mounted(Arc<Mutex<Tree>>);
 
@@ -628,7 +624,7 @@ impl Filesystem for Mounted {
     }
 
     fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        reply_empty(reply, self.tree().sync_file(ino.0).map_err(errno));
+        reply_empty(reply, self.tree().sync_file(ino.0).map_err(Errno::from));
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -661,7 +657,7 @@ impl Filesystem for Mounted {
     }
 
     fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        reply_empty(reply, self.tree().sync_directory(ino.0).map_err(errno));
+        reply_empty(reply, self.tree().sync_directory(ino.0).map_err(Errno::from));
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

@@ -1,6 +1,7 @@
 //! A real HTTPS webhook receiver: a test CA, a certificate for 127.0.0.1 issued by it, and a server that
 //! answers Graph's validation handshake and records every notification POST.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -183,8 +184,21 @@ impl Receiver {
         .await
     }
 
+    /// Checks `ready` now and after every POST that arrives until it holds, for at most `within`: whether
+    /// it came to hold.
+    pub async fn wait_until(&self, within: Duration, ready: impl Fn() -> bool) -> bool {
+        self.wait_within(within, || ready().then_some(())).await.is_some()
+    }
+
     /// Checks `ready` after every POST that arrives until it answers, for at most 20 seconds.
     async fn wait_for<T>(&self, ready: impl Fn() -> Option<T>, failure: impl Fn() -> String) -> T {
+        match self.wait_within(Duration::from_secs(20), ready).await {
+            Some(value) => value,
+            None => panic!("{}", failure()),
+        }
+    }
+
+    async fn wait_within<T>(&self, within: Duration, ready: impl Fn() -> Option<T>) -> Option<T> {
         let wait = async {
             loop {
                 let arrived = self.shared.arrived.notified();
@@ -194,9 +208,17 @@ impl Receiver {
                 arrived.await;
             }
         };
-        match tokio::time::timeout(Duration::from_secs(20), wait).await {
-            Ok(value) => value,
-            Err(_) => panic!("{}", failure()),
-        }
+        tokio::time::timeout(within, wait).await.ok()
     }
+}
+
+/// `config` (a presenced configuration's text) changed to deliver to test receivers: internal targets
+/// allowed, and the receivers' CA `ca_pem` trusted, written to `dir/webhook-ca.pem`.
+pub fn trusting_receivers(config: &str, ca_pem: &str, dir: &Path) -> String {
+    let ca_file = dir.join("webhook-ca.pem");
+    std::fs::write(&ca_file, ca_pem).expect("the CA file is written");
+    config.replace("notification_allow_internal = false", "notification_allow_internal = true").replace(
+        "# notification_ca_file = \"/etc/presenced/webhook-ca.pem\"",
+        &format!("notification_ca_file = {:?}", ca_file.to_str().expect("a UTF-8 path")),
+    )
 }

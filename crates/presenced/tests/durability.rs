@@ -115,14 +115,8 @@ async fn queued_notifications_survive_sigkill_and_are_delivered_in_order_after_r
     let receiver = receiver::Receiver::start().await;
     receiver.answer_with(503);
     let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("webhook-ca.pem");
-    std::fs::write(&ca_file, &receiver.ca_pem).unwrap();
-    let config = include_str!("../../../presenced.example.toml")
-        .replace("notification_allow_internal = false", "notification_allow_internal = true")
-        .replace(
-            "# notification_ca_file = \"/etc/presenced/webhook-ca.pem\"",
-            &format!("notification_ca_file = {:?}", ca_file.to_str().unwrap()),
-        );
+    let config =
+        receiver::trusting_receivers(include_str!("../../../presenced.example.toml"), &receiver.ca_pem, dir.path());
     let config_file = dir.path().join("presenced.toml");
     std::fs::write(&config_file, config).unwrap();
     let global = ["--config", config_file.to_str().unwrap()];

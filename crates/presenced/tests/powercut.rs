@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use hyper::Method;
 use presence_testkit::binary::{self, HttpClient, Running};
 use presence_testkit::powercut::{Losses, PowerCut};
-use presence_testkit::receiver::Receiver;
+use presence_testkit::receiver::{trusting_receivers, Receiver};
 use presence_testkit::{ADELE, ALEX, APP};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -198,14 +198,8 @@ async fn acknowledged_writes_survive_a_power_cut_under_load() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let receiver = Receiver::start().await;
     let outside = tempfile::tempdir().unwrap();
-    let ca_file = outside.path().join("webhook-ca.pem");
-    std::fs::write(&ca_file, &receiver.ca_pem).unwrap();
-    let config = include_str!("../../../presenced.example.toml")
-        .replace("notification_allow_internal = false", "notification_allow_internal = true")
-        .replace(
-            "# notification_ca_file = \"/etc/presenced/webhook-ca.pem\"",
-            &format!("notification_ca_file = {:?}", ca_file.to_str().unwrap()),
-        );
+    let example = include_str!("../../../presenced.example.toml");
+    let config = trusting_receivers(example, &receiver.ca_pem, outside.path());
     let config_file = outside.path().join("presenced.toml");
     std::fs::write(&config_file, config).unwrap();
     let global = ["--config", config_file.to_str().unwrap(), "--test-clock"];
@@ -324,11 +318,8 @@ async fn acknowledged_writes_survive_a_power_cut_under_load() {
             sequences.dedup();
             sequences.contains(&current[subscription.user].as_str()) && sequences.len() >= after
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !expected.iter().all(|(subscription, after)| delivered(subscription, *after)) && Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let all_delivered = || expected.iter().all(|(subscription, after)| delivered(subscription, *after));
+        receiver.wait_until(Duration::from_secs(30), all_delivered).await;
         for (subscription, after) in &expected {
             figures.notifications_checked += 1;
             if !delivered(subscription, *after) {
