@@ -7,7 +7,8 @@
 //! the presence JSON a GET would return.
 
 use std::convert::Infallible;
-use std::time::Duration;
+use std::pin::Pin;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
@@ -27,7 +28,7 @@ use crate::wire::PresenceJson;
 /// Streams one application of a tenant may hold open at once; more get `429`.
 const MAX_STREAMS_PER_APP: usize = 64;
 
-/// How often an open stream checks that its token is still valid (it ends when it is not).
+/// How often an open stream checks that its token is still accepted (it also ends when the token expires).
 const TOKEN_CHECK: Duration = Duration::from_secs(30);
 
 /// One open stream, counted in the state's open streams until dropped.
@@ -103,9 +104,13 @@ pub(crate) async fn events(State(state): State<AppState>, headers: HeaderMap) ->
     let caller = authenticate(&state, &headers).await?;
     authorize(&caller, Operation::ReadManyPresences, Target::Many)?;
     let token = bearer_token(&headers)?.to_owned();
+    let (_, refused_from) = state.inner.verifier.verify_until(&token)?;
     let slot = StreamSlot::open(&state, (caller.tenant_id.clone(), caller.app_id.clone()))
         .ok_or(ApiError::Throttled(TOKEN_CHECK.as_secs()))?;
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let lifetime = Duration::from_secs(u64::try_from(refused_from).unwrap_or(0)).saturating_sub(since_epoch);
     let listener = Listener {
+        expiry: Box::pin(tokio::time::sleep(lifetime)),
         receiver: state.service().follow_changes(),
         stopping: state.inner.stopping.subscribe(),
         check: tokio::time::interval_at(tokio::time::Instant::now() + TOKEN_CHECK, TOKEN_CHECK),
@@ -125,6 +130,9 @@ pub(crate) async fn events(State(state): State<AppState>, headers: HeaderMap) ->
 struct Listener {
     receiver: ChangeFeed,
     stopping: tokio::sync::watch::Receiver<bool>,
+    /// Ends the stream when its token is no longer accepted.
+    expiry: Pin<Box<tokio::time::Sleep>>,
+    /// Ends it earlier if the token is refused before (its trust's key was withdrawn).
     check: tokio::time::Interval,
     state: AppState,
     caller: presence_auth::Caller,
@@ -146,6 +154,7 @@ impl Listener {
                 received = self.receiver.recv() => received,
                 // The server is shutting down: end the stream, so the drain does not wait for it.
                 _ = self.stopping.wait_for(|stopping| *stopping) => return None,
+                () = &mut self.expiry => return None,
                 _ = self.check.tick() => {
                     if self.state.inner.verifier.verify(&self.token).is_err() {
                         return None;

@@ -196,3 +196,108 @@ async fn the_board_stream_carries_the_tenants_changes_fades_included() {
     .await;
     assert!(ended.is_ok(), "the stream did not end at shutdown");
 }
+
+/// Opens the board's stream with `token`.
+async fn open_board(server: &Server, token: &str) -> axum::response::Response {
+    let request = Request::builder()
+        .method(Method::GET)
+        .uri("/board/events")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    server.router.clone().oneshot(request).await.unwrap()
+}
+
+/// The next event of the stream, its name and data (keep-alive comments skipped); `None` once it ended.
+async fn next_event(body: &mut Body, buffer: &mut String) -> Option<(String, String)> {
+    loop {
+        if let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let field = |name: &str| block.lines().find_map(|line| line.strip_prefix(name)).map(str::to_owned);
+            if let Some(event) = field("event: ") {
+                return Some((event, field("data: ").unwrap_or_default()));
+            }
+            continue;
+        }
+        let frame = body.frame().await?.unwrap();
+        if let Ok(data) = frame.into_data() {
+            buffer.push_str(std::str::from_utf8(&data).unwrap());
+        }
+    }
+}
+
+#[tokio::test]
+async fn each_application_of_a_tenant_holds_at_most_64_board_streams() {
+    let server = Server::started();
+    let token = server.app(&["Presence.Read.All"]);
+    let mut open = Vec::new();
+    for _ in 0..64 {
+        let response = open_board(&server, &token).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        open.push(response);
+    }
+    let refused = open_board(&server, &token).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS, "a 65th stream is refused");
+    assert_eq!(refused.headers()["retry-after"], "30");
+    let body: Value = serde_json::from_slice(&refused.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["error"]["code"], "TooManyRequests");
+
+    // Another application of the tenant, and an application of another tenant, count on their own.
+    let other_app = server.app_of(presence_testkit::TENANT, presence_testkit::APP2, &["Presence.Read.All"]);
+    assert_eq!(open_board(&server, &other_app).await.status(), StatusCode::OK);
+    let other_tenant =
+        server.app_of(presence_testkit::OTHER_TENANT, presence_testkit::OTHER_APP, &["Presence.Read.All"]);
+    assert_eq!(open_board(&server, &other_tenant).await.status(), StatusCode::OK);
+
+    // A stream that closes gives its place back.
+    open.pop();
+    assert_eq!(open_board(&server, &token).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_board_listener_that_falls_behind_is_told_to_resync() {
+    let server = Server::started();
+    let mut body = open_board(&server, &server.app(&["Presence.Read.All"])).await.into_body();
+    let mut buffer = String::new();
+    assert_eq!(next_event(&mut body, &mut buffer).await.unwrap().0, "ready");
+
+    // While the listener reads nothing, more changes than the feed keeps for it (4096): each write of a
+    // user's loop changes what the user shows.
+    let changes = |user: &'static str| {
+        let server = &server;
+        async move {
+            for n in 0..2100 {
+                let (availability, activity) =
+                    if n % 2 == 0 { ("Busy", "InACall") } else { ("Available", "Available") };
+                server.set_presence(user, availability, activity, Some("PT1H")).await;
+            }
+        }
+    };
+    tokio::join!(changes(ADELE), changes(ALEX));
+
+    let (event, data) = next_event(&mut body, &mut buffer).await.unwrap();
+    assert_eq!((event.as_str(), data.as_str()), ("resync", "{}"), "told it missed changes, before any of them");
+    // The stream goes on with the changes still kept.
+    assert_eq!(next_event(&mut body, &mut buffer).await.unwrap().0, "presence");
+}
+
+#[tokio::test]
+async fn a_board_stream_ends_when_its_token_expires() {
+    let server = Server::started();
+    // Valid for an hour, accepted a minute longer (the leeway).
+    let mut body = open_board(&server, &server.app(&["Presence.Read.All"])).await.into_body();
+    let mut buffer = String::new();
+    assert_eq!(next_event(&mut body, &mut buffer).await.unwrap().0, "ready");
+
+    // With the clock paused, time moves on as fast as the stream's timers ask: keep-alives every 15 s,
+    // token checks every 30 s, and the end.
+    tokio::time::pause();
+    let opened = tokio::time::Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(2 * 3600), async {
+        while next_event(&mut body, &mut buffer).await.is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived its token");
+    let lasted = opened.elapsed().as_secs();
+    assert!((3650..=3660).contains(&lasted), "the stream lasted {lasted} s, not the token's hour and a minute");
+}

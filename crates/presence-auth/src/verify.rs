@@ -187,15 +187,15 @@ impl Verifier {
         i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX)
     }
 
-    /// The remembered caller of `token`, if it was verified and is still valid at `now` (seconds).
-    fn remembered(&self, token: &str, now: i64) -> Option<Caller> {
+    /// The remembered verification of `token`, if it is still valid at `now` (seconds).
+    fn remembered(&self, token: &str, now: i64) -> Option<Verified> {
         let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let leeway = i64::try_from(self.validation.leeway).unwrap_or(0);
         match cache.get(token) {
             Some(entry)
                 if now < entry.expires.saturating_add(leeway) && now >= entry.not_before.saturating_sub(leeway) =>
             {
-                Some(entry.caller.clone())
+                Some(entry.clone())
             }
             Some(_) => {
                 cache.remove(token);
@@ -223,17 +223,30 @@ impl Verifier {
 
     /// Verifies `token` (without the `Bearer ` prefix) against the real clock.
     pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+        Ok(self.verified(token)?.caller)
+    }
+
+    /// Verifies `token` like [`verify`](Self::verify), and says until when it is accepted: the first second
+    /// (since the epoch) at which it is refused, its `exp` plus the leeway.
+    pub fn verify_until(&self, token: &str) -> Result<(Caller, i64), AuthError> {
+        let verified = self.verified(token)?;
+        let leeway = i64::try_from(self.validation.leeway).unwrap_or(0);
+        Ok((verified.caller, verified.expires.saturating_add(leeway)))
+    }
+
+    fn verified(&self, token: &str) -> Result<Verified, AuthError> {
         if token.is_empty() {
             return Err(AuthError::MissingToken);
         }
         let now = Self::now();
-        if let Some(caller) = self.remembered(token, now) {
-            return Ok(caller);
+        if let Some(verified) = self.remembered(token, now) {
+            return Ok(verified);
         }
         let generation = self.key_generation.load(std::sync::atomic::Ordering::SeqCst);
         let (caller, not_before, expires) = self.verify_signed(token)?;
-        self.remember(token, Verified { caller: caller.clone(), not_before, expires }, now, generation);
-        Ok(caller)
+        let verified = Verified { caller, not_before, expires };
+        self.remember(token, verified.clone(), now, generation);
+        Ok(verified)
     }
 
     /// The full verification: signature, times, issuer, audience, directory.
@@ -502,12 +515,13 @@ mod tests {
             lifetime_seconds: 100,
         });
         let caller = verifier.verify(&token).unwrap();
-        assert_eq!(verifier.remembered(&token, now), Some(caller.clone()));
+        assert_eq!(verifier.remembered(&token, now).map(|verified| verified.caller), Some(caller.clone()));
         assert_eq!(verifier.verify(&token).unwrap(), caller, "answered from the cache");
-        assert_eq!(verifier.remembered(&token, now + 100 + 60), None, "not after exp plus the leeway");
-        assert_eq!(verifier.remembered(&token, now), None, "and forgotten then");
+        assert_eq!(verifier.verify_until(&token).unwrap(), (caller.clone(), now + 100 + 60), "exp plus the leeway");
+        assert!(verifier.remembered(&token, now + 100 + 60).is_none(), "not after exp plus the leeway");
+        assert!(verifier.remembered(&token, now).is_none(), "and forgotten then");
         let tampered = format!("{}x", token);
         assert!(verifier.verify(&tampered).is_err());
-        assert_eq!(verifier.remembered(&tampered, now), None, "a failed token is not remembered");
+        assert!(verifier.remembered(&tampered, now).is_none(), "a failed token is not remembered");
     }
 }
