@@ -192,3 +192,83 @@ async fn an_idle_keep_alive_connection_is_closed_and_its_slot_freed() {
     let answer = tokio::time::timeout(Duration::from_secs(60), read_all(&mut second)).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "the slot was freed: {answer}");
 }
+
+/// A server whose shutdown the test starts: its address, the engine, the trigger, and the task serving
+/// (it ends when the drain does).
+async fn start_stoppable(
+    limits: ConnectionLimits,
+) -> (std::net::SocketAddr, Server, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let server = Server::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async {
+        let _ = stopped.await;
+    };
+    let serving = tokio::spawn(presence_api::serve(listener, server.router.clone(), limits, None, shutdown));
+    (address, server, stop, serving)
+}
+
+/// Sends the head of a setPresence (Adele busy) and the first half of its body, and waits until the
+/// server reads the body (it answers the `Expect: 100-continue`): the request is in flight. Returns the
+/// rest of the body.
+async fn begin_set_presence(stream: &mut TcpStream, server: &Server) -> Vec<u8> {
+    let body = serde_json::json!({
+        "sessionId": APP, "availability": "Busy", "activity": "InACall", "expirationDuration": "PT1H"
+    })
+    .to_string();
+    let head = format!(
+        "POST /v1.0/users/{ADELE}/presence/setPresence HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        server.writer(),
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut interim = [0u8; 25];
+    stream.read_exact(&mut interim).await.unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    let (first, rest) = body.as_bytes().split_at(body.len() / 2);
+    stream.write_all(first).await.unwrap();
+    rest.to_vec()
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_lets_a_request_in_flight_finish() {
+    let (address, server, stop, mut serving) = start_stoppable(defaults()).await;
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    let rest = begin_set_presence(&mut stream, &server).await;
+
+    stop.send(()).unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(5), &mut serving).await;
+    assert!(waited.is_err(), "serving ended with a request in flight, inside the drain timeout (10 s)");
+    // The write that follows waits for the store's thread: on the real clock, the paused one would jump.
+    tokio::time::resume();
+    stream.write_all(&rest).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(60), read_all(&mut stream)).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "the request begun before shutdown is answered: {answer}");
+    assert_eq!(server.shows(ADELE).await, ("Busy".to_owned(), "InACall".to_owned()));
+    tokio::time::timeout(Duration::from_secs(60), serving)
+        .await
+        .expect("the drain ends with its last request")
+        .unwrap();
+    assert!(TcpStream::connect(address).await.is_err(), "nothing listens any more");
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_stops_waiting_for_requests_at_the_drain_timeout() {
+    // The request's body stalls: the router would answer 408 after 30 s, but the drain gives up after 5.
+    let limits = ConnectionLimits { drain_timeout: Duration::from_secs(5), ..defaults() };
+    let (address, server, stop, serving) = start_stoppable(limits).await;
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    begin_set_presence(&mut stream, &server).await;
+
+    let stopped = tokio::time::Instant::now();
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(120), serving).await.expect("the drain ends").unwrap();
+    let drained = stopped.elapsed();
+    assert!(
+        (Duration::from_secs(5)..Duration::from_secs(6)).contains(&drained),
+        "the drain took {drained:?}, not its 5 s"
+    );
+    assert_eq!(server.shows(ADELE).await.0, "Offline");
+}
