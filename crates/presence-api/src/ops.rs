@@ -32,10 +32,11 @@ pub(crate) async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready to serve: stored subscriptions and queues are loaded and the store answers.
+/// Ready to serve: stored subscriptions and queues are loaded, the trusted providers' keys were fetched
+/// once, and the store answers.
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     let service = state.service();
-    let ready = service.is_ready();
+    let ready = service.is_ready() && state.inner.trust_keys_fetched.load(std::sync::atomic::Ordering::Acquire);
     let store = service.ping().await;
     let (status, body) = match (ready, store) {
         (true, Ok(())) => (StatusCode::OK, json!({ "status": "ready" })),

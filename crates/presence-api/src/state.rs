@@ -68,6 +68,10 @@ pub(crate) struct Inner {
     pub(crate) serve_metrics: bool,
     pub(crate) serve_board: bool,
     pub(crate) trust_keys: Option<Arc<crate::trust::TrustKeys>>,
+    /// Whether the trusted providers' keys were fetched once (each fetch done, or failed): until then
+    /// the server is not ready, as it would refuse tokens it will accept a moment later. Set from the
+    /// start when there are no trusts.
+    pub(crate) trust_keys_fetched: std::sync::atomic::AtomicBool,
     /// The directory requests see: configured users, and those added from trusted tokens.
     pub(crate) users: crate::users::Users,
 }
@@ -103,6 +107,7 @@ impl AppState {
                 body: BodyLimits { max_bytes: config.max_body_bytes, read_timeout: config.body_read_timeout },
                 serve_metrics: config.metrics,
                 serve_board: config.board,
+                trust_keys_fetched: std::sync::atomic::AtomicBool::new(config.trust_keys.is_none()),
                 trust_keys: config.trust_keys,
                 users,
             }),
@@ -125,12 +130,13 @@ impl AppState {
     }
 }
 
-/// Keeps the trusted providers' keys fresh: fetches them now, then every `every`. Runs until the server
-/// stops (spawn it).
+/// Keeps the trusted providers' keys fresh: fetches them now (the server is ready once this first fetch
+/// is over), then every `every`. Runs until the server stops (spawn it).
 pub async fn keep_trust_keys_fresh(state: AppState, every: std::time::Duration) {
     let Some(keys) = state.inner.trust_keys.clone() else { return };
     loop {
         keys.fetch_all(&state.inner.verifier).await;
+        state.inner.trust_keys_fetched.store(true, std::sync::atomic::Ordering::Release);
         tokio::time::sleep(every).await;
     }
 }

@@ -72,6 +72,27 @@ pub fn wait_for_port(port: u16, within: Duration) {
     }
 }
 
+/// Waits (at most `within`) until the server at `base` (`http://127.0.0.1:PORT`) answers `/readyz` with
+/// `200`.
+pub fn wait_ready(base: &str, within: Duration) {
+    use std::io::{Read, Write};
+    let address = base.strip_prefix("http://").expect("a plain HTTP base");
+    let deadline = Instant::now() + within;
+    loop {
+        let answer = std::net::TcpStream::connect(address).and_then(|mut stream| {
+            stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer)?;
+            Ok(answer)
+        });
+        if answer.is_ok_and(|answer| answer.starts_with("HTTP/1.1 200")) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{base} was not ready within {within:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// A token minted by `binary token` with `global` arguments and `extra` token arguments.
 pub fn token(binary: &Path, global: &[&str], extra: &[&str]) -> String {
     let output = Command::new(binary).args(global).arg("token").args(extra).output().expect("presenced runs");

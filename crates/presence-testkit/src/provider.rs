@@ -34,6 +34,8 @@ struct Shared {
     entra: Mutex<Vec<ProviderKey>>,
     keycloak: Mutex<Vec<ProviderKey>>,
     down: AtomicBool,
+    /// While `true`, requests are counted and then wait for it to turn `false`.
+    held: tokio::sync::watch::Sender<bool>,
     /// JWKS documents served.
     jwks_served: AtomicUsize,
     /// Requests of any kind, answered or not.
@@ -55,6 +57,7 @@ pub const REALM: &str = "/realms/staff";
 
 async fn answer(shared: Arc<Shared>, uri: Uri) -> Response {
     shared.requests.fetch_add(1, Ordering::SeqCst);
+    let _ = shared.held.subscribe().wait_for(|held| !*held).await;
     if shared.down.load(Ordering::SeqCst) {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
@@ -85,6 +88,7 @@ impl Provider {
             entra: Mutex::new(vec![entra]),
             keycloak: Mutex::new(vec![keycloak]),
             down: AtomicBool::new(false),
+            held: tokio::sync::watch::Sender::new(false),
             jwks_served: AtomicUsize::new(0),
             requests: AtomicUsize::new(0),
             base: Mutex::default(),
@@ -118,6 +122,11 @@ impl Provider {
     /// Takes the provider down (`true`: every request answers `503`) or up again.
     pub fn set_down(&self, down: bool) {
         self.shared.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Holds every request's answer (`true`) until released (`false`).
+    pub fn set_held(&self, held: bool) {
+        self.shared.held.send_replace(held);
     }
 
     /// How many JWKS documents were served so far.

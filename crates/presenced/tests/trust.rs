@@ -80,8 +80,17 @@ async fn setup() -> Setup {
 
 /// [`setup`] with `keycloak_extra` lines in the Keycloak trust.
 async fn setup_with(keycloak_extra: &str) -> Setup {
+    let setup = setup_unready(keycloak_extra, |_| {}).await;
+    binary::wait_ready(&setup.server.base, Duration::from_secs(60));
+    setup
+}
+
+/// [`setup_with`], with `before` done to the provider before the server starts, and not waiting until the
+/// server is ready.
+async fn setup_unready(keycloak_extra: &str, before: impl FnOnce(&Provider)) -> Setup {
     let (entra_key, keycloak_key) = (ProviderKey::new("entra-1"), ProviderKey::new("keycloak-1"));
     let provider = Provider::start(entra_key.clone(), keycloak_key.clone()).await;
+    before(&provider);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("presenced.toml");
     // The Keycloak user and application are named by strings; the trust maps them to GUIDs, which the
@@ -95,7 +104,12 @@ async fn setup_with(keycloak_extra: &str) -> Setup {
          [[tenants.apps]]\nid = \"{keycloak_app}\"\ndisplayName = \"Keycloak client\"\n"
     );
     std::fs::write(&path, configuration(&provider, &users, keycloak_extra)).unwrap();
-    let server = start_server(dir.path());
+    let global = global_arguments(dir.path());
+    let server = binary::start(
+        Path::new(BINARY),
+        &global.iter().map(String::as_str).collect::<Vec<_>>(),
+        Duration::from_secs(60),
+    );
     Setup { provider, entra_key, keycloak_key, server, client: client(), alice, keycloak_app, dir }
 }
 
@@ -116,10 +130,16 @@ fn global_arguments(dir: &Path) -> Vec<String> {
     vec!["--config".into(), path("presenced.toml"), "--data-dir".into(), path("data")]
 }
 
-/// Starts the server of `dir` and waits until it accepts connections.
+/// Starts the server of `dir` and waits until it is ready (its start-up fetch of the providers' keys over).
 fn start_server(dir: &Path) -> Running {
     let global = global_arguments(dir);
-    binary::start(Path::new(BINARY), &global.iter().map(String::as_str).collect::<Vec<_>>(), Duration::from_secs(60))
+    let server = binary::start(
+        Path::new(BINARY),
+        &global.iter().map(String::as_str).collect::<Vec<_>>(),
+        Duration::from_secs(60),
+    );
+    binary::wait_ready(&server.base, Duration::from_secs(60));
+    server
 }
 
 /// Claims of a Keycloak service account's token (its client's own: `client_id` present) with the realm
@@ -343,6 +363,32 @@ async fn keys_rotate_without_a_restart_and_a_dropped_key_is_refused() {
     let fabrikam =
         Provider::mint(&newer, &entra_v2(provider, OTHER_TENANT, STRANGER, OTHER_APP, "Presence.Read"), |_| {});
     assert_eq!(setup.presence(&fabrikam, STRANGER).await.0, 200, "another tenant's key rotation was held back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_is_ready_once_the_providers_keys_were_fetched() {
+    // The provider takes its time: the start-up fetch is on its way, and the server up but not ready.
+    let setup = setup_unready("", |provider| provider.set_held(true)).await;
+    let provider = &setup.provider;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while provider.requests() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the start-up fetch reached the provider");
+    assert_eq!(setup.get("", "/readyz").await, (503, json!({ "status": "starting" })));
+    assert_eq!(setup.get("", "/healthz").await.0, 200);
+
+    provider.set_held(false);
+    binary::wait_ready(&setup.server.base, Duration::from_secs(30));
+    // Ready: a token of each trust verifies with the keys of that fetch, without another.
+    let served = provider.jwks_served();
+    let adele = setup.entra(&entra_v2(provider, TENANT, ADELE, APP, "Presence.Read"));
+    assert_eq!(setup.presence(&adele, ADELE).await.0, 200);
+    let alice = Provider::mint(&setup.keycloak_key, &keycloak(provider, json!({})), |_| {});
+    assert_eq!(setup.presence(&alice, &setup.alice).await.0, 200);
+    assert_eq!(provider.jwks_served(), served, "the keys were fetched again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
