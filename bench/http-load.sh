@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # HTTP load benchmark: presenced (release build, embedded store, real tokens) against the floor server (the same
-# tokio/axum stack with fixed answers and no work), driven by the same wrk load: 64 connections, users spread
-# over 100,000 ids, the server pinned to CPU 0 and wrk to CPU 1. Prints req/s and p50/p99 per scenario and
-# server (median of REPS runs, with the range) and the ratio presenced/floor.
+# tokio/axum stack doing only the unavoidable work: the token verified and cached as presenced does, bodies
+# parsed and answers serialised with serde, no store and no presence logic), driven by the same wrk load: 64
+# connections, users spread over 100,000 ids, the server pinned to CPU 0 and wrk to CPU 1. Prints req/s,
+# p50/p99 and the server's CPU time per request (from /proc/PID/stat around each run) per scenario and
+# server (median of REPS runs, with the range), and the ratios presenced/floor.
 #
 #   bash bench/http-load.sh            # DURATION=10 seconds per run, REPS=3, USERS=100000
 #   SCENARIOS="get_many" bash bench/http-load.sh   # a subset of set_presence get_presence get_many
@@ -38,26 +40,34 @@ with open(path, "w") as out:
         out.write(f'[[tenants.users]]\nid = "00000000-0000-4000-8000-{i:012d}"\n'
                   f'userPrincipalName = "user{i}@bench.example"\ndisplayName = "User {i}"\n')
 PY
+# The token first: it creates the signing key both servers check tokens against.
+export TOKEN=$("$bin" --config "$work/presenced.toml" token)
 taskset -c 0 "$bin" --config "$work/presenced.toml" serve >"$work/presenced.log" 2>&1 &
 server=$!
-taskset -c 0 "$floor" --listen "127.0.0.1:$floor_port" >"$work/floor.log" 2>&1 &
+taskset -c 0 "$floor" --config "$work/presenced.toml" --listen "127.0.0.1:$floor_port" >"$work/floor.log" 2>&1 &
 floor_pid=$!
 trap 'kill $server $floor_pid 2>/dev/null; rm -rf "$work"' EXIT
 for p in "$port" "$floor_port"; do
   for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && break; sleep 0.1; done
 done
-export TOKEN=$("$bin" --config "$work/presenced.toml" token)
+
+# CPU time (user + system) a process has used so far, in microseconds.
+ticks_per_second=$(getconf CLK_TCK)
+cpu_us() { awk -v hz="$ticks_per_second" '{ printf "%d", ($14 + $15) * 1000000 / hz }' "/proc/$1/stat"; }
 
 results="$work/results.jsonl"
 for rep in $(seq "$reps"); do
   for scenario in ${SCENARIOS:-set_presence get_presence get_many}; do
     for target in floor presenced; do
-      url="http://127.0.0.1:$port"
-      [ "$target" = floor ] && url="http://127.0.0.1:$floor_port"
+      url="http://127.0.0.1:$port" pid=$server
+      [ "$target" = floor ] && url="http://127.0.0.1:$floor_port" pid=$floor_pid
+      before=$(cpu_us "$pid")
       line=$(taskset -c 1 wrk -t1 -c64 -d"${duration}s" -s "bench/wrk/$scenario.lua" "$url" | grep '^RESULT ')
-      echo "{\"rep\":$rep,\"scenario\":\"$scenario\",\"target\":\"$target\",${line#RESULT \{}" >>"$results"
+      cpu=$(( $(cpu_us "$pid") - before ))
+      echo "{\"rep\":$rep,\"scenario\":\"$scenario\",\"target\":\"$target\",\"cpu_us\":$cpu,${line#RESULT \{}" >>"$results"
     done
   done
 done
 kill -0 "$server" # presenced survived the run
+kill -0 "$floor_pid"
 python3 bench/summarise.py "$results"
