@@ -24,9 +24,14 @@ def main(path):
     print("|---|---|---|---|---|---|---|")
     ratios = []
     for scenario, name in NAMES.items():
+        if not any(run["scenario"] == scenario for run in runs):
+            continue  # SCENARIOS chose a subset
         medians = {}
         for target in ("floor", "presenced"):
             mine = [run for run in runs if run["scenario"] == scenario and run["target"] == target]
+            if not mine:
+                print(f"error: {target} {scenario} has no runs", file=sys.stderr)
+                sys.exit(1)
             rps = [run["requests"] / (run["duration_us"] / 1e6) for run in mine]
             p50 = [run["p50_us"] / 1000 for run in mine]
             p99 = [run["p99_us"] / 1000 for run in mine]

@@ -200,7 +200,35 @@ impl Durability {
 }
 
 /// One shard of the cache.
-type Shard = RwLock<HashMap<UserKey, Option<UserRecord>, RandomState>>;
+type Shard = RwLock<HashMap<CacheKey, Option<UserRecord>, RandomState>>;
+
+/// A user's key in the cache. Tenant and user ids are lowercase GUIDs in practice: then the key is their
+/// two numbers, hashed and compared without following a pointer to the heap (two cache misses a lookup
+/// fewer, and about 70 bytes a user less). Any other spelling keeps its text, so that ids the store
+/// tells apart stay apart.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum CacheKey {
+    Guids(u128, u128),
+    Text(UserKey),
+}
+
+/// The number of a GUID spelled the canonical way (36 characters, hyphenated, lowercase): the only
+/// spelling that maps back to the same text.
+fn canonical_guid(text: &str) -> Option<u128> {
+    if text.len() != 36 || text.bytes().any(|byte| byte.is_ascii_uppercase()) {
+        return None;
+    }
+    uuid::Uuid::try_parse(text).ok().map(|guid| guid.as_u128())
+}
+
+impl CacheKey {
+    fn of(key: &UserKey) -> Self {
+        match (canonical_guid(&key.tenant_id), canonical_guid(&key.user_id)) {
+            (Some(tenant), Some(user)) => CacheKey::Guids(tenant, user),
+            _ => CacheKey::Text(key.clone()),
+        }
+    }
+}
 
 /// The records this process has seen, in shards. This process is the database's only writer, and it
 /// updates an entry only after the transaction that wrote it committed, so entries never go stale; reads
@@ -218,23 +246,26 @@ impl Cache {
         Cache { shards: (0..CACHE_SHARDS).map(|_| RwLock::default()).collect(), hasher: RandomState::default() }
     }
 
-    fn shard(&self, key: &UserKey) -> &Shard {
+    fn shard(&self, key: &CacheKey) -> &Shard {
         &self.shards[(self.hasher.hash_one(key) % CACHE_SHARDS as u64) as usize]
     }
 
     /// The cached record (`Some(None)`: known absent), or `None` when not cached.
     fn get(&self, key: &UserKey) -> Option<Option<UserRecord>> {
-        self.shard(key).read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(key).cloned()
+        let key = CacheKey::of(key);
+        self.shard(&key).read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&key).cloned()
     }
 
     /// Remembers what a read found, unless a write got there first.
     fn fill(&self, key: &UserKey, record: Option<UserRecord>) {
-        let mut shard = self.shard(key).write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        shard.entry(key.clone()).or_insert(record);
+        let key = CacheKey::of(key);
+        let mut shard = self.shard(&key).write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        shard.entry(key).or_insert(record);
     }
 
     /// Remembers what a committed write stored.
-    fn set(&self, key: UserKey, record: UserRecord) {
+    fn set(&self, key: &UserKey, record: UserRecord) {
+        let key = CacheKey::of(key);
         self.shard(&key).write().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(key, Some(record));
     }
 }
@@ -685,7 +716,7 @@ impl SqliteStore {
         transaction.commit()?;
         self.unclaim(written.iter().map(|(key, _)| key));
         for (key, record) in written {
-            self.cache.set(key, record);
+            self.cache.set(&key, record);
         }
         Ok((results, Some(self.durability.committed())))
     }
@@ -723,7 +754,7 @@ impl PresenceStore for SqliteStore {
             };
             transaction.commit()?;
             let version = record.version;
-            self.cache.set(key.clone(), record);
+            self.cache.set(key, record);
             self.unclaim(std::iter::once(key));
             (version, self.durability.committed())
         };

@@ -251,3 +251,29 @@ fn timer_claims_end_with_the_process_that_made_them() {
     let store = SqliteStore::open(dir.path()).unwrap();
     assert_eq!(due(&store), [key("t", "u1"), key("t", "u2")], "a clean close undoes the claims too");
 }
+
+#[test]
+fn users_whose_ids_differ_only_in_spelling_stay_apart() {
+    // The cache keys lowercase GUIDs by their numbers: an uppercase spelling of the same GUID is another
+    // key to the store, and must stay one.
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let tenant = "5f1d3c2a-7b6e-4d8f-9a01-23456789abcd";
+    let (lower, upper) = ("7d3b5e0a-2c61-4f3e-9d1a-5a2b8c9e0f11", "7D3B5E0A-2C61-4F3E-9D1A-5A2B8C9E0F11");
+    let stamp = |base: u64| {
+        move |facts: &mut UserFacts, _due: Option<i64>| {
+            facts.sequence_base = base;
+            Some(Effects::default())
+        }
+    };
+    store.update(&key(tenant, lower), &mut stamp(1)).unwrap();
+    store.update(&key(tenant, upper), &mut stamp(2)).unwrap();
+    store.update(&key(&tenant.to_uppercase(), lower), &mut stamp(3)).unwrap();
+    let read = |store: &SqliteStore| -> Vec<u64> {
+        let keys = [key(tenant, lower), key(tenant, upper), key(&tenant.to_uppercase(), lower), key(tenant, "x")];
+        store.get_many(&keys).unwrap().into_iter().map(|record| record.map_or(0, |r| r.facts.sequence_base)).collect()
+    };
+    assert_eq!(read(&store), [1, 2, 3, 0], "from the cache");
+    drop(store);
+    assert_eq!(read(&SqliteStore::open(dir.path()).unwrap()), [1, 2, 3, 0], "from the database");
+}
