@@ -1,6 +1,7 @@
 //! The presence and directory handlers: from a resolved endpoint and a verified caller to a Graph
 //! response, through the engine.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 use axum::body::Bytes;
@@ -135,24 +136,29 @@ impl Context<'_> {
                 ids.len()
             )));
         }
-        let mut unique = Vec::with_capacity(ids.len());
+        let mut unique: Vec<Cow<'_, str>> = Vec::with_capacity(ids.len());
+        let mut values = Vec::with_capacity(ids.len());
         let mut seen = HashSet::with_capacity_and_hasher(ids.len(), foldhash::fast::RandomState::default());
         for id in ids {
             let Some(value) = presence_auth::guid_value(id) else {
                 return Err(ApiError::UserIdRequired((*id).to_owned()));
             };
             if seen.insert(value) {
-                unique.push(id.to_ascii_lowercase());
+                // Ids are usually lowercase already: then no copy.
+                let uppercase = id.bytes().any(|byte| byte.is_ascii_uppercase());
+                unique.push(if uppercase { Cow::Owned(id.to_ascii_lowercase()) } else { Cow::Borrowed(*id) });
+                values.push(Some(value));
             }
         }
-        let asked: Vec<&str> = unique.iter().map(String::as_str).collect();
-        let exist = self.state.inner.users.exist(self.state.service(), &self.caller.tenant_id, &asked).await?;
-        let known: Vec<&String> = unique.iter().zip(exist).filter(|(_, exists)| *exists).map(|(id, _)| id).collect();
+        let asked: Vec<&str> = unique.iter().map(|id| id.as_ref()).collect();
+        let users = &self.state.inner.users;
+        let exist = users.exist_parsed(self.state.service(), &self.caller.tenant_id, &asked, &values).await?;
+        let known: Vec<&str> = asked.iter().zip(exist).filter(|(_, exists)| *exists).map(|(id, _)| *id).collect();
         let keys: Vec<UserKey> = known.iter().map(|id| key(self.caller, id)).collect();
         let presences = self.state.service().read_many(keys).await?;
         let mut presences = known.into_iter().zip(presences).peekable();
         let mut value = Vec::with_capacity(unique.len());
-        for id in &unique {
+        for id in asked {
             match presences.next_if(|(known_id, _)| *known_id == id) {
                 Some((_, presence)) => value.push(PresenceJson::known(id, presence, self.owner_view(id), None)),
                 None => value.push(PresenceJson::unknown(id)),

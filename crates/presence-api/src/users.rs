@@ -159,15 +159,25 @@ impl Users {
         tenant_id: &str,
         ids: &[&str],
     ) -> Result<Vec<bool>, ServiceError> {
-        let mut known: Vec<bool> = {
+        let values: Vec<Option<u128>> = ids.iter().map(|id| presence_auth::guid_value(id)).collect();
+        self.exist_parsed(service, tenant_id, ids, &values).await
+    }
+
+    /// [`Users::exist`], with the ids' values (`presence_auth::guid_value` of each) at hand.
+    pub(crate) async fn exist_parsed(
+        &self,
+        service: &Arc<Service>,
+        tenant_id: &str,
+        ids: &[&str],
+        values: &[Option<u128>],
+    ) -> Result<Vec<bool>, ServiceError> {
+        let mut known = self.directory.has_users(tenant_id, values);
+        if known.iter().any(|known| !*known) {
             let remembered = lock(&self.remembered);
-            ids.iter()
-                .map(|id| {
-                    self.directory.user_by_id(tenant_id, id).is_some()
-                        || remembered.contains_key(&(tenant_id.to_owned(), (*id).to_owned()))
-                })
-                .collect()
-        };
+            for (id, known) in ids.iter().zip(known.iter_mut()).filter(|(_, known)| !**known) {
+                *known = remembered.contains_key(&(tenant_id.to_owned(), (*id).to_owned()));
+            }
+        }
         if !self.adding.contains(tenant_id) || known.iter().all(|known| *known) {
             return Ok(known);
         }

@@ -285,7 +285,7 @@ async fn get_presences_by_user_id_keeps_order_collapses_duplicates_and_marks_unk
         .post(
             "/v1.0/communications/getPresencesByUserId",
             &server.app(&["Presence.Read.All"]),
-            json!({ "ids": [ALEX, unknown, ADELE, ALEX.to_uppercase(), STRANGER] }),
+            json!({ "ids": [ALEX, unknown, ADELE.to_uppercase(), ALEX.to_uppercase(), STRANGER] }),
         )
         .await;
     assert_eq!(reply.status, 200, "{}", reply.text);
@@ -293,7 +293,7 @@ async fn get_presences_by_user_id_keeps_order_collapses_duplicates_and_marks_unk
     assert_eq!(body["@odata.context"], "http://presenced.test/v1.0/$metadata#Collection(microsoft.graph.presence)");
     let value = body["value"].as_array().unwrap();
     let ids: Vec<&str> = value.iter().map(|p| p["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, [ALEX, unknown, ADELE, STRANGER]);
+    assert_eq!(ids, [ALEX, unknown, ADELE, STRANGER], "ids are answered in lowercase");
     assert_eq!(value[0]["availability"], "Offline");
     assert_eq!(
         value[1],

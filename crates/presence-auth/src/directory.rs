@@ -226,6 +226,16 @@ impl Directory {
         index.users_by_id.get(&crate::guid_value(user_id)?).map(|position| &index.tenant.users[*position])
     }
 
+    /// Which of the object ids `ids` (GUID values, as [`crate::guid_value`] gives them; `None` is no user)
+    /// are users of `tenant_id`, in order. The lookups run in a loop of their own, with nothing between
+    /// them, so those that wait for memory wait together.
+    pub fn has_users(&self, tenant_id: &str, ids: &[Option<u128>]) -> Vec<bool> {
+        match self.index(tenant_id) {
+            Some(index) => ids.iter().map(|id| id.is_some_and(|id| index.users_by_id.contains_key(&id))).collect(),
+            None => vec![false; ids.len()],
+        }
+    }
+
     /// The user of `tenant_id` with this object id or user principal name.
     pub fn user_by_id_or_upn(&self, tenant_id: &str, id_or_upn: &str) -> Option<&User> {
         let index = self.index(tenant_id)?;
