@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use presence_core::{evaluate, Presence, Timestamp, UserFacts};
-use presence_store::{UserKey, UserRecord};
+use presence_store::{StoreError, UserKey, UserRecord};
 
 use crate::{Service, ServiceError};
 
@@ -17,6 +17,29 @@ impl Service {
 
     /// The presences of several users now, in the order of `keys`, all evaluated at one instant.
     pub async fn read_many(self: &Arc<Self>, keys: Vec<UserKey>) -> Result<Vec<Presence>, ServiceError> {
+        // Fast path: when no writer holds these users and the store can answer without blocking, the read
+        // (lookups in memory) runs right here, as a hand-off to a blocking thread would cost more than the
+        // read; and each record is evaluated where the store keeps it, not copied out first (a copy of a
+        // user's sessions costs more than their evaluation).
+        let started = std::time::Instant::now();
+        let inline = self.locks.try_read(&keys, || {
+            let now = self.clock.now();
+            let default = UserFacts::default();
+            let mut presences: Vec<Option<Presence>> = keys.iter().map(|_| None).collect();
+            let mut visit = |position: usize, record: Option<&UserRecord>| {
+                if let Some(slot) = presences.get_mut(position) {
+                    *slot = Some(evaluate(record.map_or(&default, |record| &record.facts), now));
+                }
+            };
+            let visited = self.store.visit_many_now(&keys, &mut visit);
+            visited.map(|result| result.map(|()| presences))
+        });
+        if let Some(Some(result)) = inline {
+            self.metrics.store("read", started.elapsed());
+            return result?.into_iter().collect::<Option<Vec<_>>>().ok_or_else(|| {
+                ServiceError::from(StoreError::Backend("the store left out a record it was asked for".into()))
+            });
+        }
         let (records, now) = self.read_records(keys).await?;
         let default = UserFacts::default();
         Ok(records
@@ -26,22 +49,12 @@ impl Service {
     }
 
     /// The stored records of `keys` and the instant to evaluate them at, read with no write of those users
-    /// in between.
+    /// in between, where the fast path of [`Service::read_many`] could not read them.
     async fn read_records(
         self: &Arc<Self>,
         keys: Vec<UserKey>,
     ) -> Result<(Vec<Option<UserRecord>>, Timestamp), ServiceError> {
-        // Fast path: when no writer holds these users and the store can answer without blocking, the read
-        // (lookups in memory) runs right here; a hand-off to a blocking thread would cost more than the read.
         let started = std::time::Instant::now();
-        let inline = self.locks.try_read(&keys, || {
-            let now = self.clock.now();
-            self.store.get_many_now(&keys).map(|records| records.map(|records| (records, now)))
-        });
-        if let Some(Some(result)) = inline {
-            self.metrics.store("read", started.elapsed());
-            return Ok(result?);
-        }
         // A store read over the network is awaited here, and the instant taken once it answered: a write of
         // these users that it reflects was then made at or before that instant. (No local lock: writes on
         // other nodes take none either, and each record is read whole.)

@@ -820,17 +820,41 @@ pub fn each_handle_builds_on_the_other_handles_writes<B: Backend>(make: &impl Fn
     assert!(matches!(results[0], Ok(Updated::Written { .. })), "declined over an old record: {results:?}");
 }
 
-/// Where a backend answers reads without blocking, it answers what `get_many` does.
+/// Where a backend answers reads without blocking, it answers what `get_many` does, and visits every
+/// record once where it lets readers look at them in place, from a fresh handle too.
 pub fn optional_reads_agree_with_get_many<B: Backend>(make: &impl Fn() -> B) {
     let backend = make();
     let store = backend.open();
-    store.update(&key("t", "u1"), &mut bump(Some(3))).expect("update");
-    let keys = [key("t", "u0"), key("t", "u1")];
+    // Enough users to spread over the shards of a cache; every other one written.
+    let keys: Vec<UserKey> = (0..40).map(|user| key("t", &format!("u{user}"))).collect();
+    for written in keys.iter().skip(1).step_by(2) {
+        store.update(written, &mut bump(Some(3))).expect("update");
+    }
     let expected = store.get_many(&keys).expect("get_many");
+    assert_eq!(expected.iter().filter(|record| record.is_some()).count(), 20);
     if let Some(now) = store.get_many_now(&keys) {
         assert_eq!(now.expect("get_many_now"), expected);
     }
     if let Some(stats) = store.stats(0).expect("stats") {
-        assert_eq!((stats.users, stats.pending_timers), (1, 1));
+        assert_eq!((stats.users, stats.pending_timers), (20, 20));
+    }
+    let visited = |store: &B::Store| -> Option<Vec<Option<UserRecord>>> {
+        let mut seen: Vec<Option<Option<UserRecord>>> = vec![None; keys.len()];
+        let outcome = store.visit_many_now(&keys, &mut |position, record| {
+            assert!(seen[position].is_none(), "position {position} visited twice");
+            seen[position] = Some(record.cloned());
+        });
+        outcome.map(|result| {
+            result.expect("visit_many_now");
+            seen.into_iter().map(|record| record.expect("every position visited")).collect()
+        })
+    };
+    if let Some(records) = visited(&store) {
+        assert_eq!(records, expected);
+    }
+    drop(store);
+    let store = backend.open();
+    if let Some(records) = visited(&store) {
+        assert_eq!(records, expected, "from a fresh handle");
     }
 }

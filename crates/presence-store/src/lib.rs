@@ -304,6 +304,23 @@ pub trait PresenceStore: Send + Sync + 'static {
         None
     }
 
+    /// Optional: [`PresenceStore::get_many_now`] without copying the records out: hands `visit` the record
+    /// of each of `keys` where the store keeps it (with the key's position in `keys`; every position once,
+    /// in no particular order), for a reader that only needs to look at them. Answers `None` where
+    /// `get_many_now` would, and what was visited then is to be discarded, as it is after an error. The
+    /// default visits what `get_many_now` returns.
+    fn visit_many_now(
+        &self,
+        keys: &[UserKey],
+        visit: &mut dyn FnMut(usize, Option<&UserRecord>),
+    ) -> Option<Result<(), StoreError>> {
+        Some(self.get_many_now(keys)?.map(|records| {
+            for (position, record) in records.iter().enumerate() {
+                visit(position, record.as_ref());
+            }
+        }))
+    }
+
     /// Optional: [`PresenceStore::get_many`] as a future the caller awaits on its own async runtime, for a
     /// backend whose reads wait on the network (no blocking thread is taken, nor is its thread blocked).
     /// The future may be awaited on any tokio runtime with a timer. The default answers `None`, and the

@@ -200,6 +200,8 @@ impl Durability {
 }
 
 /// One shard of the cache.
+/// Its records are kept in the table, not boxed: a reader of a user's presence then waits for memory twice
+/// (the entry, then the sessions), not three times.
 type Shard = RwLock<HashMap<CacheKey, Option<UserRecord>, RandomState>>;
 
 /// A user's key in the cache. Tenant and user ids are lowercase GUIDs in practice: then the key is their
@@ -209,7 +211,7 @@ type Shard = RwLock<HashMap<CacheKey, Option<UserRecord>, RandomState>>;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum CacheKey {
     Guids(u128, u128),
-    Text(UserKey),
+    Text(Box<UserKey>),
 }
 
 /// The number of a GUID spelled the canonical way (36 characters, hyphenated, lowercase): the only
@@ -225,7 +227,7 @@ impl CacheKey {
     fn of(key: &UserKey) -> Self {
         match (canonical_guid(&key.tenant_id), canonical_guid(&key.user_id)) {
             (Some(tenant), Some(user)) => CacheKey::Guids(tenant, user),
-            _ => CacheKey::Text(key.clone()),
+            _ => CacheKey::Text(Box::new(key.clone())),
         }
     }
 }
@@ -246,14 +248,46 @@ impl Cache {
         Cache { shards: (0..CACHE_SHARDS).map(|_| RwLock::default()).collect(), hasher: RandomState::default() }
     }
 
+    fn shard_of(&self, key: &CacheKey) -> usize {
+        (self.hasher.hash_one(key) % CACHE_SHARDS as u64) as usize
+    }
+
     fn shard(&self, key: &CacheKey) -> &Shard {
-        &self.shards[(self.hasher.hash_one(key) % CACHE_SHARDS as u64) as usize]
+        &self.shards[self.shard_of(key)]
+    }
+
+    /// Hands `visit` the cached record of each of `keys` (with its position; `None`: known absent), taking
+    /// each shard's lock once, and answers the positions not cached, in order. With no lock taken between
+    /// them, the lookups in a shard wait for memory together instead of one after another.
+    fn visit_many(&self, keys: &[UserKey], visit: &mut dyn FnMut(usize, Option<&UserRecord>)) -> Vec<usize> {
+        let keys: Vec<(usize, CacheKey)> = keys
+            .iter()
+            .map(|key| {
+                let key = CacheKey::of(key);
+                (self.shard_of(&key), key)
+            })
+            .collect();
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        order.sort_unstable_by_key(|&position| keys[position].0);
+        let mut missing = Vec::new();
+        for run in order.chunk_by(|a, b| keys[*a].0 == keys[*b].0) {
+            let shard = self.shards[keys[run[0]].0].read().unwrap_or_else(|poisoned| poisoned.into_inner());
+            for &position in run {
+                match shard.get(&keys[position].1) {
+                    Some(record) => visit(position, record.as_ref()),
+                    None => missing.push(position),
+                }
+            }
+        }
+        missing.sort_unstable();
+        missing
     }
 
     /// The cached record (`Some(None)`: known absent), or `None` when not cached.
     fn get(&self, key: &UserKey) -> Option<Option<UserRecord>> {
         let key = CacheKey::of(key);
-        self.shard(&key).read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&key).cloned()
+        let shard = self.shard(&key).read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        shard.get(&key).cloned()
     }
 
     /// Remembers what a read found, unless a write got there first.
@@ -266,7 +300,8 @@ impl Cache {
     /// Remembers what a committed write stored.
     fn set(&self, key: &UserKey, record: UserRecord) {
         let key = CacheKey::of(key);
-        self.shard(&key).write().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(key, Some(record));
+        let mut shard = self.shard(&key).write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        shard.insert(key, Some(record));
     }
 }
 
@@ -501,32 +536,24 @@ fn read_record(connection: &Connection, key: &UserKey) -> Result<Option<UserReco
 impl SqliteStore {
     /// The cached records of `keys`, with the positions of those not cached.
     fn cached(&self, keys: &[UserKey]) -> (Vec<Option<UserRecord>>, Vec<usize>) {
-        let mut records = Vec::with_capacity(keys.len());
-        let mut missing = Vec::new();
-        for (position, key) in keys.iter().enumerate() {
-            match self.cache.get(key) {
-                Some(record) => records.push(record),
-                None => {
-                    records.push(None);
-                    missing.push(position);
-                }
-            }
-        }
+        let mut records = vec![None; keys.len()];
+        let missing = self.cache.visit_many(keys, &mut |position, record| records[position] = record.cloned());
         (records, missing)
     }
 
-    /// Reads the `missing` positions of `keys` from the database into `records` and the cache.
+    /// Reads the `missing` positions of `keys` from the database into the cache, handing each record to
+    /// `found` with its position.
     fn read_missing(
         &self,
         reader: &Connection,
         keys: &[UserKey],
         missing: &[usize],
-        records: &mut [Option<UserRecord>],
+        found: &mut dyn FnMut(usize, Option<&UserRecord>),
     ) -> Result<(), StoreError> {
         let transaction = reader.unchecked_transaction()?;
         for &position in missing {
             let record = read_record(&transaction, &keys[position])?;
-            records[position].clone_from(&record);
+            found(position, record.as_ref());
             self.cache.fill(&keys[position], record);
         }
         transaction.finish()?;
@@ -731,7 +758,7 @@ impl PresenceStore for SqliteStore {
         let (mut records, missing) = self.cached(keys);
         if !missing.is_empty() {
             let reader = self.reader()?;
-            self.read_missing(&reader, keys, &missing, &mut records)?;
+            self.read_missing(&reader, keys, &missing, &mut |position, record| records[position] = record.cloned())?;
         }
         Ok(records)
     }
@@ -742,7 +769,21 @@ impl PresenceStore for SqliteStore {
             return Some(Ok(records));
         }
         let reader = self.try_reader()?;
-        Some(self.read_missing(&reader, keys, &missing, &mut records).map(|()| records))
+        let mut found = |position: usize, record: Option<&UserRecord>| records[position] = record.cloned();
+        Some(self.read_missing(&reader, keys, &missing, &mut found).map(|()| records))
+    }
+
+    fn visit_many_now(
+        &self,
+        keys: &[UserKey],
+        visit: &mut dyn FnMut(usize, Option<&UserRecord>),
+    ) -> Option<Result<(), StoreError>> {
+        let missing = self.cache.visit_many(keys, visit);
+        if missing.is_empty() {
+            return Some(Ok(()));
+        }
+        let reader = self.try_reader()?;
+        Some(self.read_missing(&reader, keys, &missing, visit))
     }
 
     fn update(&self, key: &UserKey, apply: &mut UpdateFn<'_>) -> Result<Updated, StoreError> {
