@@ -207,7 +207,7 @@ type Shard = RwLock<HashMap<CacheKey, Option<UserRecord>, RandomState>>;
 /// A user's key in the cache. Tenant and user ids are lowercase GUIDs in practice: then the key is their
 /// two numbers, hashed and compared without following a pointer to the heap (two cache misses a lookup
 /// fewer, and about 70 bytes a user less). Any other spelling keeps its text, so that ids the store
-/// tells apart stay apart.
+/// tells apart stay apart (boxed, so that the rare text key does not make every entry larger).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum CacheKey {
     Guids(u128, u128),
@@ -286,8 +286,7 @@ impl Cache {
     /// The cached record (`Some(None)`: known absent), or `None` when not cached.
     fn get(&self, key: &UserKey) -> Option<Option<UserRecord>> {
         let key = CacheKey::of(key);
-        let shard = self.shard(&key).read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        shard.get(&key).cloned()
+        self.shard(&key).read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&key).cloned()
     }
 
     /// Remembers what a read found, unless a write got there first.
@@ -300,8 +299,7 @@ impl Cache {
     /// Remembers what a committed write stored.
     fn set(&self, key: &UserKey, record: UserRecord) {
         let key = CacheKey::of(key);
-        let mut shard = self.shard(&key).write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        shard.insert(key, Some(record));
+        self.shard(&key).write().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(key, Some(record));
     }
 }
 
@@ -534,13 +532,6 @@ fn read_record(connection: &Connection, key: &UserKey) -> Result<Option<UserReco
 }
 
 impl SqliteStore {
-    /// The cached records of `keys`, with the positions of those not cached.
-    fn cached(&self, keys: &[UserKey]) -> (Vec<Option<UserRecord>>, Vec<usize>) {
-        let mut records = vec![None; keys.len()];
-        let missing = self.cache.visit_many(keys, &mut |position, record| records[position] = record.cloned());
-        (records, missing)
-    }
-
     /// Reads the `missing` positions of `keys` from the database into the cache, handing each record to
     /// `found` with its position.
     fn read_missing(
@@ -755,22 +746,20 @@ impl PresenceStore for SqliteStore {
     }
 
     fn get_many(&self, keys: &[UserKey]) -> Result<Vec<Option<UserRecord>>, StoreError> {
-        let (mut records, missing) = self.cached(keys);
+        let mut records = vec![None; keys.len()];
+        let mut found = |position: usize, record: Option<&UserRecord>| records[position] = record.cloned();
+        let missing = self.cache.visit_many(keys, &mut found);
         if !missing.is_empty() {
             let reader = self.reader()?;
-            self.read_missing(&reader, keys, &missing, &mut |position, record| records[position] = record.cloned())?;
+            self.read_missing(&reader, keys, &missing, &mut found)?;
         }
         Ok(records)
     }
 
     fn get_many_now(&self, keys: &[UserKey]) -> Option<Result<Vec<Option<UserRecord>>, StoreError>> {
-        let (mut records, missing) = self.cached(keys);
-        if missing.is_empty() {
-            return Some(Ok(records));
-        }
-        let reader = self.try_reader()?;
-        let mut found = |position: usize, record: Option<&UserRecord>| records[position] = record.cloned();
-        Some(self.read_missing(&reader, keys, &missing, &mut found).map(|()| records))
+        let mut records = vec![None; keys.len()];
+        let visited = self.visit_many_now(keys, &mut |position, record| records[position] = record.cloned())?;
+        Some(visited.map(|()| records))
     }
 
     fn visit_many_now(
