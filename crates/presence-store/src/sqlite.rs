@@ -23,8 +23,9 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
-use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
 
 use foldhash::fast::RandomState;
 use presence_core::UserFacts;
@@ -67,6 +68,8 @@ pub struct SqliteStore {
     durability: Durability,
     /// The checkpoint thread, stopped (and waited for) by `close` or when the store is dropped.
     checkpoints: Mutex<Option<Checkpoints>>,
+    /// When the WAL is to start again, shared with the checkpoint thread.
+    wal_restart: Arc<WalRestart>,
     /// Delivery leases: (holder, until) per queue. In memory: one process owns the file, and a lease need
     /// not outlive it.
     leases: Mutex<HashMap<QueueId, (String, i64)>>,
@@ -100,19 +103,41 @@ impl Drop for SqliteStore {
 /// How often the checkpoint thread copies the WAL into the database file.
 const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// WAL frames (pages of about 4 KiB) from which a checkpoint asks the writer to finish it and start the
+/// WAL again: 256 MiB of WAL, so that under sustained writes the writer's pause for it (an fsync of the
+/// database file) comes every few seconds rather than at every checkpoint.
+const WAL_RESTART_FRAMES: i64 = 65_536;
+
+/// At most this many checkpoint passes in a row, each over the frames appended during the one before...
+const CATCH_UP_PASSES: usize = 8;
+
+/// ...until one finds fewer new frames than this: the writer copies the rest.
+const CAUGHT_UP_FRAMES: i64 = 256;
+
+/// A checkpoint's request that the writer finish it, so that the WAL starts again.
+#[derive(Debug)]
+struct WalRestart {
+    /// Set by a checkpoint that found the WAL at least `frames` long; taken by the writer
+    /// ([`SqliteStore::begin`]).
+    behind: AtomicBool,
+    frames: AtomicI64,
+    /// The database file, for the checkpoints' own fsync of it.
+    database: File,
+}
+
 /// Entries the subscription change log keeps; a follower further behind reads every subscription again.
 const SUBSCRIPTION_LOG_ENTRIES: i64 = 1_000;
 
 /// Starts the thread that checkpoints the WAL every [`CHECKPOINT_INTERVAL`] (and once more when the store
 /// is dropped), on a connection of its own. A `PASSIVE` checkpoint never blocks the writer or readers.
-fn start_checkpoints(path: &Path) -> Result<Checkpoints, StoreError> {
+fn start_checkpoints(path: &Path, wal_restart: Arc<WalRestart>) -> Result<Checkpoints, StoreError> {
     let connection = Connection::open(path)?;
     configure(&connection)?;
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     let thread = std::thread::Builder::new().name("presence-checkpoint".into()).spawn(move || loop {
         let last = matches!(stopped.recv_timeout(CHECKPOINT_INTERVAL), Err(RecvTimeoutError::Disconnected));
         // A checkpoint that fails (the database busy, say) leaves the WAL as it is; the next one retries.
-        let _ = checkpoint(&connection);
+        let _ = checkpoint(&connection, &wal_restart);
         if last {
             return;
         }
@@ -121,7 +146,40 @@ fn start_checkpoints(path: &Path) -> Result<Checkpoints, StoreError> {
 }
 
 /// Copies what it can of the WAL into the database file: (frames in the WAL, frames copied).
-fn checkpoint(connection: &Connection) -> Result<(i64, i64), rusqlite::Error> {
+///
+/// Only a checkpoint that copies every frame lets the next write transaction start the WAL again from its
+/// beginning. One that runs beside the writes never does: it copies the frames there when it began (and
+/// reports them all copied), but the writer appends more meanwhile, so the WAL would grow without end,
+/// each new frame costing the file system a fresh block. So a checkpoint that finds the WAL long sets
+/// `wal_restart.behind` whatever it copied, and the writer finishes the copy while no write can add to it.
+fn checkpoint(connection: &Connection, wal_restart: &WalRestart) -> Result<(i64, i64), StoreError> {
+    let long = wal_restart.frames.load(Ordering::Relaxed);
+    let mut pass = checkpoint_pass(connection)?;
+    // Each further pass copies what the writer appended during the one before, fewer frames each time, so
+    // that what is left to the writer (which holds every write back meanwhile) is little.
+    for _ in 1..CATCH_UP_PASSES {
+        if pass.0 < long {
+            break;
+        }
+        let next = checkpoint_pass(connection)?;
+        let appended = next.0 - pass.0;
+        pass = next;
+        if appended < CAUGHT_UP_FRAMES {
+            break;
+        }
+    }
+    if pass.0 >= long {
+        // SQLite syncs the database file only after a pass that copied the very last frame, which none
+        // of these did while writes came: sync what they copied now, so that the writer's pass has only
+        // its own few pages to wait for.
+        wal_restart.database.sync_data()?;
+        wal_restart.behind.store(true, Ordering::Relaxed);
+    }
+    Ok(pass)
+}
+
+/// One `PASSIVE` checkpoint: (frames in the WAL, frames copied).
+fn checkpoint_pass(connection: &Connection) -> Result<(i64, i64), rusqlite::Error> {
     connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| Ok((row.get(1)?, row.get(2)?)))
 }
 
@@ -451,13 +509,19 @@ impl SqliteStore {
         // start's files are durable before anything is acknowledged.
         durability.sync()?;
         File::open(data_dir)?.sync_all()?;
-        let checkpoints = start_checkpoints(&path)?;
+        let wal_restart = Arc::new(WalRestart {
+            behind: AtomicBool::new(false),
+            frames: AtomicI64::new(WAL_RESTART_FRAMES),
+            database: File::open(&path)?,
+        });
+        let checkpoints = start_checkpoints(&path, wal_restart.clone())?;
         Ok(SqliteStore {
             writer: Mutex::new(writer),
             readers,
             cache: Cache::new(),
             durability,
             checkpoints: Mutex::new(Some(checkpoints)),
+            wal_restart,
             leases: Mutex::default(),
             claimed: Mutex::default(),
         })
@@ -474,7 +538,13 @@ impl SqliteStore {
 
     /// Checkpoints the WAL now, as the checkpoint thread does: (frames in the WAL, frames copied).
     pub fn checkpoint(&self) -> Result<(i64, i64), StoreError> {
-        Ok(checkpoint(&*self.reader()?)?)
+        checkpoint(&*self.reader()?, &self.wal_restart)
+    }
+
+    /// Sets the WAL length (in frames) from which checkpoints ask the writer to finish them and start the
+    /// WAL again (65,536 frames, 256 MiB, when the store opens); for tests, which need a short one.
+    pub fn set_wal_restart_frames(&self, frames: i64) {
+        self.wal_restart.frames.store(frames, Ordering::Relaxed);
     }
 
     /// The writer's automatic checkpoint threshold, in pages (0: off; the checkpoint thread does it).
@@ -684,11 +754,22 @@ impl SqliteStore {
         }
     }
 
+    /// Begins a write transaction on the writer. If a checkpoint found the WAL long, the writer first
+    /// copies what is left of it (no write can add frames meanwhile), so that this transaction starts the
+    /// WAL again from its beginning. A checkpoint that cannot run here (the checkpoint thread's is
+    /// running), or a reader still on the WAL, only leaves the restart to the next checkpoint's turn.
+    fn begin<'c>(&self, writer: &'c mut Connection) -> Result<Transaction<'c>, StoreError> {
+        if self.wal_restart.behind.swap(false, Ordering::Relaxed) {
+            let _ = checkpoint_pass(writer);
+        }
+        Ok(writer.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?)
+    }
+
     /// Runs `work` in a write transaction, commits it, and returns once the commit is durable.
     fn write<R>(&self, work: impl FnOnce(&Transaction<'_>) -> Result<R, StoreError>) -> Result<R, StoreError> {
         let (result, ticket) = {
             let mut writer = lock(&self.writer)?;
-            let transaction = writer.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let transaction = self.begin(&mut writer)?;
             let result = work(&transaction)?;
             transaction.commit()?;
             (result, self.durability.committed())
@@ -704,7 +785,7 @@ impl SqliteStore {
         apply: &mut UpdateManyFn<'_>,
     ) -> Result<(UserResults, Option<u64>), StoreError> {
         let mut writer = lock(&self.writer)?;
-        let transaction = writer.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let transaction = self.begin(&mut writer)?;
         let mut written = Vec::new();
         let mut results = Vec::with_capacity(keys.len());
         let mut cleared = false;
@@ -778,7 +859,7 @@ impl PresenceStore for SqliteStore {
     fn update(&self, key: &UserKey, apply: &mut UpdateFn<'_>) -> Result<Updated, StoreError> {
         let (version, ticket) = {
             let mut writer = lock(&self.writer)?;
-            let transaction = writer.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let transaction = self.begin(&mut writer)?;
             let Some(record) = update_in(&self.cache, &transaction, key, apply)? else {
                 return Ok(Updated::Declined);
             };
@@ -808,7 +889,7 @@ impl PresenceStore for SqliteStore {
     fn claim_due(&self, now: i64, lease_until: i64, limit: usize) -> Result<Vec<UserKey>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut writer = lock(&self.writer)?;
-        let transaction = writer.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let transaction = self.begin(&mut writer)?;
         let keys = {
             let mut claim = transaction.prepare_cached(
                 "UPDATE presence SET timer_at = ?3 WHERE (tenant_id, user_id) IN

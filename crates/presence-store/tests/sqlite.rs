@@ -99,6 +99,44 @@ fn checkpoints_run_beside_the_writes_and_copy_the_whole_wal() {
     assert_eq!(store.get(&keys[2999]).unwrap().expect("stored").facts.sessions.len(), 1);
 }
 
+/// A reader holding an old snapshot stands for writes arriving while a checkpoint copies: either way a
+/// passive checkpoint leaves frames behind, and until one copies every frame the WAL cannot start again.
+#[test]
+fn the_writer_finishes_a_checkpoint_that_fell_behind_so_the_wal_starts_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    store.set_wal_restart_frames(4096);
+    store.update(&key("t1", "first"), &mut busy).unwrap();
+    let snapshot = rusqlite::Connection::open(dir.path().join(presence_store::DATABASE_FILE)).unwrap();
+    snapshot.execute_batch("BEGIN; SELECT count(*) FROM presence;").unwrap();
+    let mut users = 0;
+    let (frames, copied) = loop {
+        let chunk: Vec<UserKey> = (users..users + 100).map(|user| key("t1", &format!("u{user}"))).collect();
+        users += 100;
+        let results = store.update_many(&chunk, &mut |_, facts, due| busy(facts, due));
+        assert!(results.iter().all(|result| matches!(result, Ok(Updated::Written { .. }))));
+        let (frames, copied) = store.checkpoint().unwrap();
+        if frames >= 4096 {
+            break (frames, copied);
+        }
+        assert!(users < 100_000, "the WAL grows with the writes");
+    };
+    assert!(copied < frames, "the old snapshot kept frames in the WAL ({copied} of {frames} copied)");
+    snapshot.execute_batch("COMMIT;").unwrap();
+
+    // The next write copies the rest before it begins, and so writes at the WAL's beginning again.
+    store.update(&key("t1", "after"), &mut busy).unwrap();
+    let (frames_after, copied_after) = store.checkpoint().unwrap();
+    assert!(frames_after < 64, "the WAL started again: {frames_after} frames after one write (was {frames})");
+    assert_eq!(frames_after, copied_after);
+
+    // Nothing written while the WAL was copied and started again is lost.
+    drop(store);
+    let store = SqliteStore::open(dir.path()).unwrap();
+    assert_eq!(store.user_count().unwrap(), users + 2);
+    assert!(store.get(&key("t1", "after")).unwrap().is_some());
+}
+
 #[test]
 fn stats_count_users_live_sessions_and_timers_at_an_instant() {
     let dir = tempfile::tempdir().unwrap();
