@@ -62,6 +62,41 @@ async fn graph(State(state): State<AppState>, method: Method, uri: Uri, headers:
     response
 }
 
+/// A getPresencesByUserId body as most arrive: an object whose `ids` is an array of strings. The ids are
+/// borrowed from the body unless they hold escapes.
+#[derive(serde::Deserialize)]
+struct ManyIds<'a> {
+    #[serde(borrow)]
+    ids: Vec<Id<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Id<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
+
+/// The ids a getPresencesByUserId body names. A body that is not as most are (no `ids`, the wrong types,
+/// `ids` twice, not JSON) is read again as a JSON value, for the error that says what is wrong with it (or,
+/// for `ids` given twice, for the last of them, as any JSON object's duplicate member is read).
+fn many_ids<'a>(content_type: Option<&str>, body: &'a [u8]) -> Result<Vec<Id<'a>>, ApiError> {
+    // An array at the top would deserialise into the struct too (as its fields in order): only objects.
+    if body.trim_ascii_start().first() == Some(&b'{') && crate::body::is_json(content_type) {
+        if let Ok(many) = serde_json::from_slice::<ManyIds<'a>>(body) {
+            return Ok(many.ids);
+        }
+    }
+    let object = json_object(content_type, body, true)?;
+    match object.get("ids") {
+        None | Some(Value::Null) => Err(ApiError::BadRequest("The parameter 'ids' is required.".into())),
+        Some(Value::Array(ids)) => ids
+            .iter()
+            .map(|id| match id {
+                Value::String(id) => Ok(Id(std::borrow::Cow::Owned(id.clone()))),
+                _ => Err(ApiError::BadRequest("Every member of 'ids' must be a string.".into())),
+            })
+            .collect(),
+        Some(_) => Err(ApiError::BadRequest("The parameter 'ids' must be an array of strings.".into())),
+    }
+}
+
 /// One Graph request, start to end.
 async fn serve(
     state: &AppState,
@@ -104,20 +139,8 @@ async fn serve(
         Endpoint::PresenceAction(path, action) => context.presence_action(&path, action, headers, &body).await,
         Endpoint::GetPresencesByUserId => {
             authorize(&caller, Operation::ReadManyPresences, Target::Many)?;
-            let object = json_object(content_type(headers), &body, true)?;
-            let ids = match object.get("ids") {
-                None | Some(Value::Null) => {
-                    return Err(ApiError::BadRequest("The parameter 'ids' is required.".into()))
-                }
-                Some(Value::Array(ids)) => ids
-                    .iter()
-                    .map(|id| match id {
-                        Value::String(id) => Ok(id.as_str()),
-                        _ => Err(ApiError::BadRequest("Every member of 'ids' must be a string.".into())),
-                    })
-                    .collect::<Result<Vec<_>, _>>()?,
-                Some(_) => return Err(ApiError::BadRequest("The parameter 'ids' must be an array of strings.".into())),
-            };
+            let ids = many_ids(content_type(headers), &body)?;
+            let ids: Vec<&str> = ids.iter().map(|id| id.0.as_ref()).collect();
             let context_url =
                 format!("{}/{version}/$metadata#Collection(microsoft.graph.presence)", state.public_url());
             context.many_presences(&ids, context_url).await

@@ -313,9 +313,34 @@ async fn get_presences_by_user_id_keeps_order_collapses_duplicates_and_marks_unk
     let too_many: Vec<String> = (0..651).map(|i| format!("00000000-0000-4000-8000-{i:012}")).collect();
     assert!(server.post(path, &token, json!({ "ids": too_many })).await.error(400, "BadRequest").contains("650"));
     server.post(path, &token, json!({ "ids": [] })).await.error(400, "BadRequest");
-    server.post(path, &token, json!({})).await.error(400, "BadRequest");
-    server.post(path, &token, json!({ "ids": "x" })).await.error(400, "BadRequest");
-    server.post(path, &token, json!({ "ids": [1] })).await.error(400, "BadRequest");
+    assert!(server.post(path, &token, json!({})).await.error(400, "BadRequest").contains("'ids' is required"));
+    let null = server.post(path, &token, json!({ "ids": null })).await.error(400, "BadRequest");
+    assert!(null.contains("'ids' is required"), "{null}");
+    let string = server.post(path, &token, json!({ "ids": "x" })).await.error(400, "BadRequest");
+    assert!(string.contains("must be an array of strings"), "{string}");
+    let number = server.post(path, &token, json!({ "ids": [1] })).await.error(400, "BadRequest");
+    assert!(number.contains("Every member of 'ids' must be a string"), "{number}");
+    let array = server.post(path, &token, json!([[ALEX]])).await.error(400, "BadRequest");
+    assert!(array.contains("must be a JSON object"), "{array}");
+    // An id with an escape in it beside other members, and `ids` given twice (the last counts, as for any
+    // member of a JSON object).
+    let bodies = [
+        format!(r#"{{"other": 1, "ids": ["\u0035{}", "{ADELE}"]}}"#, &ALEX[1..]),
+        format!(r#"{{"ids": ["{ADELE}"], "ids": ["{ALEX}", "{ADELE}"]}}"#),
+    ];
+    for body in bodies {
+        let request = Request::post(path)
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .unwrap();
+        let reply = server.send(request).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        let value = reply.json();
+        let ids: Vec<&str> =
+            value["value"].as_array().unwrap().iter().map(|presence| presence["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, [ALEX, ADELE], "{}", reply.text);
+    }
     server.post(path, &token, json!({ "ids": ["adele@contoso.example"] })).await.error(400, "BadRequest");
     server.get(path, &token).await.error(405, "Request_BadRequest");
 }
