@@ -105,7 +105,8 @@ fn checkpoints_run_beside_the_writes_and_copy_the_whole_wal() {
 fn the_writer_finishes_a_checkpoint_that_fell_behind_so_the_wal_starts_again() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
-    store.set_wal_restart_frames(4096);
+    let restart_frames = 4096;
+    store.set_wal_restart_frames(restart_frames);
     store.update(&key("t1", "first"), &mut busy).unwrap();
     let snapshot = rusqlite::Connection::open(dir.path().join(presence_store::DATABASE_FILE)).unwrap();
     snapshot.execute_batch("BEGIN; SELECT count(*) FROM presence;").unwrap();
@@ -116,7 +117,7 @@ fn the_writer_finishes_a_checkpoint_that_fell_behind_so_the_wal_starts_again() {
         let results = store.update_many(&chunk, &mut |_, facts, due| busy(facts, due));
         assert!(results.iter().all(|result| matches!(result, Ok(Updated::Written { .. }))));
         let (frames, copied) = store.checkpoint().unwrap();
-        if frames >= 4096 {
+        if frames >= restart_frames {
             break (frames, copied);
         }
         assert!(users < 100_000, "the WAL grows with the writes");
