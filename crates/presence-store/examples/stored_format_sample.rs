@@ -1,4 +1,4 @@
-//! Writes the stored-format sample of the embedded store (`tests/stored-format/sqlite-v1`) into the
+//! Writes the stored-format sample of the embedded store (the newest, `tests/stored-format/sqlite-v2`) into the
 //! directory given as the argument: what `tests/stored_format.rs` expects to read back.
 
 use presence_store::{

@@ -10,16 +10,16 @@
 //!
 //! One process owns the file: the record cache is kept correct by being the only writer. The contract's
 //! second steps are therefore immediate: notifications are written to their queues in the user's
-//! transaction (so [`PresenceStore::relay`] has nothing to move), and timer claims are rows updated by the
-//! one writer. The subscription change log is kept all the same, so the engine above follows it exactly as
+//! transaction (so [`PresenceStore::relay`] has nothing to move), and timers and their claims are kept in
+//! memory ([`Timers`]), read from the users' `due_at` at start-up. The subscription change log is kept all the same, so the engine above follows it exactly as
 //! it would follow a shared backend's.
 //!
-//! Tables: `presence` (one row per user: the facts as a small versioned JSON document, `due_at`, the
-//! claimable `timer_at` with its index, and the record's `version`), `subscriptions` (with their owner and
+//! Tables: `presence` (one row per user: the facts as a small versioned JSON document, `due_at` and the
+//! record's `version`; no index beside its key, so that a write changes one B-tree page), `subscriptions` (with their owner and
 //! version), `subscription_log` (the change log), `outbox` (queued notifications, in order per queue) and
 //! `store_meta`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
@@ -73,9 +73,9 @@ pub struct SqliteStore {
     /// Delivery leases: (holder, until) per queue. In memory: one process owns the file, and a lease need
     /// not outlive it.
     leases: Mutex<HashMap<QueueId, (String, i64)>>,
-    /// Users claimed and not written since: their claims are undone at `close`, so that a restart finds
-    /// them due at their own `due_at` (after a crash, `open` undoes every claim).
-    claimed: Mutex<HashSet<UserKey>>,
+    /// Every user's timer. Taken with the writer lock held (never the other way round) where a write
+    /// changes them, so that they follow the commits in order.
+    timers: Mutex<Timers>,
 }
 
 /// The checkpoint thread: dropping `stop` ends it after one last checkpoint.
@@ -262,11 +262,62 @@ impl Durability {
 /// (the entry, then the sessions), not three times.
 type Shard = RwLock<HashMap<CacheKey, Option<UserRecord>, RandomState>>;
 
+/// The users' timers, in memory: the instant each user with a `due_at` can next be claimed (its `due_at`, or
+/// the end of a claim's lease), in order. This process is the database's only writer, so it knows every
+/// timer: they are read from `due_at` at start-up (every claim then ended, as after a crash), and
+/// [`SqliteStore::update_many`] and [`PresenceStore::claim_due`] keep them here instead of in an indexed
+/// column, which cost every write a second B-tree page in the WAL.
+#[derive(Debug, Default)]
+struct Timers {
+    /// (claimable at, user), soonest first.
+    queue: BTreeSet<(i64, CacheKey)>,
+    /// Each user's entry in `queue`.
+    claimable: HashMap<CacheKey, i64, RandomState>,
+}
+
+impl Timers {
+    /// Sets a user's claimable instant (`None`: no timer), ending any claim.
+    fn set(&mut self, key: CacheKey, at: Option<i64>) {
+        let previous = match at {
+            Some(at) => self.claimable.insert(key.clone(), at),
+            None => self.claimable.remove(&key),
+        };
+        if let Some(previous) = previous {
+            self.queue.remove(&(previous, key.clone()));
+        }
+        if let Some(at) = at {
+            self.queue.insert((at, key));
+        }
+    }
+
+    /// Claims up to `limit` users claimable at `now` or before, soonest first, until `lease_until`.
+    fn claim(&mut self, now: i64, lease_until: i64, limit: usize) -> Vec<CacheKey> {
+        let mut claimed = Vec::new();
+        while claimed.len() < limit {
+            match self.queue.first() {
+                Some((at, _)) if *at <= now => {}
+                _ => break,
+            }
+            let Some((_, key)) = self.queue.pop_first() else { break };
+            claimed.push(key);
+        }
+        for key in &claimed {
+            self.claimable.insert(key.clone(), lease_until);
+            self.queue.insert((lease_until, key.clone()));
+        }
+        claimed
+    }
+
+    fn next(&self) -> Option<i64> {
+        self.queue.first().map(|(at, _)| *at)
+    }
+}
+
 /// A user's key in the cache. Tenant and user ids are lowercase GUIDs in practice: then the key is their
 /// two numbers, hashed and compared without following a pointer to the heap (two cache misses a lookup
 /// fewer, and about 70 bytes a user less). Any other spelling keeps its text, so that ids the store
 /// tells apart stay apart (boxed, so that the rare text key does not make every entry larger).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum CacheKey {
     Guids(u128, u128),
     Text(Box<UserKey>),
@@ -286,6 +337,17 @@ impl CacheKey {
         match (canonical_guid(&key.tenant_id), canonical_guid(&key.user_id)) {
             (Some(tenant), Some(user)) => CacheKey::Guids(tenant, user),
             _ => CacheKey::Text(Box::new(key.clone())),
+        }
+    }
+
+    /// The key it was made from.
+    fn user_key(&self) -> UserKey {
+        match self {
+            CacheKey::Guids(tenant, user) => UserKey {
+                tenant_id: uuid::Uuid::from_u128(*tenant).hyphenated().to_string(),
+                user_id: uuid::Uuid::from_u128(*user).hyphenated().to_string(),
+            },
+            CacheKey::Text(key) => (**key).clone(),
         }
     }
 }
@@ -430,20 +492,17 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
     if !has_column(&transaction, "presence", "due_at")? {
         transaction.execute_batch("ALTER TABLE presence ADD COLUMN due_at INTEGER; UPDATE presence SET due_at = 0;")?;
     }
-    // Added with timer claims: the claimable timer (`due_at`, or a claim's lease) and the record's version.
-    if !has_column(&transaction, "presence", "timer_at")? {
-        transaction.execute_batch(
-            "ALTER TABLE presence ADD COLUMN timer_at INTEGER;
-             UPDATE presence SET timer_at = due_at;
-             DROP INDEX IF EXISTS presence_due;",
-        )?;
-    }
+    // Added with timer claims: the record's version.
     if !has_column(&transaction, "presence", "version")? {
         transaction.execute_batch("ALTER TABLE presence ADD COLUMN version INTEGER NOT NULL DEFAULT 0;")?;
     }
-    transaction.execute_batch(
-        "CREATE INDEX IF NOT EXISTS presence_timer ON presence (timer_at) WHERE timer_at IS NOT NULL;",
-    )?;
+    // Timers were indexed columns (first `due_at`, then a claimable `timer_at`): they are kept in memory now
+    // ([`Timers`]), read from `due_at` at each start. What `timer_at` held beyond `due_at` was a claim's
+    // lease, which ends with the process that made it.
+    transaction.execute_batch("DROP INDEX IF EXISTS presence_due; DROP INDEX IF EXISTS presence_timer;")?;
+    if has_column(&transaction, "presence", "timer_at")? {
+        transaction.execute_batch("ALTER TABLE presence DROP COLUMN timer_at;")?;
+    }
     // Added with the store contract for several processes: a subscription's owner and version.
     if !has_column(&transaction, "subscriptions", "application_id")? {
         transaction.execute_batch(
@@ -454,20 +513,24 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
         )?;
     }
     transaction.execute_batch(
-        "CREATE INDEX IF NOT EXISTS subscriptions_owner ON subscriptions (tenant_id, application_id);",
-    )?;
-    // Timer claims belong to the process that made them: after a stop without `close` (a crash), every
-    // claimed user is due again at its own due_at rather than when its lease would have ended.
-    let closed: Option<i64> =
-        transaction.query_row("SELECT value FROM store_meta WHERE key = 'closed'", [], |row| row.get(0)).optional()?;
-    if closed != Some(1) {
-        transaction.execute_batch("UPDATE presence SET timer_at = due_at WHERE timer_at IS NOT due_at;")?;
-    }
-    transaction.execute_batch(
-        "INSERT INTO store_meta (key, value) VALUES ('closed', 0) ON CONFLICT (key) DO UPDATE SET value = 0;",
+        "CREATE INDEX IF NOT EXISTS subscriptions_owner ON subscriptions (tenant_id, application_id);
+         DELETE FROM store_meta WHERE key = 'closed';",
     )?;
     transaction.commit()?;
     Ok(())
+}
+
+/// Every user's timer, from `due_at`.
+fn read_timers(connection: &Connection) -> Result<Timers, StoreError> {
+    let mut timers = Timers::default();
+    let mut statement =
+        connection.prepare("SELECT tenant_id, user_id, due_at FROM presence WHERE due_at IS NOT NULL")?;
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        let key = UserKey { tenant_id: row.get(0)?, user_id: row.get(1)? };
+        timers.set(CacheKey::of(&key), Some(row.get(2)?));
+    }
+    Ok(timers)
 }
 
 /// A `directory_users` row of `user_id, user_principal_name, display_name`.
@@ -488,6 +551,7 @@ impl SqliteStore {
         // their own, not inside whichever write happens to cross the WAL's size limit.
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         migrate(&mut writer)?;
+        let timers = read_timers(&writer)?;
         let readers = (0..READERS)
             .map(|_| {
                 let reader = Connection::open(&path)?;
@@ -523,7 +587,7 @@ impl SqliteStore {
             checkpoints: Mutex::new(Some(checkpoints)),
             wal_restart,
             leases: Mutex::default(),
-            claimed: Mutex::default(),
+            timers: Mutex::new(timers),
         })
     }
 
@@ -646,17 +710,14 @@ fn update_in(
             return Ok(None);
         }
         transaction
-            .prepare_cached(
-                "UPDATE presence SET due_at = ?3, timer_at = ?3, version = ?4 WHERE tenant_id = ?1 AND user_id = ?2",
-            )?
+            .prepare_cached("UPDATE presence SET due_at = ?3, version = ?4 WHERE tenant_id = ?1 AND user_id = ?2")?
             .execute(params![key.tenant_id, key.user_id, effects.due_at, version as i64])?;
     } else {
         transaction
             .prepare_cached(
-                "INSERT INTO presence (tenant_id, user_id, facts, due_at, timer_at, version)
-                 VALUES (?1, ?2, ?3, ?4, ?4, ?5)
+                "INSERT INTO presence (tenant_id, user_id, facts, due_at, version) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (tenant_id, user_id) DO UPDATE SET facts = excluded.facts, due_at = excluded.due_at,
-                     timer_at = excluded.timer_at, version = excluded.version",
+                     version = excluded.version",
             )?
             .execute(params![key.tenant_id, key.user_id, encode(&facts), effects.due_at, version as i64])?;
     }
@@ -744,16 +805,6 @@ fn log_cursor(connection: &Connection) -> Result<u64, StoreError> {
 }
 
 impl SqliteStore {
-    /// Forgets the claims of users just written (their write ended the claim).
-    fn unclaim<'a>(&self, keys: impl Iterator<Item = &'a UserKey>) {
-        let mut claimed = self.claimed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if !claimed.is_empty() {
-            for key in keys {
-                claimed.remove(key);
-            }
-        }
-    }
-
     /// Begins a write transaction on the writer. If a checkpoint found the WAL long, the writer first
     /// copies what is left of it (no write can add frames meanwhile), so that this transaction starts the
     /// WAL again from its beginning. A checkpoint that cannot run here (the checkpoint thread's is
@@ -788,7 +839,7 @@ impl SqliteStore {
         let transaction = self.begin(&mut writer)?;
         let mut written = Vec::new();
         let mut results = Vec::with_capacity(keys.len());
-        let mut cleared = false;
+        let mut cleared = Vec::new();
         for key in keys {
             match update_in(&self.cache, &transaction, key, &mut |facts, due_at| apply(key, facts, due_at)) {
                 Ok(Some(record)) => {
@@ -799,24 +850,30 @@ impl SqliteStore {
                 Err(error @ StoreError::Corrupt { .. }) => {
                     transaction
                         .prepare_cached(
-                            "UPDATE presence SET due_at = NULL, timer_at = NULL, version = version + 1
+                            "UPDATE presence SET due_at = NULL, version = version + 1
                              WHERE tenant_id = ?1 AND user_id = ?2",
                         )?
                         .execute(params![key.tenant_id, key.user_id])?;
-                    cleared = true;
+                    cleared.push(key);
                     results.push(Err(error));
                 }
                 Err(error) => return Err(error),
             }
         }
-        if written.is_empty() && !cleared {
+        if written.is_empty() && cleared.is_empty() {
             return Ok((results, None));
         }
         transaction.commit()?;
-        self.unclaim(written.iter().map(|(key, _)| key));
+        // Each write ends its user's claim, if any.
+        let mut timers = self.timers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for key in cleared {
+            timers.set(CacheKey::of(key), None);
+        }
         for (key, record) in written {
+            timers.set(CacheKey::of(&key), record.due_at);
             self.cache.set(&key, record);
         }
+        drop(timers);
         Ok((results, Some(self.durability.committed())))
     }
 }
@@ -865,8 +922,8 @@ impl PresenceStore for SqliteStore {
             };
             transaction.commit()?;
             let version = record.version;
+            self.timers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).set(CacheKey::of(key), record.due_at);
             self.cache.set(key, record);
-            self.unclaim(std::iter::once(key));
             (version, self.durability.committed())
         };
         self.durability.wait(ticket)?;
@@ -886,36 +943,15 @@ impl PresenceStore for SqliteStore {
         }
     }
 
+    /// A claim is kept in memory only: it ends with the process (a restart finds the user due at its own
+    /// `due_at`), so it writes nothing.
     fn claim_due(&self, now: i64, lease_until: i64, limit: usize) -> Result<Vec<UserKey>, StoreError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut writer = lock(&self.writer)?;
-        let transaction = self.begin(&mut writer)?;
-        let keys = {
-            let mut claim = transaction.prepare_cached(
-                "UPDATE presence SET timer_at = ?3 WHERE (tenant_id, user_id) IN
-                     (SELECT tenant_id, user_id FROM presence WHERE timer_at IS NOT NULL AND timer_at <= ?1
-                      ORDER BY timer_at LIMIT ?2)
-                 RETURNING tenant_id, user_id",
-            )?;
-            let rows = claim.query_map(params![now, limit, lease_until], |row| {
-                Ok(UserKey { tenant_id: row.get(0)?, user_id: row.get(1)? })
-            })?;
-            rows.collect::<Result<Vec<_>, _>>()?
-        };
-        if keys.is_empty() {
-            return Ok(keys);
-        }
-        transaction.commit()?;
-        // A claim need not be durable (a lost claim only makes the user due again), so this commit does not
-        // wait for an fsync; its ticket is covered by the next write's.
-        self.durability.committed();
-        self.claimed.lock().map_err(|_| StoreError::Poisoned)?.extend(keys.iter().cloned());
-        Ok(keys)
+        let claimed = self.timers.lock().map_err(|_| StoreError::Poisoned)?.claim(now, lease_until, limit);
+        Ok(claimed.iter().map(CacheKey::user_key).collect())
     }
 
     fn next_due(&self) -> Result<Option<i64>, StoreError> {
-        let reader = self.reader()?;
-        Ok(reader.query_row("SELECT MIN(timer_at) FROM presence WHERE timer_at IS NOT NULL", [], |row| row.get(0))?)
+        Ok(self.timers.lock().map_err(|_| StoreError::Poisoned)?.next())
     }
 
     fn subscriptions(&self) -> Result<(Vec<StoredSubscription>, u64), StoreError> {
@@ -1193,20 +1229,6 @@ impl PresenceStore for SqliteStore {
         if let Some(checkpoints) = checkpoints {
             checkpoints.stop();
         }
-        // Claims not followed by a write are undone, and the file is marked closed (so the next open need
-        // not look for claims left by a crash).
-        let claimed: Vec<UserKey> = self.claimed.lock().map_err(|_| StoreError::Poisoned)?.drain().collect();
-        self.write(|transaction| {
-            let mut undo = transaction
-                .prepare_cached("UPDATE presence SET timer_at = due_at WHERE tenant_id = ?1 AND user_id = ?2")?;
-            for key in &claimed {
-                undo.execute(params![key.tenant_id, key.user_id])?;
-            }
-            transaction.execute_batch(
-                "INSERT INTO store_meta (key, value) VALUES ('closed', 1) ON CONFLICT (key) DO UPDATE SET value = 1;",
-            )?;
-            Ok(())
-        })?;
         let writer = lock(&self.writer)?;
         let busy: i64 = writer.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))?;
         if busy != 0 {

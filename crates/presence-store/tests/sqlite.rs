@@ -168,10 +168,7 @@ fn a_database_from_before_timers_gets_every_user_due_once() {
     {
         let connection = rusqlite::Connection::open(dir.path().join(presence_store::DATABASE_FILE)).unwrap();
         connection
-            .execute_batch(
-                "DROP INDEX presence_timer; ALTER TABLE presence DROP COLUMN timer_at;
-                 ALTER TABLE presence DROP COLUMN version; ALTER TABLE presence DROP COLUMN due_at;",
-            )
+            .execute_batch("ALTER TABLE presence DROP COLUMN version; ALTER TABLE presence DROP COLUMN due_at;")
             .unwrap();
     }
     let store = SqliteStore::open(dir.path()).unwrap();

@@ -37,10 +37,34 @@ fn facts_of_version_1_read_back_and_encode_to_the_same_text() {
 
 #[test]
 fn an_embedded_store_of_version_1_opens_and_reads_back() {
+    let dir = opens_and_reads_back("sqlite-v1");
+    // Its indexed timer column is gone: timers are kept in memory now.
+    let connection = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+    let columns: Vec<String> = connection
+        .prepare("SELECT name FROM pragma_table_info('presence')")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(columns, ["tenant_id", "user_id", "facts", "due_at", "version"]);
+    let indexes: i64 = connection
+        .query_row("SELECT COUNT(*) FROM pragma_index_list('presence') WHERE origin = 'c'", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(indexes, 0, "no index beside the key");
+}
+
+#[test]
+fn an_embedded_store_of_version_2_opens_and_reads_back() {
+    opens_and_reads_back("sqlite-v2");
+}
+
+/// Opens a copy of the sample in `stored-format/{sample}` and reads back what it holds.
+fn opens_and_reads_back(sample: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/stored-format/sqlite-v1").join(DATABASE_FILE);
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/stored-format").join(sample).join(DATABASE_FILE);
     std::fs::copy(&sample, dir.path().join(DATABASE_FILE)).expect("the sample is checked in");
-    let store = SqliteStore::open(dir.path()).expect("a version 1 data directory opens");
+    let store = SqliteStore::open(dir.path()).expect("the sample's data directory opens");
 
     let key = UserKey { tenant_id: TENANT.into(), user_id: ADELE.into() };
     let record = store.get_many(std::slice::from_ref(&key)).unwrap().pop().flatten().expect("Adele's record");
@@ -69,4 +93,5 @@ fn an_embedded_store_of_version_1_opens_and_reads_back() {
         })
     );
     store.close().unwrap();
+    dir
 }
