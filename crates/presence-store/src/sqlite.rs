@@ -276,6 +276,12 @@ struct Timers {
 }
 
 impl Timers {
+    /// The timers of distinct users.
+    fn from_entries(entries: Vec<(i64, CacheKey)>) -> Self {
+        let claimable = entries.iter().map(|(at, key)| (key.clone(), *at)).collect();
+        Timers { queue: entries.into_iter().collect(), claimable }
+    }
+
     /// Sets a user's claimable instant (`None`: no timer), ending any claim.
     fn set(&mut self, key: CacheKey, at: Option<i64>) {
         let previous = match at {
@@ -337,6 +343,14 @@ impl CacheKey {
         match (canonical_guid(&key.tenant_id), canonical_guid(&key.user_id)) {
             (Some(tenant), Some(user)) => CacheKey::Guids(tenant, user),
             _ => CacheKey::Text(Box::new(key.clone())),
+        }
+    }
+
+    /// The key of a user's ids, taking them.
+    fn from_ids(tenant_id: String, user_id: String) -> Self {
+        match (canonical_guid(&tenant_id), canonical_guid(&user_id)) {
+            (Some(tenant), Some(user)) => CacheKey::Guids(tenant, user),
+            _ => CacheKey::Text(Box::new(UserKey { tenant_id, user_id })),
         }
     }
 
@@ -520,17 +534,17 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Every user's timer, from `due_at`.
+/// Every user's timer, from `due_at`: gathered, then built in one go (a million users' timers in a
+/// fraction of the time inserting them one by one takes).
 fn read_timers(connection: &Connection) -> Result<Timers, StoreError> {
-    let mut timers = Timers::default();
     let mut statement =
         connection.prepare("SELECT tenant_id, user_id, due_at FROM presence WHERE due_at IS NOT NULL")?;
     let mut rows = statement.query([])?;
+    let mut entries = Vec::new();
     while let Some(row) = rows.next()? {
-        let key = UserKey { tenant_id: row.get(0)?, user_id: row.get(1)? };
-        timers.set(CacheKey::of(&key), Some(row.get(2)?));
+        entries.push((row.get(2)?, CacheKey::from_ids(row.get(0)?, row.get(1)?)));
     }
-    Ok(timers)
+    Ok(Timers::from_entries(entries))
 }
 
 /// A `directory_users` row of `user_id, user_principal_name, display_name`.
