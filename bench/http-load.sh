@@ -8,6 +8,7 @@
 #
 #   bash bench/http-load.sh            # DURATION=10 seconds per run, REPS=3, USERS=100000
 #   SCENARIOS="get_many" bash bench/http-load.sh   # a subset of set_presence get_presence get_many
+#   BIN=/tmp/presenced-before bash bench/http-load.sh   # another build of presenced, same floor
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration="${DURATION:-10}"
@@ -19,7 +20,8 @@ tenant=5f1d3c2a-7b6e-4d8f-9a01-23456789abcd
 
 command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null || { echo "wrk is needed (apt-get install wrk)"; exit 1; }; }
 cargo build --release --locked -q -p presenced --bin presenced --example floor
-bin=target/release/presenced
+# BIN=path: another presenced binary (an older build, say), against the same floor.
+bin="${BIN:-target/release/presenced}"
 floor=target/release/examples/floor
 
 work=$(mktemp -d)
