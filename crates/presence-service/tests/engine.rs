@@ -14,7 +14,11 @@ use presence_notify::target::TargetPolicy;
 use presence_service::{
     ManualClock, Posted, Service, ServiceConfig, ServiceError, Subscriber, WebhookFuture, Webhooks, Workers,
 };
-use presence_store::{PresenceStore, QueueKind, SqliteStore, StoredSubscription, UserKey};
+use presence_store::{
+    DirectoryUser, Durable, FarewellFn, NewNotification, PendingWrites, PresenceStore, QueueId, QueueKind,
+    QueuedNotification, SqliteStore, StoreError, StoredSubscription, SubscriptionChanges, SubscriptionFn, UpdateFn,
+    UpdateManyFn, Updated, UserKey, UserRecord,
+};
 use serde_json::Value;
 use url::Url;
 
@@ -699,4 +703,188 @@ async fn shutdown_lets_a_delivery_in_flight_finish_and_leaves_one_that_cannot_qu
     let _third = node_with(&store, &clock, &recorder, config);
     let posts = recorder.wait_posts(url, 3).await;
     assert_eq!(posts[2]["value"][0]["resourceData"]["sequenceNumber"], "00000000000000000002");
+}
+
+/// The SQLite store, except that making writes durable waits for [`Gated::open`], or fails after
+/// [`Gated::fail`]: a disk whose fsync is slow, or broken.
+struct Gated {
+    inner: SqliteStore,
+    /// (open, failing), and the condition a waiting fsync watches.
+    gate: Mutex<(bool, bool)>,
+    moved: std::sync::Condvar,
+    /// Waits begun so far.
+    waits: AtomicUsize,
+}
+
+impl Gated {
+    fn open(&self, failing: bool) {
+        *self.gate.lock().unwrap() = (true, failing);
+        self.moved.notify_all();
+    }
+}
+
+impl PresenceStore for Gated {
+    fn get(&self, key: &UserKey) -> Result<Option<UserRecord>, StoreError> {
+        self.inner.get(key)
+    }
+    fn get_many(&self, keys: &[UserKey]) -> Result<Vec<Option<UserRecord>>, StoreError> {
+        self.inner.get_many(keys)
+    }
+    fn update(&self, key: &UserKey, apply: &mut UpdateFn<'_>) -> Result<Updated, StoreError> {
+        self.inner.update(key, apply)
+    }
+    fn update_many(&self, keys: &[UserKey], apply: &mut UpdateManyFn<'_>) -> Vec<Result<Updated, StoreError>> {
+        self.inner.update_many(keys, apply)
+    }
+    fn update_many_pending(&self, keys: &[UserKey], apply: &mut UpdateManyFn<'_>) -> PendingWrites {
+        self.inner.update_many_pending(keys, apply)
+    }
+    fn wait_durable(&self, ticket: Durable) -> Result<(), StoreError> {
+        self.waits.fetch_add(1, Ordering::SeqCst);
+        let mut gate = self.gate.lock().unwrap();
+        while !gate.0 {
+            gate = self.moved.wait(gate).unwrap();
+        }
+        if gate.1 {
+            return Err(StoreError::Backend("the disk failed".into()));
+        }
+        drop(gate);
+        self.inner.wait_durable(ticket)
+    }
+    fn claim_due(&self, now: i64, lease_until: i64, limit: usize) -> Result<Vec<UserKey>, StoreError> {
+        self.inner.claim_due(now, lease_until, limit)
+    }
+    fn next_due(&self) -> Result<Option<i64>, StoreError> {
+        self.inner.next_due()
+    }
+    fn subscriptions(&self) -> Result<(Vec<StoredSubscription>, u64), StoreError> {
+        self.inner.subscriptions()
+    }
+    fn subscription(&self, id: &str) -> Result<Option<StoredSubscription>, StoreError> {
+        self.inner.subscription(id)
+    }
+    fn create_subscription(&self, subscription: &StoredSubscription, limit: usize) -> Result<bool, StoreError> {
+        self.inner.create_subscription(subscription, limit)
+    }
+    fn update_subscription(
+        &self,
+        id: &str,
+        apply: &mut SubscriptionFn<'_>,
+    ) -> Result<Option<StoredSubscription>, StoreError> {
+        self.inner.update_subscription(id, apply)
+    }
+    fn remove_subscription(
+        &self,
+        id: &str,
+        farewell: &mut FarewellFn<'_>,
+    ) -> Result<Option<StoredSubscription>, StoreError> {
+        self.inner.remove_subscription(id, farewell)
+    }
+    fn subscription_changes(&self, since: u64) -> Result<Option<SubscriptionChanges>, StoreError> {
+        self.inner.subscription_changes(since)
+    }
+    fn subscription_cursor(&self) -> Result<Option<u64>, StoreError> {
+        self.inner.subscription_cursor()
+    }
+    fn enqueue(&self, notifications: &[NewNotification]) -> Result<(), StoreError> {
+        self.inner.enqueue(notifications)
+    }
+    fn queue_head(&self, queue: &QueueId, limit: usize) -> Result<Vec<QueuedNotification>, StoreError> {
+        self.inner.queue_head(queue, limit)
+    }
+    fn acknowledge(
+        &self,
+        queue: &QueueId,
+        positions: &[u64],
+        notifications: &[NewNotification],
+    ) -> Result<(), StoreError> {
+        self.inner.acknowledge(queue, positions, notifications)
+    }
+    fn queue_lengths(&self) -> Result<Vec<(QueueId, u64)>, StoreError> {
+        self.inner.queue_lengths()
+    }
+    fn lease_queue(&self, queue: &QueueId, holder: &str, now: i64, lease_until: i64) -> Result<bool, StoreError> {
+        self.inner.lease_queue(queue, holder, now, lease_until)
+    }
+    fn release_queue(&self, queue: &QueueId, holder: &str) -> Result<(), StoreError> {
+        self.inner.release_queue(queue, holder)
+    }
+    fn put_directory_user(&self, tenant_id: &str, user: &DirectoryUser) -> Result<(), StoreError> {
+        self.inner.put_directory_user(tenant_id, user)
+    }
+    fn directory_users(&self, tenant_id: &str, ids: &[String]) -> Result<Vec<Option<DirectoryUser>>, StoreError> {
+        self.inner.directory_users(tenant_id, ids)
+    }
+    fn directory_user_by_upn(&self, tenant_id: &str, upn: &str) -> Result<Option<DirectoryUser>, StoreError> {
+        self.inner.directory_user_by_upn(tenant_id, upn)
+    }
+    fn list_directory_users(
+        &self,
+        tenant_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DirectoryUser>, StoreError> {
+        self.inner.list_directory_users(tenant_id, after, limit)
+    }
+    fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping()
+    }
+}
+
+/// An engine on a [`Gated`] store, with its workers running.
+fn gated_node(dir: &tempfile::TempDir, recorder: &Arc<Recorder>) -> (Arc<Gated>, Node) {
+    let store = Arc::new(Gated {
+        inner: SqliteStore::open(dir.path()).unwrap(),
+        gate: Mutex::new((false, false)),
+        moved: std::sync::Condvar::new(),
+        waits: AtomicUsize::new(0),
+    });
+    let issuer = Issuer::new(SigningKey::generate(), "https://login.presenced.test");
+    let webhooks: Arc<dyn Webhooks> = recorder.clone();
+    let clock = Arc::new(ManualClock::new(Timestamp(START)));
+    let service = Service::new(store.clone(), clock, Ok(webhooks), issuer, config());
+    let workers = service.spawn_workers().expect("the engine starts");
+    (store, Node { service, _workers: workers })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_is_answered_once_durable_and_the_next_commits_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let (store, node) = gated_node(&dir, &recorder);
+    let service = node.service.clone();
+    service.create_subscription(subscriber(), &request(&[ADELE], 60), "v1_2".into(), everyone).await.unwrap();
+    let first = tokio::spawn({
+        let service = service.clone();
+        async move { service.apply(key(ADELE), set_presence("Busy", "InACall")).await }
+    });
+    eventually("Adele's write is committed", || store.inner.get(&key(ADELE)).unwrap().is_some()).await;
+    // Alex's write commits while Adele's still waits for the disk.
+    let second = tokio::spawn({
+        let service = service.clone();
+        async move { service.apply(key(ALEX), set_presence("Away", "Away")).await }
+    });
+    eventually("Alex's write is committed", || store.inner.get(&key(ALEX)).unwrap().is_some()).await;
+    let mut first = first;
+    let early = tokio::time::timeout(Duration::from_millis(100), &mut first).await;
+    assert!(early.is_err() && !second.is_finished(), "nothing is answered before it is durable");
+    assert!(recorder.posts.lock().unwrap().is_empty(), "nor notified");
+    store.open(false);
+    first.await.unwrap().expect("durable, so answered");
+    second.await.unwrap().expect("durable, so answered");
+    eventually("Adele's change is delivered", || recorder.posts.lock().unwrap().len() == 1).await;
+    assert!(store.waits.load(Ordering::SeqCst) >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_cannot_be_made_durable_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let (store, node) = gated_node(&dir, &recorder);
+    let service = node.service.clone();
+    service.create_subscription(subscriber(), &request(&[ADELE], 60), "v1_2".into(), everyone).await.unwrap();
+    store.open(true);
+    let error = service.apply(key(ADELE), set_presence("Busy", "InACall")).await.expect_err("the fsync failed");
+    assert!(matches!(error, ServiceError::Store(_)), "{error:?}");
+    assert_eq!(store.waits.load(Ordering::SeqCst), 1);
 }
