@@ -374,9 +374,18 @@ impl Config {
         environment: impl IntoIterator<Item = (String, String)>,
         flags: &[String],
     ) -> anyhow::Result<Self> {
-        let (merged, origin, ignored) = Self::effective(path, environment, flags)?;
-        let mut config: Config =
-            toml::from_str(&merged).with_context(|| format!("invalid configuration ({origin})"))?;
+        let environment: Vec<(String, String)> = environment.into_iter().collect();
+        let (merged, origin, ignored) = Self::effective_table(path, environment.clone(), flags)?;
+        // Read from the merged table itself: encoding it as text and parsing that again took about a
+        // third of the start-up with a directory of 1,000,000 users. Only a configuration that cannot be
+        // read is parsed again as text, for an error that quotes the offending line.
+        let mut config: Config = match merged.try_into() {
+            Ok(config) => config,
+            Err(_) => {
+                let (text, origin, _) = Self::effective(path, environment, flags)?;
+                toml::from_str(&text).with_context(|| format!("invalid configuration ({origin})"))?
+            }
+        };
         config.validate(&origin)?;
         config.ignored_variables = ignored;
         Ok(config)
@@ -389,6 +398,16 @@ impl Config {
         environment: impl IntoIterator<Item = (String, String)>,
         flags: &[String],
     ) -> anyhow::Result<(String, String, Vec<String>)> {
+        let (table, origin, ignored) = Self::effective_table(path, environment, flags)?;
+        Ok((toml::to_string(&table).context("re-encoding the configuration")?, origin, ignored))
+    }
+
+    /// [`Config::effective`] as the merged table.
+    fn effective_table(
+        path: Option<&Path>,
+        environment: impl IntoIterator<Item = (String, String)>,
+        flags: &[String],
+    ) -> anyhow::Result<(toml::Table, String, Vec<String>)> {
         let (text, origin) = match path {
             Some(path) => (
                 std::fs::read_to_string(path).with_context(|| format!("reading configuration {}", path.display()))?,
@@ -435,7 +454,7 @@ impl Config {
             table.insert(key.to_owned(), override_value(raw.trim()));
         }
         let origin = format!("{origin} with PRESENCED_* variables and --set flags applied");
-        Ok((toml::to_string(&table).context("re-encoding the configuration")?, origin, ignored))
+        Ok((table, origin, ignored))
     }
 
     /// Checks the ranges of numeric keys.
@@ -665,6 +684,21 @@ impl Config {
     pub fn directory(&self) -> anyhow::Result<Directory> {
         Directory::new(self.tenants.clone()).context("invalid configuration: tenants")
     }
+
+    /// The directory, validated, with the users moved into it: the configuration keeps its tenants and
+    /// apps but no longer their users, which a server would otherwise hold twice for as long as it runs
+    /// (about 200 bytes a user).
+    pub fn take_directory(&mut self) -> anyhow::Result<Directory> {
+        let tenants = self
+            .tenants
+            .iter_mut()
+            .map(|tenant| {
+                let users = std::mem::take(&mut tenant.users);
+                Tenant { users, ..tenant.clone() }
+            })
+            .collect();
+        Directory::new(tenants).context("invalid configuration: tenants")
+    }
 }
 
 #[cfg(test)]
@@ -694,6 +728,25 @@ mod tests {
         assert!(!config.test_clock);
         let directory = config.directory().unwrap();
         assert_eq!(directory.tenants().count(), 1);
+    }
+
+    #[test]
+    fn the_served_directory_takes_the_users_and_leaves_tenants_and_apps() {
+        let tenant = "5f1d3c2a-7b6e-4d8f-9a01-23456789abcd";
+        let user = "7d3b5e0a-2c61-4f3e-9d1a-5a2b8c9e0f11";
+        let app = "0a0f1e5c-8f62-4d3f-9d52-3b1c3b0d5e11";
+        let (_dir, path) = write(&format!(
+            "[[tenants]]\nid = \"{tenant}\"\ndisplayName = \"C\"\n\
+             [[tenants.users]]\nid = \"{user}\"\nuserPrincipalName = \"adele@c.example\"\ndisplayName = \"Adele\"\n\
+             [[tenants.apps]]\nid = \"{app}\"\ndisplayName = \"App\"\n"
+        ));
+        let mut config = Config::load(Some(&path), no_overrides(), &[]).unwrap();
+        let directory = config.take_directory().unwrap();
+        assert_eq!(directory.user_by_id(tenant, user).map(|user| user.display_name.as_str()), Some("Adele"));
+        assert!(directory.app(tenant, app).is_some());
+        assert!(config.tenants[0].users.is_empty(), "the users moved, not copied");
+        assert_eq!((config.tenants[0].id.as_str(), config.tenants[0].apps.len()), (tenant, 1), "the rest stays");
+        assert!(config.trusts().is_ok());
     }
 
     #[test]

@@ -259,13 +259,13 @@ fn open_store(config: &Config) -> anyhow::Result<Arc<dyn PresenceStore>> {
     })
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
+fn serve(mut config: Config) -> anyhow::Result<()> {
     init_logs(&config)?;
     for name in &config.ignored_variables {
         tracing::warn!(variable = %name, "ignoring an environment variable that names no configuration key");
     }
     let tls = config.tls()?;
-    let directory = Arc::new(config.directory()?);
+    let directory = Arc::new(config.take_directory()?);
     let key = open_key(&config)?;
     let store = open_store(&config)?;
     let test_clock = config.test_clock.then(|| {
