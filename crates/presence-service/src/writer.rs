@@ -6,21 +6,13 @@
 //! writer connection to each other. Here a burst of writes costs one transaction, one commit and one
 //! fsync, the request waits on a channel rather than on a thread, and each user's writes still apply in
 //! the order they arrived (a user with a write in the batch being built waits for the next batch).
-//!
-//! A batch is applied and committed on the writer thread, then handed to a second thread, which waits
-//! until it is durable ([`PresenceStore::wait_durable`](presence_store::PresenceStore::wait_durable)) and
-//! only then answers its requests and signals its notifications, the change feed and the timers. So the
-//! next batch commits while the last one's fsync runs, instead of after it: the writer never waits for
-//! the disk itself. Batches are answered in the order they were committed, and a store makes them
-//! durable in that order, so no write is acknowledged before one committed earlier.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Weak;
-use std::time::Instant;
 
 use presence_core::{Presence, Timestamp, UserFacts};
-use presence_store::{Durable, NewNotification, PendingWrites, UserKey};
+use presence_store::{NewNotification, UserKey};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{Service, ServiceError};
@@ -29,9 +21,6 @@ use crate::{Service, ServiceError};
 const MAX_BATCH: usize = 256;
 /// Writes waiting in the channel before senders wait for room.
 const CHANNEL_CAPACITY: usize = 1024;
-/// Batches committed and waiting to be durable before the writer waits for room: enough for the next
-/// batch to commit during an fsync, few enough that a slow disk holds the writer back.
-const IN_FLIGHT: usize = 4;
 
 /// A queued write, with the answer to send back once it is durable (or has failed).
 trait Job: Send {
@@ -82,51 +71,15 @@ impl Writer {
     /// Starts the writer thread for `service`, held weakly so that dropping the service stops the thread.
     pub(crate) fn start(service: Weak<Service>) -> Writer {
         let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
-        let (applied, to_finish) = std::sync::mpsc::sync_channel(IN_FLIGHT);
-        let finisher = service.clone();
-        let spawned = std::thread::Builder::new()
-            .name("presence-durable".into())
-            .spawn(move || finish_when_durable(&finisher, &to_finish))
-            .and_then(|_| {
-                std::thread::Builder::new()
-                    .name("presence-writer".into())
-                    .spawn(move || run(&service, receiver, &applied))
-            });
+        let spawned = std::thread::Builder::new().name("presence-writer".into()).spawn(move || run(&service, receiver));
         if let Err(error) = spawned {
-            tracing::error!(%error, "cannot start the writer threads; writes will fail");
+            tracing::error!(%error, "cannot start the writer thread; writes will fail");
         }
         Writer { sender }
     }
 }
 
-/// A batch committed and not yet answered: what to do once it is durable.
-struct Applied {
-    jobs: Vec<Box<dyn Job>>,
-    keys: Vec<UserKey>,
-    outcomes: Vec<Option<Result<(), ServiceError>>>,
-    queued: Vec<Vec<NewNotification>>,
-    changed: Vec<bool>,
-    timers: Vec<Option<i64>>,
-    durable: Option<Durable>,
-    started: Instant,
-}
-
-/// The second thread: answers each committed batch once it is durable, in the order they came.
-fn finish_when_durable(service: &Weak<Service>, batches: &std::sync::mpsc::Receiver<Applied>) {
-    while let Ok(applied) = batches.recv() {
-        let Some(service) = service.upgrade() else {
-            return;
-        };
-        // A panic fails this batch's requests (their answers are dropped), not every later write.
-        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| service.finish_batch(applied)));
-    }
-}
-
-fn run(
-    service: &Weak<Service>,
-    mut receiver: mpsc::Receiver<Box<dyn Job>>,
-    applied: &std::sync::mpsc::SyncSender<Applied>,
-) {
+fn run(service: &Weak<Service>, mut receiver: mpsc::Receiver<Box<dyn Job>>) {
     let mut waiting: VecDeque<Box<dyn Job>> = VecDeque::new();
     loop {
         if waiting.is_empty() {
@@ -146,13 +99,7 @@ fn run(
             return;
         };
         // A panic fails this batch's requests (their answers are dropped), not every later write.
-        let Ok(batch) = std::panic::catch_unwind(AssertUnwindSafe(|| service.write_batch(batch))) else {
-            continue;
-        };
-        if applied.send(batch).is_err() {
-            // The durability thread is gone (it could not start): the batch's requests get no answer.
-            tracing::error!("the durability thread has stopped; a batch of writes was not answered");
-        }
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| service.write_batch(batch)));
     }
 }
 
@@ -188,8 +135,8 @@ impl Service {
         answer.await.map_err(|_| ServiceError::Internal("the write failed unexpectedly".into()))?
     }
 
-    /// One store call for `jobs` (of distinct users), answered by [`Service::finish_batch`] once durable.
-    fn write_batch(&self, mut jobs: Vec<Box<dyn Job>>) -> Applied {
+    /// One store call for `jobs` (of distinct users), then each request's answer.
+    fn write_batch(&self, mut jobs: Vec<Box<dyn Job>>) {
         let keys: Vec<UserKey> = jobs.iter().map(|job| job.key().clone()).collect();
         let positions: HashMap<&UserKey, usize> = keys.iter().enumerate().map(|(index, key)| (key, index)).collect();
         let mut outcomes: Vec<Option<Result<(), ServiceError>>> = keys.iter().map(|_| None).collect();
@@ -197,12 +144,12 @@ impl Service {
         let mut timers: Vec<Option<i64>> = vec![None; keys.len()];
         let followed = self.feed.is_followed();
         let mut changed = vec![false; keys.len()];
-        let started = Instant::now();
+        let started = std::time::Instant::now();
         self.catch_up_subscriptions();
-        let PendingWrites { results, durable } = self.locks.write_many(&keys, || {
+        let results = self.locks.write_many(&keys, || {
             let watchers: Vec<_> = keys.iter().map(|key| self.registry.watchers(key)).collect();
             let now = self.clock.now();
-            self.store.update_many_pending(&keys, &mut |key, facts, due| {
+            self.store.update_many(&keys, &mut |key, facts, due| {
                 let index = positions[key];
                 let before = facts.clone();
                 match jobs[index].apply(facts, now) {
@@ -225,6 +172,7 @@ impl Service {
                 }
             })
         });
+        self.metrics.store("write_batch", started.elapsed());
         for (index, result) in results.into_iter().enumerate() {
             if let Err(error) = result {
                 if matches!(error, presence_store::StoreError::Corrupt { .. }) {
@@ -238,23 +186,6 @@ impl Service {
                 outcomes[index] = Some(Err(ServiceError::Store(error)));
             }
         }
-        Applied { jobs, keys, outcomes, queued, changed, timers, durable, started }
-    }
-
-    /// Waits until a committed batch is durable, then lets its notifications, changes and timers be seen
-    /// and answers its requests; if it cannot be made durable, every write of it fails.
-    fn finish_batch(&self, applied: Applied) {
-        let Applied { jobs, keys, mut outcomes, mut queued, mut changed, mut timers, durable, started } = applied;
-        if let Some(Err(error)) = durable.map(|ticket| self.store.wait_durable(ticket)) {
-            tracing::error!(%error, "store failure: a batch of writes could not be made durable");
-            for index in 0..keys.len() {
-                changed[index] = false;
-                queued[index].clear();
-                timers[index] = None;
-                outcomes[index] = Some(Err(ServiceError::Store(error.clone())));
-            }
-        }
-        self.metrics.store("write_batch", started.elapsed());
         self.queued(&queued.concat());
         self.feed.publish(keys.iter().zip(changed).filter(|(_, changed)| *changed).map(|(key, _)| key.clone()));
         self.timers.timer_set(timers.into_iter().flatten().min());

@@ -284,20 +284,6 @@ pub type FarewellFn<'a> = dyn FnMut(&StoredSubscription) -> Option<Vec<NewNotifi
 pub type RecordsFuture<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Option<UserRecord>>, StoreError>> + Send + 'a>>;
 
-/// What [`PresenceStore::update_many_pending`] did: a result per user, as `update_many` answers, and the
-/// ticket to wait on before acknowledging them (`None`: durable already, or nothing was written).
-#[derive(Debug)]
-pub struct PendingWrites {
-    /// Per user, in the order of the keys.
-    pub results: Vec<Result<Updated, StoreError>>,
-    /// The ticket for [`PresenceStore::wait_durable`].
-    pub durable: Option<Durable>,
-}
-
-/// A place in a store's order of writes, to wait on until it is durable ([`PresenceStore::wait_durable`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Durable(pub u64);
-
 /// A backend that keeps presence facts, users' timers, subscriptions and queued notifications.
 ///
 /// Methods block: async callers run them on a blocking thread. Closures given to the update methods may
@@ -353,23 +339,6 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// [`StoreError::Corrupt`] and has its timer cleared, so that one corrupt record cannot stop everyone's
     /// timers.
     fn update_many(&self, keys: &[UserKey], apply: &mut UpdateManyFn<'_>) -> Vec<Result<Updated, StoreError>>;
-
-    /// Optional: [`PresenceStore::update_many`] that returns once the writes are applied, before they are
-    /// durable, with the [`Durable`] ticket to hand to [`PresenceStore::wait_durable`], which returns once
-    /// they are. So a caller can apply its next writes while the last ones are made durable; it must not
-    /// acknowledge a write (answer its request, deliver its notifications) before the wait returned. A
-    /// wait covers every write applied before the ticket's, so waiting on tickets in the order they were
-    /// given is waiting on each. The default is `update_many` itself, durable on return (no ticket).
-    fn update_many_pending(&self, keys: &[UserKey], apply: &mut UpdateManyFn<'_>) -> PendingWrites {
-        PendingWrites { results: self.update_many(keys, apply), durable: None }
-    }
-
-    /// Returns once the writes that gave `ticket` (by [`PresenceStore::update_many_pending`]) are durable,
-    /// or with the error that stopped them being made so. The default has nothing to wait for.
-    fn wait_durable(&self, ticket: Durable) -> Result<(), StoreError> {
-        let _ = ticket;
-        Ok(())
-    }
 
     /// Claims up to `limit` users whose timer is at or before `now`, the earliest first, for a lease until
     /// `lease_until`: until then no other claim returns them. A write of the user (its catch-up) ends the

@@ -33,9 +33,9 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use crate::codec::{decode, encode};
 use crate::{
-    DirectoryUser, Durable, Effects, FarewellFn, NewNotification, PendingWrites, PresenceStore, QueueId, QueueKind,
-    QueuedNotification, StoreError, StoreStats, StoredSubscription, SubscriptionChanges, SubscriptionFn, UpdateFn,
-    UpdateManyFn, Updated, UserKey, UserRecord,
+    DirectoryUser, Effects, FarewellFn, NewNotification, PresenceStore, QueueId, QueueKind, QueuedNotification,
+    StoreError, StoreStats, StoredSubscription, SubscriptionChanges, SubscriptionFn, UpdateFn, UpdateManyFn, Updated,
+    UserKey, UserRecord,
 };
 
 /// A result per user of a many-user update.
@@ -945,23 +945,16 @@ impl PresenceStore for SqliteStore {
     }
 
     fn update_many(&self, keys: &[UserKey], apply: &mut UpdateManyFn<'_>) -> Vec<Result<Updated, StoreError>> {
-        let PendingWrites { results, durable } = self.update_many_pending(keys, apply);
-        match durable.map_or(Ok(()), |ticket| self.wait_durable(ticket)) {
-            Ok(()) => results,
+        let outcome = self.update_many_undurable(keys, apply).and_then(|(results, ticket)| {
+            if let Some(ticket) = ticket {
+                self.durability.wait(ticket)?;
+            }
+            Ok(results)
+        });
+        match outcome {
+            Ok(results) => results,
             Err(error) => keys.iter().map(|_| Err(error.clone())).collect(),
         }
-    }
-
-    /// Committed (so visible to readers of this store) on return; durable after the group commit's fsync.
-    fn update_many_pending(&self, keys: &[UserKey], apply: &mut UpdateManyFn<'_>) -> PendingWrites {
-        match self.update_many_undurable(keys, apply) {
-            Ok((results, ticket)) => PendingWrites { results, durable: ticket.map(Durable) },
-            Err(error) => PendingWrites { results: keys.iter().map(|_| Err(error.clone())).collect(), durable: None },
-        }
-    }
-
-    fn wait_durable(&self, ticket: Durable) -> Result<(), StoreError> {
-        self.durability.wait(ticket.0)
     }
 
     /// A claim is kept in memory only: it ends with the process (a restart finds the user due at its own

@@ -72,31 +72,6 @@ fn every_update_returns_after_an_fsync_that_followed_its_commit() {
 }
 
 #[test]
-fn a_pending_batch_is_visible_at_once_and_durable_once_waited_for() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).unwrap();
-    let users = [key("t", "u1"), key("t", "u2")];
-    let first = store.update_many_pending(&users, &mut |_, facts, due| busy(facts, due));
-    assert!(first.results.iter().all(|result| matches!(result, Ok(Updated::Written { .. }))), "{first:?}");
-    let first = first.durable.expect("a write was made, so there is something to wait for");
-    assert_eq!(store.get(&users[1]).unwrap().expect("visible before it is durable").facts.sessions.len(), 1);
-    assert_eq!(store.commit_stats(), (1, 0, 0), "committed, not yet fsynced");
-    // The next batch commits before the first is durable; one wait, on the later ticket, covers both.
-    let second = store.update_many_pending(&users[..1], &mut |_, facts, _| {
-        facts.sequence_base += 1;
-        Some(Effects::default())
-    });
-    let second = second.durable.expect("written");
-    assert!(second > first);
-    store.wait_durable(second).unwrap();
-    assert_eq!(store.commit_stats(), (2, 2, 1), "one fsync made both durable");
-    store.wait_durable(first).unwrap();
-    assert_eq!(store.commit_stats().2, 1, "nothing left to sync");
-    // A batch that writes nothing has nothing to wait for.
-    assert!(store.update_many_pending(&users, &mut |_, _, _| None).durable.is_none());
-}
-
-#[test]
 fn the_database_commits_durably() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
