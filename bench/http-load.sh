@@ -9,6 +9,7 @@
 #   bash bench/http-load.sh            # DURATION=10 seconds per run, REPS=3, USERS=100000
 #   SCENARIOS="get_many" bash bench/http-load.sh   # a subset of set_presence get_presence get_many
 #   BIN=/tmp/presenced-before bash bench/http-load.sh   # another build of presenced, same floor
+#   SOAK_MINUTES=10 bash bench/http-load.sh            # the soak instead: setPresence near 80% of capacity
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration="${DURATION:-10}"
@@ -58,6 +59,39 @@ ticks_per_second=$(getconf CLK_TCK)
 cpu_us() { awk -v hz="$ticks_per_second" '{ printf "%d", ($14 + $15) * 1000000 / hz }' "/proc/$1/stat"; }
 
 results="$work/results.jsonl"
+if [ -n "${SOAK_MINUTES:-}" ]; then
+  # The soak: setPresence's capacity (64 connections, 10 s), then SOAK_MINUTES one-minute rounds of
+  # setPresence held near 80% of it (each of 64 connections pauses between requests) with GET presence
+  # (8 connections) beside it; after each round presenced's resident memory and CPU. No change
+  # notifications are mixed in (they need an HTTPS receiver this script does not have).
+  capacity=$(taskset -c 1 wrk -t1 -c64 -d10s -s bench/wrk/set_presence.lua "http://127.0.0.1:$port" | grep '^RESULT ')
+  pause=$(python3 -c 'import json, sys; r = json.loads(sys.argv[1][7:]); rate = r["requests"] / r["duration_us"] * 1e6
+print(max(1, round(64 / (0.8 * rate) * 1000 - r["p50_us"] / 1000)))' "$capacity")
+  echo "setPresence capacity: ${capacity#RESULT }; each connection pauses ${pause} ms"
+  echo "| minute | setPresence req/s | p50 ms | p99 ms | GET req/s | GET p99 ms | errors | resident MiB | CPU % of a core |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  for minute in $(seq "$SOAK_MINUTES"); do
+    before=$(cpu_us "$server")
+    WRK_DELAY_MS=$pause taskset -c 1 wrk -t1 -c64 -d60s -s bench/wrk/set_presence.lua "http://127.0.0.1:$port" \
+      | grep '^RESULT ' >"$work/set.txt" &
+    writes=$!
+    taskset -c 1 wrk -t1 -c8 -d60s -s bench/wrk/get_presence.lua "http://127.0.0.1:$port" | grep '^RESULT ' >"$work/get.txt"
+    wait "$writes"
+    cpu=$(( $(cpu_us "$server") - before ))
+    rss=$(awk '/^VmRSS/ { printf "%d", $2 / 1024 }' "/proc/$server/status")
+    python3 - "$minute" "$(cat "$work/set.txt")" "$(cat "$work/get.txt")" "$rss" "$cpu" <<'PY' || failed=1
+import json, sys
+minute, put, get, rss, cpu = sys.argv[1], json.loads(sys.argv[2][7:]), json.loads(sys.argv[3][7:]), sys.argv[4], int(sys.argv[5])
+rate = lambda r: r["requests"] / r["duration_us"] * 1e6
+print(f"| {minute} | {rate(put):,.0f} | {put['p50_us'] / 1000:.2f} | {put['p99_us'] / 1000:.2f} | {rate(get):,.0f} "
+      f"| {get['p99_us'] / 1000:.2f} | {put['errors'] + get['errors']} | {rss} | {cpu / 600_000:.0f} |")
+sys.exit(1 if put["errors"] + get["errors"] else 0)
+PY
+  done
+  kill -0 "$server" # presenced survived the soak
+  [ -z "${failed:-}" ] || { echo "the soak had failed requests" >&2; exit 1; }
+  exit 0
+fi
 for rep in $(seq "$reps"); do
   for scenario in ${SCENARIOS:-set_presence get_presence get_many}; do
     for target in floor presenced; do

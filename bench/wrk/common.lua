@@ -14,6 +14,15 @@ function headers()
   return { ["Authorization"] = "Bearer " .. token, ["Content-Type"] = "application/json" }
 end
 
+-- WRK_DELAY_MS: each connection waits this long before each request (bench/http-load.sh's soak, which
+-- holds the load below capacity).
+local pause = tonumber(os.getenv("WRK_DELAY_MS") or "0")
+if pause > 0 then
+  function delay()
+    return pause
+  end
+end
+
 function setup(thread)
   math.randomseed(os.time())
 end
