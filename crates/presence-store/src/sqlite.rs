@@ -11,13 +11,13 @@
 //! One process owns the file: the record cache is kept correct by being the only writer. The contract's
 //! second steps are therefore immediate: notifications are written to their queues in the user's
 //! transaction (so [`PresenceStore::relay`] has nothing to move), and timers and their claims are kept in
-//! memory ([`Timers`]), read from the users' `due_at` at start-up. The subscription change log is kept all the same, so the engine above follows it exactly as
-//! it would follow a shared backend's.
+//! memory ([`Timers`]), read from the users' `due_at` at start-up. The subscription change log is kept
+//! all the same, so the engine above follows it exactly as it would follow a shared backend's.
 //!
 //! Tables: `presence` (one row per user: the facts as a small versioned JSON document, `due_at` and the
-//! record's `version`; no index beside its key, so that a write changes one B-tree page), `subscriptions` (with their owner and
-//! version), `subscription_log` (the change log), `outbox` (queued notifications, in order per queue) and
-//! `store_meta`.
+//! record's `version`; no index beside its key, so that a write changes one B-tree page), `subscriptions`
+//! (with their owner and version), `subscription_log` (the change log), `outbox` (queued notifications,
+//! in order per queue) and `store_meta`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
@@ -299,13 +299,8 @@ impl Timers {
     /// Claims up to `limit` users claimable at `now` or before, soonest first, until `lease_until`.
     fn claim(&mut self, now: i64, lease_until: i64, limit: usize) -> Vec<CacheKey> {
         let mut claimed = Vec::new();
-        while claimed.len() < limit {
-            match self.queue.first() {
-                Some((at, _)) if *at <= now => {}
-                _ => break,
-            }
-            let Some((_, key)) = self.queue.pop_first() else { break };
-            claimed.push(key);
+        while claimed.len() < limit && self.queue.first().is_some_and(|(at, _)| *at <= now) {
+            claimed.extend(self.queue.pop_first().map(|(_, key)| key));
         }
         for key in &claimed {
             self.claimable.insert(key.clone(), lease_until);
