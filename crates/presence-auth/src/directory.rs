@@ -133,16 +133,15 @@ pub struct Directory {
 struct TenantIndex {
     tenant: Tenant,
     users_by_id: ById,
-    users_by_upn: HashMap<String, usize>,
+    users_by_upn: HashMap<String, usize, RandomState>,
     apps_by_id: ById,
 }
 
-/// The id in lowercase, and its value.
-fn normalised_guid(what: &'static str, id: &str) -> Result<(String, u128), DirectoryError> {
-    match crate::guid_value(id) {
-        Some(value) => Ok((id.to_ascii_lowercase(), value)),
-        None => Err(DirectoryError::NotAGuid { what, id: id.to_owned() }),
-    }
+/// Puts the id in lowercase (in place: a directory of 1,000,000 users is not copied) and returns its value.
+fn normalise_guid(what: &'static str, id: &mut String) -> Result<u128, DirectoryError> {
+    let value = crate::guid_value(id).ok_or_else(|| DirectoryError::NotAGuid { what, id: id.clone() })?;
+    id.make_ascii_lowercase();
+    Ok(value)
 }
 
 impl Directory {
@@ -150,16 +149,14 @@ impl Directory {
     pub fn new(tenants: Vec<Tenant>) -> Result<Self, DirectoryError> {
         let mut index = HashMap::default();
         for mut tenant in tenants {
-            let tenant_value;
-            (tenant.id, tenant_value) = normalised_guid("tenant", &tenant.id)?;
+            let tenant_value = normalise_guid("tenant", &mut tenant.id)?;
             if tenant.id == crate::CONSUMER_TENANT_ID {
                 return Err(DirectoryError::ConsumerTenant(tenant.id));
             }
-            let mut users_by_id = ById::default();
-            let mut users_by_upn = HashMap::new();
+            let mut users_by_id = ById::with_capacity_and_hasher(tenant.users.len(), RandomState::default());
+            let mut users_by_upn = HashMap::with_capacity_and_hasher(tenant.users.len(), RandomState::default());
             for (position, user) in tenant.users.iter_mut().enumerate() {
-                let value;
-                (user.id, value) = normalised_guid("user", &user.id)?;
+                let value = normalise_guid("user", &mut user.id)?;
                 if users_by_id.insert(value, position).is_some() {
                     return Err(DirectoryError::Duplicate { what: "user id", id: user.id.clone() });
                 }
@@ -172,8 +169,7 @@ impl Directory {
             }
             let mut apps_by_id = ById::default();
             for (position, app) in tenant.apps.iter_mut().enumerate() {
-                let value;
-                (app.id, value) = normalised_guid("app", &app.id)?;
+                let value = normalise_guid("app", &mut app.id)?;
                 if apps_by_id.insert(value, position).is_some() {
                     return Err(DirectoryError::Duplicate { what: "app id", id: app.id.clone() });
                 }
@@ -250,5 +246,43 @@ impl Directory {
     pub fn app(&self, tenant_id: &str, app_id: &str) -> Option<&App> {
         let index = self.index(tenant_id)?;
         index.apps_by_id.get(&crate::guid_value(app_id)?).map(|position| &index.tenant.apps[*position])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: &str, upn: &str) -> User {
+        User { id: id.into(), user_principal_name: upn.into(), display_name: "U".into() }
+    }
+
+    fn tenant(users: Vec<User>) -> Tenant {
+        Tenant { id: "5F1D3C2A-7B6E-4D8F-9A01-23456789ABCD".into(), display_name: "T".into(), users, apps: Vec::new() }
+    }
+
+    #[test]
+    fn ids_are_kept_in_lowercase_and_found_in_any_case() {
+        let id = "7D3B5E0A-2C61-4F3E-9D1A-5A2B8C9E0F11";
+        let directory = Directory::new(vec![tenant(vec![user(id, "Adele@C.example")])]).unwrap();
+        let tenant_id = "5f1d3c2a-7b6e-4d8f-9a01-23456789abcd";
+        assert_eq!(directory.tenant(tenant_id).map(|tenant| tenant.id.as_str()), Some(tenant_id));
+        let found = directory.user_by_id(tenant_id, &id.to_lowercase()).map(|user| user.id.as_str());
+        assert_eq!(found, Some("7d3b5e0a-2c61-4f3e-9d1a-5a2b8c9e0f11"));
+        assert!(directory.user_by_id_or_upn(tenant_id, "adele@c.EXAMPLE").is_some());
+    }
+
+    #[test]
+    fn a_bad_or_repeated_id_or_name_is_refused_and_named() {
+        let bad = Directory::new(vec![tenant(vec![user("not-a-guid", "a@c.example")])]).unwrap_err();
+        assert_eq!(bad, DirectoryError::NotAGuid { what: "user", id: "not-a-guid".into() });
+        let id = "7d3b5e0a-2c61-4f3e-9d1a-5a2b8c9e0f11";
+        let twice = vec![user(id, "a@c.example"), user(&id.to_uppercase(), "b@c.example")];
+        let error = Directory::new(vec![tenant(twice)]).unwrap_err();
+        assert_eq!(error, DirectoryError::Duplicate { what: "user id", id: id.into() });
+        let other = "0a0f1e5c-8f62-4d3f-9d52-3b1c3b0d5e11";
+        let same_name = vec![user(id, "a@c.example"), user(other, "A@C.example")];
+        let error = Directory::new(vec![tenant(same_name)]).unwrap_err();
+        assert_eq!(error, DirectoryError::Duplicate { what: "userPrincipalName", id: "A@C.example".into() });
     }
 }
