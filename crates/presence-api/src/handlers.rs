@@ -18,7 +18,7 @@ use crate::body::{content_type, query_option};
 use crate::error::ApiError;
 use crate::route::{Action, PresencePath, UserPath};
 use crate::state::AppState;
-use crate::wire::{odata_json, CollectionJson, PresenceJson, UserJson, PRESENCE_PROPERTIES};
+use crate::wire::{odata_bytes, odata_json, PresenceCollection, PresenceJson, UserJson, PRESENCE_PROPERTIES};
 
 /// Most ids one getPresencesByUserId call (or one `$filter=id in (...)`) may name.
 pub const MAX_IDS_PER_REQUEST: usize = 650;
@@ -157,14 +157,14 @@ impl Context<'_> {
         let keys: Vec<UserKey> = known.iter().map(|id| key(self.caller, id)).collect();
         let presences = self.state.service().read_many(keys).await?;
         let mut presences = known.into_iter().zip(presences).peekable();
-        let mut value = Vec::with_capacity(unique.len());
+        let mut collection = PresenceCollection::new(&context_url, asked.len());
         for id in asked {
             match presences.next_if(|(known_id, _)| *known_id == id) {
-                Some((_, presence)) => value.push(PresenceJson::known(id, presence, self.owner_view(id), None)),
-                None => value.push(PresenceJson::unknown(id)),
+                Some((_, presence)) => collection.push(&PresenceJson::known(id, presence, self.owner_view(id), None)),
+                None => collection.push(&PresenceJson::unknown(id)),
             }
         }
-        odata_json(StatusCode::OK, &CollectionJson { context: context_url, value })
+        Ok(odata_bytes(StatusCode::OK, collection.finish()))
     }
 
     /// The caller's tenant's users, the configured ones in configuration order, then those added from

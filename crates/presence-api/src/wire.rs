@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 
-pub(crate) use presence_notify::resource::{format_instant, PresenceJson};
+pub(crate) use presence_notify::resource::{format_instant, write_json_str, PresenceJson};
 
 /// The content type Graph gives OData JSON payloads.
 pub(crate) const ODATA_JSON: &str =
@@ -43,26 +43,59 @@ pub(crate) fn object_member<'a>(
 /// An OData JSON response: `body` with `status`, Graph's content type and `OData-Version: 4.0`.
 pub(crate) fn odata_json(status: StatusCode, body: &impl Serialize) -> Result<Response, ApiError> {
     let bytes = serde_json::to_vec(body).map_err(|error| ApiError::Internal(error.to_string()))?;
+    Ok(odata_bytes(status, bytes))
+}
+
+/// [`odata_json`] of a body already encoded.
+pub(crate) fn odata_bytes(status: StatusCode, bytes: Vec<u8>) -> Response {
     let mut response = (status, bytes).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ODATA_JSON));
     response.headers_mut().insert("odata-version", HeaderValue::from_static("4.0"));
-    Ok(response)
+    response
 }
 
 /// Graph's JSON of `presences` (id and presence), as a caller other than the users sees them, in a
 /// collection with `context`: the body of a `getPresencesByUserId` answer. Public for the encoding
 /// benchmark (`cargo bench -p presence-api`).
 pub fn encode_presences(context: &str, presences: Vec<(&str, Presence)>) -> Vec<u8> {
-    let value = presences.into_iter().map(|(id, presence)| PresenceJson::known(id, presence, false, None)).collect();
-    serde_json::to_vec(&CollectionJson { context: context.to_owned(), value }).unwrap_or_default()
+    let mut collection = PresenceCollection::new(context, presences.len());
+    for (id, presence) in presences {
+        collection.push(&PresenceJson::known(id, presence, false, None));
+    }
+    collection.finish()
 }
 
-/// `{"@odata.context": ..., "value": [...]}`.
-#[derive(Serialize)]
-pub(crate) struct CollectionJson<T> {
-    #[serde(rename = "@odata.context")]
-    pub(crate) context: String,
-    pub(crate) value: Vec<T>,
+/// A collection of presences, `{"@odata.context": ..., "value": [...]}`, written as it is built
+/// ([`PresenceJson::write_json`], the bytes serde_json would write).
+pub(crate) struct PresenceCollection {
+    body: Vec<u8>,
+    empty: bool,
+}
+
+impl PresenceCollection {
+    /// About what one presence takes, with a status message: the body is allocated once.
+    const PRESENCE_BYTES: usize = 330;
+
+    /// A collection of about `presences` presences (the caller bounds it).
+    pub(crate) fn new(context: &str, presences: usize) -> Self {
+        let mut body = Vec::with_capacity(context.len() + 32 + presences * Self::PRESENCE_BYTES);
+        body.extend_from_slice(b"{\"@odata.context\":");
+        write_json_str(&mut body, context);
+        body.extend_from_slice(b",\"value\":[");
+        PresenceCollection { body, empty: true }
+    }
+
+    pub(crate) fn push(&mut self, presence: &PresenceJson<'_>) {
+        if !std::mem::replace(&mut self.empty, false) {
+            self.body.push(b',');
+        }
+        presence.write_json(&mut self.body);
+    }
+
+    pub(crate) fn finish(mut self) -> Vec<u8> {
+        self.body.extend_from_slice(b"]}");
+        self.body
+    }
 }
 
 /// A directory user.

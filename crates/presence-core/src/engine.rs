@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use crate::facts::{Session, StatusExpiry, UserFacts};
+use crate::facts::{LocationEntry, Session, StatusExpiry, StatusMessage, UserFacts};
 use crate::time::Timestamp;
 use crate::values::{
     session_rank, Activity, Availability, WorkLocationSource, WorkLocationType, FADED_ONCE, FADED_TWICE,
@@ -99,30 +99,44 @@ fn aggregate(facts: &UserFacts, at: Timestamp) -> (Availability, Activity) {
     }
 }
 
-fn visible(facts: &UserFacts, at: Timestamp) -> Visible {
+/// What shows at an instant, borrowed from the facts, so that instants are compared without copying a
+/// string: the status message and the work location layer that show, if any.
+#[derive(PartialEq, Eq)]
+struct Shown<'a> {
+    availability: Availability,
+    activity: Activity,
+    status_message: Option<&'a StatusMessage>,
+    location: Option<(WorkLocationSource, &'a LocationEntry)>,
+}
+
+/// What shows at `at`. Two instants show the same presence exactly when their [`visible`] are equal: the
+/// message and the layers are each one stored fact, shown or not.
+fn shown(facts: &UserFacts, at: Timestamp) -> Shown<'_> {
     let (availability, activity) = aggregate(facts, at);
-    let status_message = facts
-        .status_message
-        .as_ref()
-        .filter(|message| message.expiry.as_ref().is_none_or(|expiry| at < expiry.at))
-        .map(|message| StatusMessageView {
-            content: message.content.clone(),
-            published_at: message.published_at,
-            expiry: message.expiry.clone(),
-        });
-    let live = |entry: &Option<crate::facts::LocationEntry>| entry.as_ref().filter(|entry| at < entry.until).cloned();
-    let work_location = match (live(&facts.manual_location), live(&facts.automatic_location)) {
-        (Some(entry), _) => WorkLocationView {
-            location_type: entry.location_type,
-            source: WorkLocationSource::Manual,
-            place_id: entry.place_id,
-        },
-        (None, Some(entry)) => WorkLocationView {
-            location_type: entry.location_type,
-            source: WorkLocationSource::Automatic,
-            place_id: entry.place_id,
-        },
-        (None, None) => WorkLocationView {
+    let status_message =
+        facts.status_message.as_ref().filter(|message| message.expiry.as_ref().is_none_or(|expiry| at < expiry.at));
+    let live = |entry: &&LocationEntry| at < entry.until;
+    let location = match (facts.manual_location.as_ref().filter(live), facts.automatic_location.as_ref().filter(live)) {
+        (Some(entry), _) => Some((WorkLocationSource::Manual, entry)),
+        (None, Some(entry)) => Some((WorkLocationSource::Automatic, entry)),
+        (None, None) => None,
+    };
+    Shown { availability, activity, status_message, location }
+}
+
+/// What shows at `at`, as the values a presence holds.
+fn visible(facts: &UserFacts, at: Timestamp) -> Visible {
+    let Shown { availability, activity, status_message, location } = shown(facts, at);
+    let status_message = status_message.map(|message| StatusMessageView {
+        content: message.content.clone(),
+        published_at: message.published_at,
+        expiry: message.expiry.clone(),
+    });
+    let work_location = match location {
+        Some((source, entry)) => {
+            WorkLocationView { location_type: entry.location_type, source, place_id: entry.place_id.clone() }
+        }
+        None => WorkLocationView {
             location_type: WorkLocationType::Unspecified,
             source: WorkLocationSource::None,
             place_id: None,
@@ -154,10 +168,10 @@ fn boundaries(facts: &UserFacts) -> Vec<Timestamp> {
 
 /// The number of visible changes in `(from, to]`.
 fn changes_between(facts: &UserFacts, from: Timestamp, to: Timestamp) -> u64 {
-    let mut previous = visible(facts, from);
+    let mut previous = shown(facts, from);
     let mut count = 0;
     for instant in boundaries(facts).into_iter().filter(|instant| *instant > from && *instant <= to) {
-        let current = visible(facts, instant);
+        let current = shown(facts, instant);
         if current != previous {
             count += 1;
             previous = current;
@@ -187,8 +201,8 @@ pub fn evaluate(facts: &UserFacts, at: Timestamp) -> Presence {
 /// The first instant after `at` at which the visible presence differs from the one at `at`, if any.
 pub fn next_change(facts: &UserFacts, at: Timestamp) -> Option<Timestamp> {
     let at = at.max(facts.sequence_at);
-    let now = visible(facts, at);
-    boundaries(facts).into_iter().filter(|instant| *instant > at).find(|instant| visible(facts, *instant) != now)
+    let now = shown(facts, at);
+    boundaries(facts).into_iter().filter(|instant| *instant > at).find(|instant| shown(facts, *instant) != now)
 }
 
 /// What a reader sees at an instant, and until when it stays so.

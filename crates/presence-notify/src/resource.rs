@@ -157,6 +157,118 @@ impl<'a> PresenceJson<'a> {
     }
 }
 
+/// Appends `text` as a JSON string, escaped exactly as `serde_json` escapes it: most strings (ids, names,
+/// the enumerations) need no escape and are copied as they are.
+pub fn write_json_str(out: &mut Vec<u8>, text: &str) {
+    if text.bytes().any(|byte| byte < 0x20 || byte == b'"' || byte == b'\\') {
+        // Writing into a Vec cannot fail, nor can encoding a str.
+        let _ = serde_json::to_writer(&mut *out, text);
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    }
+}
+
+/// Appends `"key":` (`key` is one of this module's property names, which need no escape).
+fn write_key(out: &mut Vec<u8>, key: &str) {
+    out.push(b'"');
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
+fn write_optional_str(out: &mut Vec<u8>, text: Option<&str>) {
+    match text {
+        Some(text) => write_json_str(out, text),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+impl PresenceJson<'_> {
+    /// Appends this presence's JSON to `out`: the bytes `serde_json::to_vec` writes for it, without its
+    /// generic serialiser (a getPresencesByUserId answer encodes 650 of them).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        if let Some(context) = &self.context {
+            write_key(out, "@odata.context");
+            write_json_str(out, context);
+            out.push(b',');
+        }
+        write_key(out, "id");
+        write_json_str(out, self.id);
+        out.push(b',');
+        write_key(out, "availability");
+        write_json_str(out, self.availability);
+        out.push(b',');
+        write_key(out, "activity");
+        write_json_str(out, self.activity);
+        if let Some(message) = &self.status_message {
+            out.push(b',');
+            write_key(out, "statusMessage");
+            out.push(b'{');
+            write_key(out, "message");
+            out.push(b'{');
+            write_key(out, "content");
+            write_json_str(out, &message.message.content);
+            out.push(b',');
+            write_key(out, "contentType");
+            write_json_str(out, message.message.content_type);
+            out.push(b'}');
+            if let Some(expiry) = &message.expiry_date_time {
+                out.push(b',');
+                write_key(out, "expiryDateTime");
+                out.push(b'{');
+                write_key(out, "dateTime");
+                write_json_str(out, &expiry.date_time);
+                out.push(b',');
+                write_key(out, "timeZone");
+                write_json_str(out, &expiry.time_zone);
+                out.push(b'}');
+            }
+            if let Some(published) = &message.published_date_time {
+                out.push(b',');
+                write_key(out, "publishedDateTime");
+                write_json_str(out, published);
+            }
+            out.push(b'}');
+        }
+        if let Some(settings) = &self.out_of_office_settings {
+            out.push(b',');
+            write_key(out, "outOfOfficeSettings");
+            out.push(b'{');
+            write_key(out, "message");
+            write_optional_str(out, settings.message.as_deref());
+            out.push(b',');
+            write_key(out, "isOutOfOffice");
+            out.extend_from_slice(if settings.is_out_of_office { b"true" } else { b"false" });
+            out.push(b'}');
+        }
+        if let Some(sequence) = &self.sequence_number {
+            out.push(b',');
+            write_key(out, "sequenceNumber");
+            // Digits only: nothing to check or escape.
+            out.push(b'"');
+            out.extend_from_slice(&sequence.0);
+            out.push(b'"');
+        }
+        if let Some(location) = &self.work_location {
+            out.push(b',');
+            write_key(out, "workLocation");
+            out.push(b'{');
+            write_key(out, "workLocationType");
+            write_json_str(out, location.work_location_type);
+            out.push(b',');
+            write_key(out, "source");
+            write_json_str(out, location.source);
+            out.push(b',');
+            write_key(out, "placeId");
+            write_optional_str(out, location.place_id.as_deref());
+            out.push(b'}');
+        }
+        out.push(b'}');
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,5 +285,64 @@ mod tests {
         assert!(sequence_text(99_999) < sequence_text(100_000));
         assert_eq!(sequence_text(u64::MAX), u64::MAX.to_string());
         assert_eq!(sequence_text(42), "00000000000000000042");
+    }
+
+    fn presence(message: Option<&str>, expiry: bool, place: Option<&str>) -> Presence {
+        use presence_core::{Activity, Availability, StatusExpiry, StatusMessageView, WorkLocationSource};
+        use presence_core::{WorkLocationType, WorkLocationView};
+        Presence {
+            availability: Availability::Busy,
+            activity: Activity::InACall,
+            status_message: message.map(|content| StatusMessageView {
+                content: content.to_owned(),
+                published_at: Timestamp(1_788_262_364_012),
+                expiry: expiry.then(|| StatusExpiry {
+                    at: Timestamp(1_788_270_000_000),
+                    date_time: "2026-09-01T13:40:00.0000000".into(),
+                    time_zone: "W. Europe \"Standard\" Time".into(),
+                }),
+            }),
+            work_location: WorkLocationView {
+                location_type: WorkLocationType::Office,
+                source: WorkLocationSource::Manual,
+                place_id: place.map(str::to_owned),
+            },
+            sequence_number: 1_234,
+        }
+    }
+
+    #[test]
+    fn the_direct_encoding_is_the_bytes_serde_json_writes() {
+        let messages = [None, Some("In a call"), Some("Quote \" slash \\ line\nend \u{1} tab\t é 😀 \u{7f}"), Some("")];
+        // Each character that needs an escape also alone, as the fast path checks each.
+        let alone = [Some("line\nbreak"), Some("bell \u{7}"), Some("a\\b"), Some("é 😀 \u{7f}")];
+        let messages: Vec<Option<&str>> = messages.into_iter().chain(alone).collect();
+        let places = [None, Some("building-1"), Some("a\"b")];
+        let mut seen = 0;
+        for message in messages {
+            for expiry in [false, true] {
+                for place in places {
+                    for owner_view in [false, true] {
+                        for context in [None, Some("https://x/v1.0/$metadata#users('a')/presence".to_owned())] {
+                            let json = PresenceJson::known(
+                                "7d3b5e0a-2c61-4f3e",
+                                presence(message, expiry, place),
+                                owner_view,
+                                context,
+                            );
+                            let mut direct = Vec::new();
+                            json.write_json(&mut direct);
+                            assert_eq!(String::from_utf8(direct).unwrap(), serde_json::to_string(&json).unwrap());
+                            seen += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(seen, 8 * 2 * 3 * 2 * 2);
+        let unknown = PresenceJson::unknown("not \"a\" guid");
+        let mut direct = Vec::new();
+        unknown.write_json(&mut direct);
+        assert_eq!(String::from_utf8(direct).unwrap(), serde_json::to_string(&unknown).unwrap());
     }
 }
