@@ -168,9 +168,14 @@ fn boundaries(facts: &UserFacts) -> Vec<Timestamp> {
 
 /// The number of visible changes in `(from, to]`.
 fn changes_between(facts: &UserFacts, from: Timestamp, to: Timestamp) -> u64 {
+    let mut instants = boundaries(facts).into_iter().filter(|instant| *instant > from && *instant <= to).peekable();
+    if instants.peek().is_none() {
+        // Nothing started or stopped showing since `from`, as with most reads soon after a write.
+        return 0;
+    }
     let mut previous = shown(facts, from);
     let mut count = 0;
-    for instant in boundaries(facts).into_iter().filter(|instant| *instant > from && *instant <= to) {
+    for instant in instants {
         let current = shown(facts, instant);
         if current != previous {
             count += 1;

@@ -335,7 +335,12 @@ fn canonical_guid(text: &str) -> Option<u128> {
 
 impl CacheKey {
     fn of(key: &UserKey) -> Self {
-        match (canonical_guid(&key.tenant_id), canonical_guid(&key.user_id)) {
+        Self::with_tenant(key, canonical_guid(&key.tenant_id))
+    }
+
+    /// [`CacheKey::of`] with the tenant id already parsed (`tenant`), as a bulk read parses it once.
+    fn with_tenant(key: &UserKey, tenant: Option<u128>) -> Self {
+        match (tenant, canonical_guid(&key.user_id)) {
             (Some(tenant), Some(user)) => CacheKey::Guids(tenant, user),
             _ => CacheKey::Text(Box::new(key.clone())),
         }
@@ -389,10 +394,16 @@ impl Cache {
     /// each shard's lock once, and answers the positions not cached, in order. With no lock taken between
     /// them, the lookups in a shard wait for memory together instead of one after another.
     fn visit_many(&self, keys: &[UserKey], visit: &mut dyn FnMut(usize, Option<&UserRecord>)) -> Vec<usize> {
+        // The keys of a bulk read share their tenant: its id is parsed once.
+        let mut tenant: Option<(&str, Option<u128>)> = None;
         let keys: Vec<(usize, CacheKey)> = keys
             .iter()
             .map(|key| {
-                let key = CacheKey::of(key);
+                let value = match tenant {
+                    Some((text, value)) if text == key.tenant_id => value,
+                    _ => tenant.insert((&key.tenant_id, canonical_guid(&key.tenant_id))).1,
+                };
+                let key = CacheKey::with_tenant(key, value);
                 (self.shard_of(&key), key)
             })
             .collect();
