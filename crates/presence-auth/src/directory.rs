@@ -138,8 +138,8 @@ struct TenantIndex {
 }
 
 /// Puts the id in lowercase (in place: a directory of 1,000,000 users is not copied) and returns its value.
-fn normalise_guid(what: &'static str, id: &mut String) -> Result<u128, DirectoryError> {
-    let value = crate::guid_value(id).ok_or_else(|| DirectoryError::NotAGuid { what, id: id.clone() })?;
+fn normalise_guid(what: &'static str, id: &mut str) -> Result<u128, DirectoryError> {
+    let value = crate::guid_value(id).ok_or_else(|| DirectoryError::NotAGuid { what, id: id.to_owned() })?;
     id.make_ascii_lowercase();
     Ok(value)
 }
