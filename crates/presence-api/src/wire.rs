@@ -69,7 +69,6 @@ pub fn encode_presences(context: &str, presences: Vec<(&str, Presence)>) -> Vec<
 /// ([`PresenceJson::write_json`], the bytes serde_json would write).
 pub(crate) struct PresenceCollection {
     body: Vec<u8>,
-    empty: bool,
 }
 
 impl PresenceCollection {
@@ -82,11 +81,12 @@ impl PresenceCollection {
         body.extend_from_slice(b"{\"@odata.context\":");
         write_json_str(&mut body, context);
         body.extend_from_slice(b",\"value\":[");
-        PresenceCollection { body, empty: true }
+        PresenceCollection { body }
     }
 
     pub(crate) fn push(&mut self, presence: &PresenceJson<'_>) {
-        if !std::mem::replace(&mut self.empty, false) {
+        // Right after the opening `[` comes the first presence; after any other, a comma.
+        if self.body.last() != Some(&b'[') {
             self.body.push(b',');
         }
         presence.write_json(&mut self.body);

@@ -170,11 +170,13 @@ pub fn write_json_str(out: &mut Vec<u8>, text: &str) {
     }
 }
 
-/// Appends `"key":` (`key` is one of this module's property names, which need no escape).
-fn write_key(out: &mut Vec<u8>, key: &str) {
+/// Appends `"key":` and `text` as a JSON string (`key` is one of this module's property names, which need
+/// no escape).
+fn write_member(out: &mut Vec<u8>, key: &str, text: &str) {
     out.push(b'"');
     out.extend_from_slice(key.as_bytes());
     out.extend_from_slice(b"\":");
+    write_json_str(out, text);
 }
 
 fn write_optional_str(out: &mut Vec<u8>, text: Option<&str>) {
@@ -186,82 +188,59 @@ fn write_optional_str(out: &mut Vec<u8>, text: Option<&str>) {
 
 impl PresenceJson<'_> {
     /// Appends this presence's JSON to `out`: the bytes `serde_json::to_vec` writes for it, without its
-    /// generic serialiser (a getPresencesByUserId answer encodes 650 of them).
+    /// generic serialiser (a getPresencesByUserId answer encodes 650 of them). The fixed parts are written
+    /// as they stand in the output.
     pub fn write_json(&self, out: &mut Vec<u8>) {
         out.push(b'{');
         if let Some(context) = &self.context {
-            write_key(out, "@odata.context");
-            write_json_str(out, context);
+            write_member(out, "@odata.context", context);
             out.push(b',');
         }
-        write_key(out, "id");
-        write_json_str(out, self.id);
+        write_member(out, "id", self.id);
         out.push(b',');
-        write_key(out, "availability");
-        write_json_str(out, self.availability);
+        write_member(out, "availability", self.availability);
         out.push(b',');
-        write_key(out, "activity");
-        write_json_str(out, self.activity);
+        write_member(out, "activity", self.activity);
         if let Some(message) = &self.status_message {
+            out.extend_from_slice(b",\"statusMessage\":{\"message\":{");
+            write_member(out, "content", &message.message.content);
             out.push(b',');
-            write_key(out, "statusMessage");
-            out.push(b'{');
-            write_key(out, "message");
-            out.push(b'{');
-            write_key(out, "content");
-            write_json_str(out, &message.message.content);
-            out.push(b',');
-            write_key(out, "contentType");
-            write_json_str(out, message.message.content_type);
+            write_member(out, "contentType", message.message.content_type);
             out.push(b'}');
             if let Some(expiry) = &message.expiry_date_time {
+                out.extend_from_slice(b",\"expiryDateTime\":{");
+                write_member(out, "dateTime", &expiry.date_time);
                 out.push(b',');
-                write_key(out, "expiryDateTime");
-                out.push(b'{');
-                write_key(out, "dateTime");
-                write_json_str(out, &expiry.date_time);
-                out.push(b',');
-                write_key(out, "timeZone");
-                write_json_str(out, &expiry.time_zone);
+                write_member(out, "timeZone", &expiry.time_zone);
                 out.push(b'}');
             }
             if let Some(published) = &message.published_date_time {
                 out.push(b',');
-                write_key(out, "publishedDateTime");
-                write_json_str(out, published);
+                write_member(out, "publishedDateTime", published);
             }
             out.push(b'}');
         }
         if let Some(settings) = &self.out_of_office_settings {
-            out.push(b',');
-            write_key(out, "outOfOfficeSettings");
-            out.push(b'{');
-            write_key(out, "message");
+            out.extend_from_slice(b",\"outOfOfficeSettings\":{\"message\":");
             write_optional_str(out, settings.message.as_deref());
-            out.push(b',');
-            write_key(out, "isOutOfOffice");
-            out.extend_from_slice(if settings.is_out_of_office { b"true" } else { b"false" });
-            out.push(b'}');
+            out.extend_from_slice(if settings.is_out_of_office {
+                b",\"isOutOfOffice\":true}"
+            } else {
+                b",\"isOutOfOffice\":false}"
+            });
         }
         if let Some(sequence) = &self.sequence_number {
-            out.push(b',');
-            write_key(out, "sequenceNumber");
             // Digits only: nothing to check or escape.
-            out.push(b'"');
+            out.extend_from_slice(b",\"sequenceNumber\":\"");
             out.extend_from_slice(&sequence.0);
             out.push(b'"');
         }
         if let Some(location) = &self.work_location {
+            out.extend_from_slice(b",\"workLocation\":{");
+            write_member(out, "workLocationType", location.work_location_type);
             out.push(b',');
-            write_key(out, "workLocation");
-            out.push(b'{');
-            write_key(out, "workLocationType");
-            write_json_str(out, location.work_location_type);
-            out.push(b',');
-            write_key(out, "source");
-            write_json_str(out, location.source);
-            out.push(b',');
-            write_key(out, "placeId");
+            write_member(out, "source", location.source);
+            out.extend_from_slice(b",\"placeId\":");
             write_optional_str(out, location.place_id.as_deref());
             out.push(b'}');
         }

@@ -403,6 +403,11 @@ fn merge(
     Ok(ignored)
 }
 
+/// Where a configuration came from, once the environment and the flags are merged into it.
+fn applied(origin: &str) -> String {
+    format!("{origin} with PRESENCED_* variables and --set flags applied")
+}
+
 /// The configuration's text and where it came from.
 fn read_text(path: Option<&Path>) -> anyhow::Result<(String, String)> {
     Ok(match path {
@@ -438,21 +443,16 @@ impl Config {
         // through the table the overrides are merged into. A `toml::Table` of 1,000,000 users took
         // about 5.4 s to build, and this 3.0 s. Only a configuration that this cannot read is read again
         // the slow way, for an error that quotes the offending line.
-        let (mut config, ignored) = match Self::read_fast(&text, environment.clone(), flags) {
-            Ok(read) => read,
+        let (mut config, ignored, origin) = match Self::read_fast(&text, environment.clone(), flags) {
+            Ok((config, ignored)) => (config, ignored, applied(&origin)),
             Err(_) => {
-                let (merged, _, ignored) = Self::merged(&text, origin.clone(), environment.clone(), flags)?;
-                let config = match merged.try_into() {
-                    Ok(config) => config,
-                    Err(_) => {
-                        let (text, origin, _) = Self::effective(path, environment, flags)?;
-                        toml::from_str(&text).with_context(|| format!("invalid configuration ({origin})"))?
-                    }
-                };
-                (config, ignored)
+                // The configuration in effect as text, parsed as a whole: its error quotes the line.
+                let (merged, origin, ignored) = Self::merged(&text, origin, environment, flags)?;
+                let effective = toml::to_string(&merged).context("re-encoding the configuration")?;
+                let config = toml::from_str(&effective).with_context(|| format!("invalid configuration ({origin})"))?;
+                (config, ignored, origin)
             }
         };
-        let origin = format!("{origin} with PRESENCED_* variables and --set flags applied");
         config.validate(&origin)?;
         config.ignored_variables = ignored;
         Ok(config)
@@ -489,8 +489,7 @@ impl Config {
         let mut table: toml::Table =
             toml::from_str(text).with_context(|| format!("invalid configuration in {origin}"))?;
         let ignored = merge(&mut table, environment, flags)?;
-        let origin = format!("{origin} with PRESENCED_* variables and --set flags applied");
-        Ok((table, origin, ignored))
+        Ok((table, applied(&origin), ignored))
     }
 
     /// The configuration read from `text` with its tenants deserialised from the parsed document, or
