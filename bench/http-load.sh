@@ -9,6 +9,7 @@
 #   bash bench/http-load.sh            # DURATION=10 seconds per run, REPS=3, USERS=100000
 #   SCENARIOS="get_many" bash bench/http-load.sh   # a subset of set_presence get_presence get_many
 #   BIN=/tmp/presenced-before bash bench/http-load.sh   # another build of presenced, same floor
+#   FLOOR=/tmp/floor-before bash bench/http-load.sh      # another build of the floor
 #   SOAK_MINUTES=10 bash bench/http-load.sh            # the soak instead: setPresence near 80% of capacity
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,9 +22,9 @@ tenant=5f1d3c2a-7b6e-4d8f-9a01-23456789abcd
 
 command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null || { echo "wrk is needed (apt-get install wrk)"; exit 1; }; }
 cargo build --release --locked -q -p presenced --bin presenced --example floor
-# BIN=path: another presenced binary (an older build, say), against the same floor.
+# BIN=path: another presenced binary (an older build, say), against the same floor; FLOOR=path: another floor.
 bin="${BIN:-target/release/presenced}"
-floor=target/release/examples/floor
+floor="${FLOOR:-target/release/examples/floor}"
 
 work=$(mktemp -d)
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }

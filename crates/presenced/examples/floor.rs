@@ -9,6 +9,10 @@
 //! gives the directory, the issuer and the signing key (in the data directory) tokens are checked against.
 
 use std::path::PathBuf;
+
+/// The allocator presenced uses: the floor runs on the same stack.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::sync::Arc;
 
 use axum::body::Bytes;

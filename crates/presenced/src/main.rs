@@ -6,6 +6,12 @@
 
 mod client;
 
+/// mimalloc rather than the system's allocator: the server allocates small, short-lived buffers on every
+/// request from several threads, and a 1,000,000-user directory's parse leaves freed memory that
+/// mimalloc gives back to the system (docs/performance.md, "mimalloc").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
