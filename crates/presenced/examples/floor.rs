@@ -9,10 +9,6 @@
 //! gives the directory, the issuer and the signing key (in the data directory) tokens are checked against.
 
 use std::path::PathBuf;
-
-/// The allocator presenced uses: the floor runs on the same stack.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -23,6 +19,10 @@ use axum::routing::{get, post};
 use axum::Router;
 use presence_auth::{SigningKey, Verifier};
 use serde::{Deserialize, Serialize};
+
+/// The allocator presenced uses: the floor runs on the same stack.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const ODATA_JSON: &str = "application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false";
 

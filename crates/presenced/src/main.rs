@@ -6,12 +6,6 @@
 
 mod client;
 
-/// mimalloc rather than the system's allocator: the server allocates small, short-lived buffers on every
-/// request from several threads, and a 1,000,000-user directory's parse leaves freed memory that
-/// mimalloc gives back to the system (docs/performance.md, "mimalloc").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -23,6 +17,12 @@ use presence_service::ManualClock;
 use presence_store::{PresenceStore, SqliteStore};
 use presence_store_redis::RedisStore;
 use presenced::config::{self, Config};
+
+/// mimalloc rather than the system's allocator: it gives the memory freed after parsing a large
+/// configuration back to the system, where glibc's malloc kept it resident (docs/performance.md,
+/// "mimalloc").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(name = "presenced", version, about = "A Microsoft Graph presence server")]
