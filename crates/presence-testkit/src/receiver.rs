@@ -138,6 +138,12 @@ impl Receiver {
         self.shared.posts.lock().unwrap().iter().filter(|post| post.path == path).cloned().collect()
     }
 
+    /// Every POST so far, of any path, handed over and forgotten: a long run reads its arrivals in
+    /// rounds without the receiver holding them all.
+    pub fn take_posts(&self) -> Vec<Received> {
+        std::mem::take(&mut *self.shared.posts.lock().unwrap())
+    }
+
     /// Every notification item so far POSTed to `path`, in arrival order.
     pub fn items(&self, path: &str) -> Vec<Value> {
         self.posts(path)

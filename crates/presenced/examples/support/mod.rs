@@ -1,7 +1,7 @@
 //! What the benchmark programs share: the bench tenant and its users, starting the release binary, calls,
 //! percentiles, and reading arrivals off the test webhook receiver.
 
-#![allow(dead_code)] // each example uses its own part
+#![allow(dead_code, unused_imports)] // each example uses its own part
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -149,7 +149,7 @@ pub(crate) async fn wait_for(receiver: &receiver::Receiver, count: usize) {
     }
 }
 
-/// Creates bulk subscriptions (650 users each) of `users` to `/hook`, for 55 minutes.
+/// Creates bulk subscriptions (650 users each) of `users` to `/hook`, for 55 minutes of the test clock.
 pub(crate) async fn subscribe(
     client: &HttpClient,
     base: &str,
@@ -157,7 +157,21 @@ pub(crate) async fn subscribe(
     receiver: &receiver::Receiver,
     users: &[String],
 ) {
-    let expiration = jiff::Timestamp::from_millisecond(clock(client, base).await + 55 * 60_000).unwrap().to_string();
+    let expiration = clock(client, base).await + 55 * 60_000;
+    subscribe_until(client, base, token, receiver, users, expiration).await;
+}
+
+/// Creates bulk subscriptions (650 users each) of `users` to `/hook`, expiring at `expiration`
+/// (milliseconds since the epoch).
+pub(crate) async fn subscribe_until(
+    client: &HttpClient,
+    base: &str,
+    token: &str,
+    receiver: &receiver::Receiver,
+    users: &[String],
+    expiration: i64,
+) {
+    let expiration = jiff::Timestamp::from_millisecond(expiration).unwrap().to_string();
     for chunk in users.chunks(650) {
         let filter = chunk.iter().map(|id| format!("'{id}'")).collect::<Vec<_>>().join(",");
         let body = serde_json::json!({
