@@ -90,7 +90,7 @@ impl AppState {
         let users = crate::users::Users::new(directory.clone(), &trusts);
         let verifier = Verifier::new(&signing_key, &config.issuer_base, directory.clone()).with_trusts(trusts);
         let metrics = Metrics::new(&service);
-        metrics.directory_users.set(directory.tenants().map(|tenant| tenant.users.len() as i64).sum());
+        metrics.directory_users.set(directory.tenants().map(|tenant| tenant.user_count() as i64).sum());
         AppState {
             inner: Arc::new(Inner {
                 service,

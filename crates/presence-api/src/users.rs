@@ -208,7 +208,7 @@ impl Users {
         id_or_upn: &str,
     ) -> Result<Option<User>, ServiceError> {
         if let Some(user) = self.directory.user_by_id_or_upn(tenant_id, id_or_upn) {
-            return Ok(Some(user.clone()));
+            return Ok(Some(user.to_user()));
         }
         if !self.adding.contains(tenant_id) {
             return Ok(None);
@@ -231,14 +231,20 @@ impl Users {
         from: ListFrom,
         top: usize,
     ) -> Result<(Vec<User>, Option<ListFrom>), ServiceError> {
-        let configured = self.directory.tenant(tenant_id).map_or(&[][..], |tenant| &tenant.users[..]);
+        let tenant = self.directory.tenant(tenant_id);
+        let configured = tenant.map_or(0, |tenant| tenant.user_count());
         let adding = self.adding.contains(tenant_id);
         let mut page = Vec::with_capacity(top.min(1024));
         let after = match from {
             ListFrom::Configured(offset) => {
-                page.extend(configured.iter().skip(offset).take(top).cloned());
+                page.extend(
+                    tenant
+                        .into_iter()
+                        .flat_map(|tenant| tenant.users_from(offset).take(top))
+                        .map(|user| user.to_user()),
+                );
                 let next = offset.saturating_add(page.len());
-                if next < configured.len() {
+                if next < configured {
                     return Ok((page, Some(ListFrom::Configured(next))));
                 }
                 if !adding {

@@ -4,8 +4,10 @@
 //! never visible through another's.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher as _, Hasher as _};
 
 use foldhash::fast::RandomState;
+use hashbrown::HashTable;
 use serde::Deserialize;
 
 /// Ids are GUIDs: the indexes key them by their 128-bit value, which hashes and compares in a few
@@ -13,7 +15,7 @@ use serde::Deserialize;
 /// do not fit in the CPU's caches).
 type ById = HashMap<u128, usize, RandomState>;
 
-/// A user of a tenant.
+/// A user of a tenant, as configured.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct User {
@@ -75,7 +77,7 @@ impl App {
     }
 }
 
-/// A tenant (directory).
+/// A tenant (directory), as configured.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Tenant {
@@ -113,6 +115,9 @@ pub enum DirectoryError {
     /// The consumer tenant cannot be configured.
     #[error("tenant '{0}' is the personal-account tenant, which presence does not support")]
     ConsumerTenant(String),
+    /// The users' names come to more than 4 GiB.
+    #[error("tenant '{0}': its users' names come to more than 4 GiB")]
+    TooLarge(String),
     /// An application's secrets or permissions are malformed.
     #[error("app '{id}': {reason}")]
     App {
@@ -126,15 +131,192 @@ pub enum DirectoryError {
 /// All tenants, indexed for lookups. Ids are compared in lowercase.
 #[derive(Debug, Clone, Default)]
 pub struct Directory {
-    tenants: HashMap<u128, TenantIndex, RandomState>,
+    tenants: HashMap<u128, DirectoryTenant, RandomState>,
 }
 
+/// A configured tenant as the directory keeps it: its users in a compact table (see [`Users`]).
 #[derive(Debug, Clone)]
-struct TenantIndex {
-    tenant: Tenant,
-    users_by_id: ById,
-    users_by_upn: HashMap<String, usize, RandomState>,
+pub struct DirectoryTenant {
+    /// Tenant id (GUID, lowercase).
+    pub id: String,
+    /// Display name.
+    pub display_name: String,
+    /// The tenant's registered applications.
+    pub apps: Vec<App>,
     apps_by_id: ById,
+    users: Users,
+}
+
+impl DirectoryTenant {
+    /// How many users are configured.
+    pub fn user_count(&self) -> usize {
+        self.users.ids.len()
+    }
+
+    /// The configured users from the one at `position` on, in configuration order.
+    pub fn users_from(&self, position: usize) -> impl Iterator<Item = UserRef<'_>> {
+        (position.min(self.user_count())..self.user_count()).map(|position| self.users.user(position))
+    }
+}
+
+/// A configured user, borrowed from the directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserRef<'a> {
+    id: u128,
+    /// Sign-in name, as configured.
+    pub user_principal_name: &'a str,
+    /// Display name.
+    pub display_name: &'a str,
+}
+
+impl UserRef<'_> {
+    /// The object id, a lowercase GUID.
+    pub fn id(&self) -> String {
+        uuid::Uuid::from_u128(self.id).hyphenated().to_string()
+    }
+
+    /// The user as an owned [`User`].
+    pub fn to_user(&self) -> User {
+        User {
+            id: self.id(),
+            user_principal_name: self.user_principal_name.to_owned(),
+            display_name: self.display_name.to_owned(),
+        }
+    }
+}
+
+/// A tenant's configured users, kept compact for directories of millions: each id as its 128-bit value
+/// (its text is written when asked for), every name in one string, and the two indexes holding only
+/// positions (4 bytes a user each, against a copied key of 16 to 48 bytes). About 80 bytes a user with
+/// names of 35 characters, where three strings a user and two maps came to about 360.
+#[derive(Clone, Default)]
+struct Users {
+    ids: Vec<u128>,
+    /// Each user's principal name and display name, back to back, user after user.
+    names: String,
+    /// Where each user's principal name and display name end in `names` (its principal name starts
+    /// where the user before ends).
+    ends: Vec<(u32, u32)>,
+    by_id: HashTable<u32>,
+    /// Principal names compared and hashed in lowercase, a character at a time.
+    by_upn: HashTable<u32>,
+    hasher: RandomState,
+}
+
+impl std::fmt::Debug for Users {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("Users").field("count", &self.ids.len()).finish_non_exhaustive()
+    }
+}
+
+fn lowercase(text: &str) -> impl Iterator<Item = char> + '_ {
+    text.chars().flat_map(char::to_lowercase)
+}
+
+impl Users {
+    /// The table of `users`, consumed (each user's strings are freed as it is copied in), with its
+    /// ids checked and put in lowercase in the errors.
+    fn new(tenant_id: &str, users: Vec<User>) -> Result<Self, DirectoryError> {
+        let length: usize = users.iter().map(|user| user.user_principal_name.len() + user.display_name.len()).sum();
+        if u32::try_from(length).is_err() || u32::try_from(users.len()).is_err() {
+            return Err(DirectoryError::TooLarge(tenant_id.to_owned()));
+        }
+        let mut table = Users {
+            ids: Vec::with_capacity(users.len()),
+            names: String::with_capacity(length),
+            ends: Vec::with_capacity(users.len()),
+            by_id: HashTable::with_capacity(users.len()),
+            by_upn: HashTable::with_capacity(users.len()),
+            hasher: RandomState::default(),
+        };
+        for mut user in users {
+            let id = normalise_guid("user", &mut user.id)?;
+            let id_hash = table.hasher.hash_one(id);
+            if table.find(id_hash, id).is_some() {
+                return Err(DirectoryError::Duplicate { what: "user id", id: user.id });
+            }
+            let upn_hash = upn_hash(&table.hasher, &user.user_principal_name);
+            if table.find_upn(upn_hash, &user.user_principal_name).is_some() {
+                return Err(DirectoryError::Duplicate { what: "userPrincipalName", id: user.user_principal_name });
+            }
+            // Both fit: the names' total length and the count were checked above.
+            let position = table.ids.len() as u32;
+            let (ids, names, ends, hasher) = (&table.ids, &table.names, &table.ends, &table.hasher);
+            table.by_id.insert_unique(id_hash, position, |&other| hasher.hash_one(ids[other as usize]));
+            table.by_upn.insert_unique(upn_hash, position, |&other| upn_hash_of(hasher, names, ends, other as usize));
+            table.ids.push(id);
+            table.names.push_str(&user.user_principal_name);
+            let upn_end = table.names.len() as u32;
+            table.names.push_str(&user.display_name);
+            table.ends.push((upn_end, table.names.len() as u32));
+        }
+        Ok(table)
+    }
+
+    fn user(&self, position: usize) -> UserRef<'_> {
+        let (upn, display) = names_of(&self.names, &self.ends, position);
+        UserRef { id: self.ids[position], user_principal_name: upn, display_name: display }
+    }
+
+    fn position(&self, id: u128) -> Option<usize> {
+        self.find(self.hasher.hash_one(id), id)
+    }
+
+    fn position_by_upn(&self, upn: &str) -> Option<usize> {
+        self.find_upn(upn_hash(&self.hasher, upn), upn)
+    }
+
+    fn find(&self, hash: u64, id: u128) -> Option<usize> {
+        self.by_id.find(hash, |&position| self.ids[position as usize] == id).map(|&position| position as usize)
+    }
+
+    fn find_upn(&self, hash: u64, upn: &str) -> Option<usize> {
+        let found = self.by_upn.find(hash, |&position| {
+            lowercase(names_of(&self.names, &self.ends, position as usize).0).eq(lowercase(upn))
+        });
+        found.map(|&position| position as usize)
+    }
+}
+
+/// The principal name and the display name of the user at `position`.
+fn names_of<'a>(names: &'a str, ends: &[(u32, u32)], position: usize) -> (&'a str, &'a str) {
+    let start = position.checked_sub(1).map_or(0, |before| ends[before].1 as usize);
+    let (upn_end, end) = ends[position];
+    (&names[start..upn_end as usize], &names[upn_end as usize..end as usize])
+}
+
+/// The hash of `upn` in lowercase: its lowercase UTF-8 hashed a buffer at a time (a few writes for a
+/// name, not one a character). Equal names in lowercase fill the buffer alike, so they hash alike.
+fn upn_hash(hasher: &RandomState, upn: &str) -> u64 {
+    let mut state = hasher.build_hasher();
+    let mut buffer = [0_u8; 64];
+    if upn.is_ascii() {
+        // The same bytes and buffers as below, without a character's lowercase looked up in Unicode's tables.
+        for chunk in upn.as_bytes().chunks(buffer.len()) {
+            let lower = &mut buffer[..chunk.len()];
+            lower.copy_from_slice(chunk);
+            lower.make_ascii_lowercase();
+            state.write(lower);
+        }
+        if upn.is_empty() {
+            state.write(&[]);
+        }
+        return state.finish();
+    }
+    let mut filled = 0;
+    for character in lowercase(upn) {
+        if filled + character.len_utf8() > buffer.len() {
+            state.write(&buffer[..filled]);
+            filled = 0;
+        }
+        filled += character.encode_utf8(&mut buffer[filled..]).len();
+    }
+    state.write(&buffer[..filled]);
+    state.finish()
+}
+
+fn upn_hash_of(hasher: &RandomState, names: &str, ends: &[(u32, u32)], position: usize) -> u64 {
+    upn_hash(hasher, names_of(names, ends, position).0)
 }
 
 /// Puts the id in lowercase (in place: a directory of 1,000,000 users is not copied) and returns its value.
@@ -153,20 +335,7 @@ impl Directory {
             if tenant.id == crate::CONSUMER_TENANT_ID {
                 return Err(DirectoryError::ConsumerTenant(tenant.id));
             }
-            let mut users_by_id = ById::with_capacity_and_hasher(tenant.users.len(), RandomState::default());
-            let mut users_by_upn = HashMap::with_capacity_and_hasher(tenant.users.len(), RandomState::default());
-            for (position, user) in tenant.users.iter_mut().enumerate() {
-                let value = normalise_guid("user", &mut user.id)?;
-                if users_by_id.insert(value, position).is_some() {
-                    return Err(DirectoryError::Duplicate { what: "user id", id: user.id.clone() });
-                }
-                if users_by_upn.insert(user.user_principal_name.to_lowercase(), position).is_some() {
-                    return Err(DirectoryError::Duplicate {
-                        what: "userPrincipalName",
-                        id: user.user_principal_name.clone(),
-                    });
-                }
-            }
+            let users = Users::new(&tenant.id, std::mem::take(&mut tenant.users))?;
             let mut apps_by_id = ById::default();
             for (position, app) in tenant.apps.iter_mut().enumerate() {
                 let value = normalise_guid("app", &mut app.id)?;
@@ -193,59 +362,55 @@ impl Directory {
                     }
                 }
             }
-            let id = tenant.id.clone();
-            let entry = TenantIndex { tenant, users_by_id, users_by_upn, apps_by_id };
-            if index.insert(tenant_value, entry).is_some() {
+            let Tenant { id, display_name, apps, .. } = tenant;
+            if index.contains_key(&tenant_value) {
                 return Err(DirectoryError::Duplicate { what: "tenant id", id });
             }
+            index.insert(tenant_value, DirectoryTenant { id, display_name, apps, apps_by_id, users });
         }
         Ok(Directory { tenants: index })
     }
 
     /// The tenant with this id.
-    pub fn tenant(&self, tenant_id: &str) -> Option<&Tenant> {
-        self.index(tenant_id).map(|index| &index.tenant)
-    }
-
-    fn index(&self, tenant_id: &str) -> Option<&TenantIndex> {
+    pub fn tenant(&self, tenant_id: &str) -> Option<&DirectoryTenant> {
         self.tenants.get(&crate::guid_value(tenant_id)?)
     }
 
     /// Every tenant, in no particular order.
-    pub fn tenants(&self) -> impl Iterator<Item = &Tenant> {
-        self.tenants.values().map(|index| &index.tenant)
+    pub fn tenants(&self) -> impl Iterator<Item = &DirectoryTenant> {
+        self.tenants.values()
     }
 
     /// The user of `tenant_id` with this object id.
-    pub fn user_by_id(&self, tenant_id: &str, user_id: &str) -> Option<&User> {
-        let index = self.index(tenant_id)?;
-        index.users_by_id.get(&crate::guid_value(user_id)?).map(|position| &index.tenant.users[*position])
+    pub fn user_by_id(&self, tenant_id: &str, user_id: &str) -> Option<UserRef<'_>> {
+        let tenant = self.tenant(tenant_id)?;
+        tenant.users.position(crate::guid_value(user_id)?).map(|position| tenant.users.user(position))
     }
 
     /// Which of the object ids `ids` (GUID values, as [`crate::guid_value`] gives them; `None` is no user)
     /// are users of `tenant_id`, in order. The lookups run in a loop of their own, with nothing between
     /// them, so those that wait for memory wait together.
     pub fn has_users(&self, tenant_id: &str, ids: &[Option<u128>]) -> Vec<bool> {
-        match self.index(tenant_id) {
-            Some(index) => ids.iter().map(|id| id.is_some_and(|id| index.users_by_id.contains_key(&id))).collect(),
+        match self.tenant(tenant_id) {
+            Some(tenant) => ids.iter().map(|id| id.is_some_and(|id| tenant.users.position(id).is_some())).collect(),
             None => vec![false; ids.len()],
         }
     }
 
-    /// The user of `tenant_id` with this object id or user principal name.
-    pub fn user_by_id_or_upn(&self, tenant_id: &str, id_or_upn: &str) -> Option<&User> {
-        let index = self.index(tenant_id)?;
+    /// The user of `tenant_id` with this object id or user principal name (in any case).
+    pub fn user_by_id_or_upn(&self, tenant_id: &str, id_or_upn: &str) -> Option<UserRef<'_>> {
+        let tenant = self.tenant(tenant_id)?;
         let position = match crate::guid_value(id_or_upn) {
-            Some(id) => index.users_by_id.get(&id),
-            None => index.users_by_upn.get(&id_or_upn.to_lowercase()),
+            Some(id) => tenant.users.position(id),
+            None => tenant.users.position_by_upn(id_or_upn),
         }?;
-        Some(&index.tenant.users[*position])
+        Some(tenant.users.user(position))
     }
 
     /// The application of `tenant_id` with this client id.
     pub fn app(&self, tenant_id: &str, app_id: &str) -> Option<&App> {
-        let index = self.index(tenant_id)?;
-        index.apps_by_id.get(&crate::guid_value(app_id)?).map(|position| &index.tenant.apps[*position])
+        let tenant = self.tenant(tenant_id)?;
+        tenant.apps_by_id.get(&crate::guid_value(app_id)?).map(|position| &tenant.apps[*position])
     }
 }
 
@@ -267,9 +432,66 @@ mod tests {
         let directory = Directory::new(vec![tenant(vec![user(id, "Adele@C.example")])]).unwrap();
         let tenant_id = "5f1d3c2a-7b6e-4d8f-9a01-23456789abcd";
         assert_eq!(directory.tenant(tenant_id).map(|tenant| tenant.id.as_str()), Some(tenant_id));
-        let found = directory.user_by_id(tenant_id, &id.to_lowercase()).map(|user| user.id.as_str());
-        assert_eq!(found, Some("7d3b5e0a-2c61-4f3e-9d1a-5a2b8c9e0f11"));
+        let found = directory.user_by_id(tenant_id, &id.to_lowercase()).map(|user| user.id());
+        assert_eq!(found.as_deref(), Some("7d3b5e0a-2c61-4f3e-9d1a-5a2b8c9e0f11"));
         assert!(directory.user_by_id_or_upn(tenant_id, "adele@c.EXAMPLE").is_some());
+    }
+
+    #[test]
+    fn each_user_is_found_with_its_own_names_by_id_or_name_and_listed_in_order() {
+        let ids = [
+            "0a000000-0000-4000-8000-000000000001",
+            "0a000000-0000-4000-8000-000000000002",
+            "0a000000-0000-4000-8000-000000000003",
+        ];
+        let users = vec![
+            User { id: ids[0].into(), user_principal_name: "a@c.example".into(), display_name: "Ann".into() },
+            User { id: ids[1].into(), user_principal_name: "Ünal@C.example".into(), display_name: "".into() },
+            User { id: ids[2].into(), user_principal_name: "bo@c.example".into(), display_name: "Bo Ek".into() },
+        ];
+        let directory = Directory::new(vec![tenant(users.clone())]).unwrap();
+        let tenant_id = "5f1d3c2a-7b6e-4d8f-9a01-23456789abcd";
+        for user in &users {
+            let by_id = directory.user_by_id(tenant_id, &user.id.to_uppercase()).map(|found| found.to_user());
+            assert_eq!(by_id.as_ref(), Some(user));
+            let by_name = directory.user_by_id_or_upn(tenant_id, &user.user_principal_name.to_uppercase());
+            assert_eq!(by_name.map(|found| found.to_user()).as_ref(), Some(user));
+        }
+        assert!(directory.user_by_id_or_upn(tenant_id, "ünal@c.example").is_some());
+        assert!(directory.user_by_id_or_upn(tenant_id, "a@c.exampl").is_none());
+        assert!(directory.user_by_id_or_upn(tenant_id, "0a000000-0000-4000-8000-000000000004").is_none());
+        let listed = directory.tenant(tenant_id).unwrap();
+        assert_eq!(listed.user_count(), 3);
+        let from_second: Vec<User> = listed.users_from(1).map(|user| user.to_user()).collect();
+        assert_eq!(from_second, users[1..]);
+        assert_eq!(listed.users_from(4).count(), 0);
+        assert_eq!(directory.has_users(tenant_id, &[crate::guid_value(ids[2]), None, Some(7)]), [true, false, false]);
+    }
+
+    #[test]
+    fn a_name_is_found_whether_its_lowercase_is_hashed_as_ascii_or_as_unicode() {
+        // The Kelvin sign's lowercase is an ASCII k: a name written with it takes the Unicode path, the
+        // configured one the ASCII path, and they must hash alike (the long one across the buffer's end).
+        let long = format!("{}@c.example", "k".repeat(70));
+        let users = vec![
+            User {
+                id: "0a000000-0000-4000-8000-000000000001".into(),
+                user_principal_name: "kim@c.example".into(),
+                display_name: "K".into(),
+            },
+            User {
+                id: "0a000000-0000-4000-8000-000000000002".into(),
+                user_principal_name: long.clone(),
+                display_name: "L".into(),
+            },
+        ];
+        let directory = Directory::new(vec![tenant(users)]).unwrap();
+        let tenant_id = "5f1d3c2a-7b6e-4d8f-9a01-23456789abcd";
+        let found = |name: &str| directory.user_by_id_or_upn(tenant_id, name).map(|user| user.display_name);
+        assert_eq!(found("\u{212A}IM@C.EXAMPLE"), Some("K"));
+        assert_eq!(found(&format!("\u{212A}{}@C.EXAMPLE", "K".repeat(69))), Some("L"));
+        assert_eq!(found(&long.to_uppercase()), Some("L"));
+        assert_eq!(found(&format!("{}@c.example", "k".repeat(69))), None);
     }
 
     #[test]

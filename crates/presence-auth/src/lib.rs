@@ -19,7 +19,9 @@ pub mod permissions;
 pub mod trust;
 pub mod verify;
 
-pub use directory::{new_client_secret, secret_sha256, App, Directory, DirectoryError, Tenant, User};
+pub use directory::{
+    new_client_secret, secret_sha256, App, Directory, DirectoryError, DirectoryTenant, Tenant, User, UserRef,
+};
 pub use issuer::{Issuer, TokenRequest};
 pub use keys::{SigningKey, KEY_FILE};
 pub use permissions::{authorize, Operation, Target};

@@ -804,7 +804,7 @@ mod tests {
         ));
         let mut config = Config::load(Some(&path), no_overrides(), &[]).unwrap();
         let directory = config.take_directory().unwrap();
-        assert_eq!(directory.user_by_id(tenant, user).map(|user| user.display_name.as_str()), Some("Adele"));
+        assert_eq!(directory.user_by_id(tenant, user).map(|user| user.display_name), Some("Adele"));
         assert!(directory.app(tenant, app).is_some());
         assert!(config.tenants[0].users.is_empty(), "the users moved, not copied");
         assert_eq!((config.tenants[0].id.as_str(), config.tenants[0].apps.len()), (tenant, 1), "the rest stays");

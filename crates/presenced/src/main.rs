@@ -411,7 +411,7 @@ fn mint(config: &Config, args: &TokenArgs) -> anyhow::Result<String> {
     let token = issuer.mint(&TokenRequest {
         tenant_id: tenant.id.clone(),
         app_id: app.id.clone(),
-        user_id: user.map(|user| user.id.clone()),
+        user_id: user.map(|user| user.id()),
         permissions: permissions.split_whitespace().map(str::to_owned).collect(),
         issued_at,
         lifetime_seconds: args.lifetime,
