@@ -32,7 +32,12 @@ work=$(mktemp -d)
 # The soak watches WATCHED more users (outside wrk's range), whose notifications go to a local HTTPS
 # receiver whose CA presenced trusts.
 watched=0
-[ -n "${SOAK_MINUTES:-}" ] && watched="${WATCHED:-6500}"
+if [ -n "${SOAK_MINUTES:-}" ]; then
+  watched="${WATCHED:-6500}"
+  [ "$watched" -gt 0 ] || { echo "the soak needs WATCHED > 0: its notifications are part of it" >&2; exit 1; }
+  # The notifier's subscriptions last 55 minutes.
+  [ "$SOAK_MINUTES" -le 50 ] || { echo "SOAK_MINUTES is at most 50" >&2; exit 1; }
+fi
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 port=$(free_port)
 floor_port=$(free_port)
@@ -62,7 +67,8 @@ if [ "$watched" -gt 0 ]; then
   PORT=$port FIRST=$USERS WATCHED=$watched RATE="${NOTIFY_RATE:-500}" CA_FILE="$work/ca.pem" \
     taskset -c 1 target/release/examples/soak_notify <"$work/control" >"$work/notify.out" 2>"$work/notify.log" &
   notifier=$!
-  exec 5>"$work/control"
+  # Read-write, so that a write to it never raises SIGPIPE if the notifier has died (checked before each).
+  exec 5<>"$work/control"
   for _ in $(seq 600); do [ -s "$work/ca.pem" ] && break; sleep 0.1; done
 fi
 # Neither server holds the notifier's control pipe open (5>&-): closing it is the notifier's signal to end.
@@ -85,7 +91,8 @@ if [ -n "${SOAK_MINUTES:-}" ]; then
   # SOAK_MINUTES minutes: setPresence held near 80% of the capacity (each of 64 connections pauses between
   # requests) with GET presence (8 connections) beside it, and the notifier's changes to the watched
   # users (NOTIFY_RATE a second, each one notified). After each round: presenced's resident memory and
-  # CPU, and the notifier's deliveries and their latency from the write's start.
+  # CPU, and the notifier's deliveries and their latency from the write's start. A failed request, a lost
+  # notification, or one later than its user's next write (about 13 s on) fails the soak.
   for _ in $(seq 1200); do grep -q '^READY' "$work/notify.out" 2>/dev/null && break; sleep 0.1; done
   grep -q '^READY' "$work/notify.out" || { cat "$work/notify.log" >&2; echo "the notifier did not subscribe" >&2; exit 1; }
   round="${SOAK_ROUND:-30}"
@@ -94,10 +101,10 @@ if [ -n "${SOAK_MINUTES:-}" ]; then
 print(max(1, round(64 / (0.8 * rate) * 1000 - r["p50_us"] / 1000)))' "$capacity")
   echo "setPresence capacity: ${capacity#RESULT }; each connection pauses ${pause} ms"
   echo "${NOTIFY_RATE:-500} changes a second to $watched watched users, in $(( (watched + 649) / 650 )) subscriptions"
-  echo >&5 # the notifier's first period ends here: the capacity run is not in the rounds
+  echo >&5 # the notifier starts writing here: the capacity run is measured without its writes
   rounds=$(( SOAK_MINUTES * 60 / round ))
-  echo "| s | setPresence req/s | p50 ms | p99 ms | GET req/s | GET p99 ms | notified/s | notification p99 ms | errors | resident MiB | CPU % |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| s | setPresence req/s | p50 ms | p99 ms | GET req/s | GET p99 ms | notified/s | notification p99 ms | errors | late notifications | resident MiB | CPU % |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
   for number in $(seq "$rounds"); do
     before=$(cpu_us "$server")
     WRK_DELAY_MS=$pause taskset -c 1 wrk -t1 -c64 -d"${round}s" -s bench/wrk/set_presence.lua "http://127.0.0.1:$port" \
@@ -107,8 +114,10 @@ print(max(1, round(64 / (0.8 * rate) * 1000 - r["p50_us"] / 1000)))' "$capacity"
     wait "$writes"
     cpu=$(( $(cpu_us "$server") - before ))
     rss=$(awk '/^VmRSS/ { printf "%d", $2 / 1024 }' "/proc/$server/status")
+    kill -0 "$notifier" 2>/dev/null || { cat "$work/notify.log" >&2; echo "the notifier died" >&2; exit 1; }
     echo >&5
     for _ in $(seq 100); do [ "$(grep -c '^RESULT' "$work/notify.out")" -gt "$number" ] && break; sleep 0.1; done
+    [ "$(grep -c '^RESULT' "$work/notify.out")" -gt "$number" ] || { echo "the notifier did not report" >&2; exit 1; }
     notified=$(grep '^RESULT' "$work/notify.out" | tail -n1)
     python3 - "$(( number * round ))" "$round" "$(cat "$work/set.txt")" "$(cat "$work/get.txt")" "$notified" "$rss" "$cpu" \
       "$work/soak.jsonl" <<'PY' || failed=1
@@ -117,22 +126,23 @@ at, seconds, put, get, notified, rss, cpu, out = sys.argv[1:]
 seconds, put, get, notified = int(seconds), json.loads(put[7:]), json.loads(get[7:]), json.loads(notified[7:])
 rate = lambda r: r["requests"] / r["duration_us"] * 1e6
 errors = put["errors"] + get["errors"] + notified["failed"]
+late = notified["unmatched"]
 row = {"at_s": int(at), "set_rate": rate(put), "set_p50_ms": put["p50_us"] / 1000, "set_p99_ms": put["p99_us"] / 1000,
-       "get_rate": rate(get), "get_p99_ms": get["p99_us"] / 1000, "notified_rate": notified["delivered"] / seconds,
-       "notify_p99_ms": notified["p99_ms"], "errors": errors, "rss_mib": int(rss), "cpu_pct": int(cpu) / seconds / 10_000}
+       "get_rate": rate(get), "get_p99_ms": get["p99_us"] / 1000, "notified_rate": notified["delivered"] / notified["seconds"],
+       "notify_p99_ms": notified["p99_ms"], "errors": errors, "late": late, "rss_mib": int(rss), "cpu_pct": int(cpu) / seconds / 10_000}
 with open(out, "a") as file:
     file.write(json.dumps(row) + "\n")
 print(f"| {at} | {row['set_rate']:,.0f} | {row['set_p50_ms']:.2f} | {row['set_p99_ms']:.2f} | {row['get_rate']:,.0f} "
-      f"| {row['get_p99_ms']:.2f} | {row['notified_rate']:,.0f} | {row['notify_p99_ms']:.1f} | {errors} | {rss} "
+      f"| {row['get_p99_ms']:.2f} | {row['notified_rate']:,.0f} | {row['notify_p99_ms']:.1f} | {errors} | {late} | {rss} "
       f"| {row['cpu_pct']:.0f} |")
-sys.exit(1 if errors else 0)
+sys.exit(1 if errors or late else 0)
 PY
   done
   exec 5>&-
   wait "$notifier" || failed=1
   last=$(grep '^RESULT' "$work/notify.out" | tail -n1)
   echo "after the last round: ${last#RESULT }"
-  python3 -c 'import json, sys; r = json.loads(sys.argv[1][7:]); sys.exit(1 if r["lost"] or r["failed"] else 0)' "$last" \
+  python3 -c 'import json, sys; r = json.loads(sys.argv[1][7:]); sys.exit(1 if r["lost"] or r["failed"] or r["unmatched"] else 0)' "$last" \
     || { echo "notifications were lost" >&2; failed=1; }
   [ -z "${SOAK_PLOT:-}" ] || python3 bench/plot-soak.py "$work/soak.jsonl" "$SOAK_PLOT"
   kill -0 "$server" # presenced survived the soak

@@ -3,11 +3,14 @@
 //! Starts a local HTTPS webhook receiver and writes its CA certificate to `CA_FILE` (presenced's
 //! `notification_ca_file`), waits for presenced on `PORT`, subscribes `WATCHED` users (ids from `FIRST`
 //! on, outside wrk's range) in bulk subscriptions of 650, prints `READY`, and then changes their presence
-//! at `RATE` writes a second: each write flips a user between Busy and Available, so each one is a change
-//! to notify. For each line read on standard input it prints a `RESULT` line (JSON) about the time since
-//! the line before: writes made and failed, notifications delivered, and the latency from each write's
-//! start to its notification's arrival. At the end of input it stops writing, waits up to 30 s for the
-//! notifications still due, and prints a last `RESULT` with how many never came.
+//! from the first line read on standard input on, at `RATE` writes a second: each write flips a user
+//! between Busy and Available (from the state its last answered write set), so each one is a change to
+//! notify. For each line read it prints a `RESULT` line (JSON) about the time since the line before: its
+//! length, writes made and failed, notifications delivered, those about a user with no write waiting
+//! for one (a notification later than the user's next write, about 13 s on), and the latency from each
+//! write's start to its notification's arrival. At the end of input it stops writing, waits up to 30 s
+//! for the notifications still due, and prints a last `RESULT` with how many never came. The
+//! subscriptions last 55 minutes, which bounds the soak.
 //!
 //! Environment: `PORT`, `TOKEN` (an application token), `CA_FILE`, `FIRST`, `WATCHED` (6,500),
 //! `RATE` (500).
@@ -15,7 +18,7 @@
 mod support;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,8 +37,8 @@ fn env_number(name: &str, default: Option<u64>) -> u64 {
 }
 
 /// What the writes and the arrivals of one reporting period came to.
-#[derive(Default)]
 struct Period {
+    started: Instant,
     latencies: Vec<Duration>,
     /// Arrivals about a user with no write waiting for its notification.
     unmatched: u64,
@@ -69,10 +72,12 @@ impl Shared {
 
     /// The `RESULT` line of the period now ending, which starts the next one.
     fn report(&self, lost: Option<usize>) -> String {
-        let Period { mut latencies, unmatched } = std::mem::take(&mut *self.period.lock().unwrap());
+        let next = Period { started: Instant::now(), latencies: Vec::new(), unmatched: 0 };
+        let Period { started, mut latencies, unmatched } = std::mem::replace(&mut *self.period.lock().unwrap(), next);
         latencies.sort_unstable();
         let ms = |p: f64| if latencies.is_empty() { 0.0 } else { percentile(&latencies, p).as_secs_f64() * 1000.0 };
         let mut line = json!({
+            "seconds": started.elapsed().as_secs_f64(),
             "writes": self.writes.swap(0, Ordering::SeqCst),
             "failed": self.failed.swap(0, Ordering::SeqCst),
             "skipped": self.skipped.swap(0, Ordering::SeqCst),
@@ -113,7 +118,7 @@ async fn main() {
 
     let shared = Arc::new(Shared {
         due: Mutex::default(),
-        period: Mutex::default(),
+        period: Mutex::new(Period { started: Instant::now(), latencies: Vec::new(), unmatched: 0 }),
         writes: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         skipped: AtomicU64::new(0),
@@ -127,44 +132,6 @@ async fn main() {
             }
         })
     };
-    let writer = {
-        let shared = shared.clone();
-        let token = Arc::new(token);
-        tokio::spawn(async move {
-            let in_flight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
-            let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            for count in 0_usize.. {
-                tick.tick().await;
-                let Ok(permit) = in_flight.clone().try_acquire_owned() else {
-                    shared.skipped.fetch_add(1, Ordering::SeqCst);
-                    continue;
-                };
-                let user = ids[count % ids.len()].clone();
-                // Even rounds over the watched users set Busy, odd ones Available: every write changes.
-                let (availability, activity) = if (count / ids.len()).is_multiple_of(2) {
-                    ("Busy", "InACall")
-                } else {
-                    ("Available", "Available")
-                };
-                let body = json!({ "sessionId": APP, "availability": availability, "activity": activity,
-                                   "expirationDuration": "PT1H" });
-                let path = format!("/v1.0/users/{user}/presence/setPresence");
-                let (client, base, token, shared) = (client.clone(), base.clone(), token.clone(), shared.clone());
-                tokio::spawn(async move {
-                    shared.due.lock().unwrap().insert(user.clone(), Instant::now());
-                    let answer = presence_testkit::binary::try_call(&client, &base, Method::POST, &path, &token, body);
-                    shared.writes.fetch_add(1, Ordering::SeqCst);
-                    if !matches!(answer.await, Some((200, _))) {
-                        shared.failed.fetch_add(1, Ordering::SeqCst);
-                        shared.due.lock().unwrap().remove(&user);
-                    }
-                    drop(permit);
-                });
-            }
-        })
-    };
-
     // Standard input is read on a thread of its own: a line is one message, the end of input the channel's end.
     let (line_read, mut lines) = tokio::sync::mpsc::unbounded_channel();
     std::thread::spawn(move || {
@@ -174,6 +141,55 @@ async fn main() {
             }
         }
     });
+    // The first line starts the writes (after the script's capacity run, which they would take from).
+    if lines.recv().await.is_some() {
+        shared.collect(&receiver);
+        println!("{}", shared.report(None));
+    }
+    let writer = {
+        let shared = shared.clone();
+        let token = Arc::new(token);
+        // Whether each watched user is Busy, as its last answered write set it: the next write flips it.
+        let busy: Arc<Vec<AtomicBool>> = Arc::new((0..ids.len()).map(|_| AtomicBool::new(false)).collect());
+        tokio::spawn(async move {
+            let in_flight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+            let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut next = 0;
+            loop {
+                tick.tick().await;
+                let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+                    shared.skipped.fetch_add(1, Ordering::SeqCst);
+                    continue;
+                };
+                let index = next;
+                next = (next + 1) % ids.len();
+                let user = ids[index].clone();
+                let to_busy = !busy[index].load(Ordering::SeqCst);
+                let (availability, activity) = if to_busy { ("Busy", "InACall") } else { ("Available", "Available") };
+                let body = json!({ "sessionId": APP, "availability": availability, "activity": activity,
+                                   "expirationDuration": "PT1H" });
+                let path = format!("/v1.0/users/{user}/presence/setPresence");
+                // A notification later than the user's next write is matched to the write it tells of.
+                shared.due.lock().unwrap().entry(user.clone()).or_insert_with(Instant::now);
+                shared.writes.fetch_add(1, Ordering::SeqCst);
+                let (client, base, token, shared, busy) =
+                    (client.clone(), base.clone(), token.clone(), shared.clone(), busy.clone());
+                tokio::spawn(async move {
+                    let answer = presence_testkit::binary::try_call(&client, &base, Method::POST, &path, &token, body);
+                    if matches!(answer.await, Some((200, _))) {
+                        busy[index].store(to_busy, Ordering::SeqCst);
+                    } else {
+                        // Counted (a failed write fails the soak), and no notification awaited for it.
+                        shared.failed.fetch_add(1, Ordering::SeqCst);
+                        shared.due.lock().unwrap().remove(&user);
+                    }
+                    drop(permit);
+                });
+            }
+        })
+    };
+
     while lines.recv().await.is_some() {
         shared.collect(&receiver);
         println!("{}", shared.report(None));
