@@ -10,9 +10,9 @@ use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 use serde::Deserialize;
 
-/// Ids are GUIDs: the indexes key them by their 128-bit value, which hashes and compares in a few
-/// instructions and lives inside the table (a string key is a pointer to chase, and large directories
-/// do not fit in the CPU's caches).
+/// Apps' ids are GUIDs: their index keys them by their 128-bit value, which hashes and compares in a few
+/// instructions and lives inside the table (a string key is a pointer to chase). Users have a compact
+/// table of their own, [`Users`].
 type ById = HashMap<u128, usize, RandomState>;
 
 /// A user of a tenant, as configured.
@@ -115,8 +115,8 @@ pub enum DirectoryError {
     /// The consumer tenant cannot be configured.
     #[error("tenant '{0}' is the personal-account tenant, which presence does not support")]
     ConsumerTenant(String),
-    /// The users' names come to more than 4 GiB.
-    #[error("tenant '{0}': its users' names come to more than 4 GiB")]
+    /// The users' names come to more than 4 GiB, or the users to more than 2^32.
+    #[error("tenant '{0}': its users' names come to more than 4 GiB, or its users to more than 2^32")]
     TooLarge(String),
     /// An application's secrets or permissions are malformed.
     #[error("app '{id}': {reason}")]
@@ -209,8 +209,10 @@ impl std::fmt::Debug for Users {
     }
 }
 
+/// `text` in lowercase, a character at a time, with the final sigma as a sigma: `str::to_lowercase` writes
+/// a word-final capital sigma as ς, so the names it matched, one form of the letter or the other, match here.
 fn lowercase(text: &str) -> impl Iterator<Item = char> + '_ {
-    text.chars().flat_map(char::to_lowercase)
+    text.chars().flat_map(char::to_lowercase).map(|character| if character == 'ς' { 'σ' } else { character })
 }
 
 impl Users {
@@ -492,6 +494,15 @@ mod tests {
         assert_eq!(found(&format!("\u{212A}{}@C.EXAMPLE", "K".repeat(69))), Some("L"));
         assert_eq!(found(&long.to_uppercase()), Some("L"));
         assert_eq!(found(&format!("{}@c.example", "k".repeat(69))), None);
+        // A final sigma, as str::to_lowercase writes a word-final capital one, still finds the name.
+        let greek = vec![User {
+            id: "0a000000-0000-4000-8000-000000000003".into(),
+            user_principal_name: "ΑΣ@c.example".into(),
+            display_name: "G".into(),
+        }];
+        let directory = Directory::new(vec![tenant(greek)]).unwrap();
+        assert!(directory.user_by_id_or_upn(tenant_id, "ας@c.example").is_some());
+        assert!(directory.user_by_id_or_upn(tenant_id, "ασ@C.EXAMPLE").is_some());
     }
 
     #[test]
