@@ -237,12 +237,9 @@ impl Users {
         let mut page = Vec::with_capacity(top.min(1024));
         let after = match from {
             ListFrom::Configured(offset) => {
-                page.extend(
-                    tenant
-                        .into_iter()
-                        .flat_map(|tenant| tenant.users_from(offset).take(top))
-                        .map(|user| user.to_user()),
-                );
+                if let Some(tenant) = tenant {
+                    page.extend(tenant.users_from(offset).take(top).map(|user| user.to_user()));
+                }
                 let next = offset.saturating_add(page.len());
                 if next < configured {
                     return Ok((page, Some(ListFrom::Configured(next))));

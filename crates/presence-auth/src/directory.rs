@@ -189,7 +189,7 @@ impl UserRef<'_> {
 /// (its text is written when asked for), every name in one string, and the two indexes holding only
 /// positions (4 bytes a user each, against a copied key of 16 to 48 bytes). About 80 bytes a user with
 /// names of 35 characters, where three strings a user and two maps came to about 360.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct Users {
     ids: Vec<u128>,
     /// Each user's principal name and display name, back to back, user after user.
@@ -198,7 +198,7 @@ struct Users {
     /// where the user before ends).
     ends: Vec<(u32, u32)>,
     by_id: HashTable<u32>,
-    /// Principal names compared and hashed in lowercase, a character at a time.
+    /// Principal names compared and hashed in lowercase ([`lowercase`], [`upn_hash`]).
     by_upn: HashTable<u32>,
     hasher: RandomState,
 }
@@ -237,15 +237,17 @@ impl Users {
             if table.find(id_hash, id).is_some() {
                 return Err(DirectoryError::Duplicate { what: "user id", id: user.id });
             }
-            let upn_hash = upn_hash(&table.hasher, &user.user_principal_name);
-            if table.find_upn(upn_hash, &user.user_principal_name).is_some() {
+            let name_hash = upn_hash(&table.hasher, &user.user_principal_name);
+            if table.find_upn(name_hash, &user.user_principal_name).is_some() {
                 return Err(DirectoryError::Duplicate { what: "userPrincipalName", id: user.user_principal_name });
             }
             // Both fit: the names' total length and the count were checked above.
             let position = table.ids.len() as u32;
             let (ids, names, ends, hasher) = (&table.ids, &table.names, &table.ends, &table.hasher);
             table.by_id.insert_unique(id_hash, position, |&other| hasher.hash_one(ids[other as usize]));
-            table.by_upn.insert_unique(upn_hash, position, |&other| upn_hash_of(hasher, names, ends, other as usize));
+            table
+                .by_upn
+                .insert_unique(name_hash, position, |&other| upn_hash(hasher, names_of(names, ends, other as usize).0));
             table.ids.push(id);
             table.names.push_str(&user.user_principal_name);
             let upn_end = table.names.len() as u32;
@@ -315,10 +317,6 @@ fn upn_hash(hasher: &RandomState, upn: &str) -> u64 {
     }
     state.write(&buffer[..filled]);
     state.finish()
-}
-
-fn upn_hash_of(hasher: &RandomState, names: &str, ends: &[(u32, u32)], position: usize) -> u64 {
-    upn_hash(hasher, names_of(names, ends, position).0)
 }
 
 /// Puts the id in lowercase (in place: a directory of 1,000,000 users is not copied) and returns its value.

@@ -44,6 +44,12 @@ struct Period {
     unmatched: u64,
 }
 
+impl Period {
+    fn starting_now() -> Self {
+        Period { started: Instant::now(), latencies: Vec::new(), unmatched: 0 }
+    }
+}
+
 struct Shared {
     /// The start of each write whose notification has not arrived yet, by user id.
     due: Mutex<HashMap<String, Instant>>,
@@ -72,8 +78,8 @@ impl Shared {
 
     /// The `RESULT` line of the period now ending, which starts the next one.
     fn report(&self, lost: Option<usize>) -> String {
-        let next = Period { started: Instant::now(), latencies: Vec::new(), unmatched: 0 };
-        let Period { started, mut latencies, unmatched } = std::mem::replace(&mut *self.period.lock().unwrap(), next);
+        let Period { started, mut latencies, unmatched } =
+            std::mem::replace(&mut *self.period.lock().unwrap(), Period::starting_now());
         latencies.sort_unstable();
         let ms = |p: f64| if latencies.is_empty() { 0.0 } else { percentile(&latencies, p).as_secs_f64() * 1000.0 };
         let mut line = json!({
@@ -118,7 +124,7 @@ async fn main() {
 
     let shared = Arc::new(Shared {
         due: Mutex::default(),
-        period: Mutex::new(Period { started: Instant::now(), latencies: Vec::new(), unmatched: 0 }),
+        period: Mutex::new(Period::starting_now()),
         writes: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         skipped: AtomicU64::new(0),
