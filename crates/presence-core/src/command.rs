@@ -267,19 +267,20 @@ impl Command {
             }
             Command::ClearPreferred => facts.preferred = None,
             Command::SetStatusMessage(message) => {
-                facts.status_message =
-                    message.as_ref().filter(|message| !message.content.is_empty()).map(|message| StatusMessage {
+                facts.status_message = message.as_ref().filter(|message| !message.content.is_empty()).map(|message| {
+                    Box::new(StatusMessage {
                         content: message.content.clone(),
                         published_at: now,
                         expiry: message.expiry.clone(),
-                    });
+                    })
+                });
             }
             Command::SetLocation { layer, location_type, place_id } => {
-                let entry = Some(LocationEntry {
+                let entry = Some(Box::new(LocationEntry {
                     location_type: *location_type,
                     place_id: place_id.clone(),
                     until: now.next_utc_midnight(),
-                });
+                }));
                 match layer {
                     LocationLayer::Manual => facts.manual_location = entry,
                     LocationLayer::Automatic => facts.automatic_location = entry,

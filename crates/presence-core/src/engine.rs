@@ -114,13 +114,14 @@ struct Shown<'a> {
 fn shown(facts: &UserFacts, at: Timestamp) -> Shown<'_> {
     let (availability, activity) = aggregate(facts, at);
     let status_message =
-        facts.status_message.as_ref().filter(|message| message.expiry.as_ref().is_none_or(|expiry| at < expiry.at));
+        facts.status_message.as_deref().filter(|message| message.expiry.as_ref().is_none_or(|expiry| at < expiry.at));
     let live = |entry: &&LocationEntry| at < entry.until;
-    let location = match (facts.manual_location.as_ref().filter(live), facts.automatic_location.as_ref().filter(live)) {
-        (Some(entry), _) => Some((WorkLocationSource::Manual, entry)),
-        (None, Some(entry)) => Some((WorkLocationSource::Automatic, entry)),
-        (None, None) => None,
-    };
+    let location =
+        match (facts.manual_location.as_deref().filter(live), facts.automatic_location.as_deref().filter(live)) {
+            (Some(entry), _) => Some((WorkLocationSource::Manual, entry)),
+            (None, Some(entry)) => Some((WorkLocationSource::Automatic, entry)),
+            (None, None) => None,
+        };
     Shown { availability, activity, status_message, location }
 }
 

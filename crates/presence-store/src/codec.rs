@@ -102,8 +102,8 @@ pub fn encode(facts: &UserFacts) -> String {
                 time_zone: expiry.time_zone.clone(),
             }),
         }),
-        manual: facts.manual_location.as_ref().map(location),
-        automatic: facts.automatic_location.as_ref().map(location),
+        manual: facts.manual_location.as_deref().map(location),
+        automatic: facts.automatic_location.as_deref().map(location),
         seq: facts.sequence_base,
         seq_at: facts.sequence_at.as_millis(),
     };
@@ -118,13 +118,13 @@ pub fn decode(text: &str) -> Result<UserFacts, String> {
     }
     let availability = |text: &str| Availability::parse(text).ok_or_else(|| format!("unknown availability {text}"));
     let activity = |text: &str| Activity::parse(text).ok_or_else(|| format!("unknown activity {text}"));
-    let location = |entry: StoredLocation| -> Result<LocationEntry, String> {
-        Ok(LocationEntry {
+    let location = |entry: StoredLocation| -> Result<Box<LocationEntry>, String> {
+        Ok(Box::new(LocationEntry {
             location_type: WorkLocationType::parse(&entry.kind)
                 .ok_or_else(|| format!("unknown work location {}", entry.kind))?,
             place_id: entry.place,
             until: Timestamp(entry.until),
-        })
+        }))
     };
     Ok(UserFacts {
         sessions: stored
@@ -150,14 +150,16 @@ pub fn decode(text: &str) -> Result<UserFacts, String> {
                 })
             })
             .transpose()?,
-        status_message: stored.status.map(|status| StatusMessage {
-            content: status.content,
-            published_at: Timestamp(status.published),
-            expiry: status.expiry.map(|expiry| StatusExpiry {
-                at: Timestamp(expiry.at),
-                date_time: expiry.date_time,
-                time_zone: expiry.time_zone,
-            }),
+        status_message: stored.status.map(|status| {
+            Box::new(StatusMessage {
+                content: status.content,
+                published_at: Timestamp(status.published),
+                expiry: status.expiry.map(|expiry| StatusExpiry {
+                    at: Timestamp(expiry.at),
+                    date_time: expiry.date_time,
+                    time_zone: expiry.time_zone,
+                }),
+            })
         }),
         manual_location: stored.manual.map(location).transpose()?,
         automatic_location: stored.automatic.map(location).transpose()?,
@@ -185,7 +187,7 @@ mod tests {
                 activity: Activity::OffWork,
                 expires_at: Timestamp(30),
             }),
-            status_message: Some(StatusMessage {
+            status_message: Some(Box::new(StatusMessage {
                 content: "hi \"there\"".into(),
                 published_at: Timestamp(5),
                 expiry: Some(StatusExpiry {
@@ -193,17 +195,17 @@ mod tests {
                     date_time: "2026-01-01T00:00:00".into(),
                     time_zone: "UTC".into(),
                 }),
-            }),
-            manual_location: Some(LocationEntry {
+            })),
+            manual_location: Some(Box::new(LocationEntry {
                 location_type: WorkLocationType::Office,
                 place_id: Some("p".into()),
                 until: Timestamp(50),
-            }),
-            automatic_location: Some(LocationEntry {
+            })),
+            automatic_location: Some(Box::new(LocationEntry {
                 location_type: WorkLocationType::Remote,
                 place_id: None,
                 until: Timestamp(60),
-            }),
+            })),
             sequence_base: 7,
             sequence_at: Timestamp(9),
         };

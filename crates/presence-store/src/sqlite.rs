@@ -28,6 +28,7 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
 
 use foldhash::fast::RandomState;
+use hashbrown::hash_table::{self, HashTable};
 use presence_core::UserFacts;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
@@ -257,54 +258,50 @@ impl Durability {
     }
 }
 
-/// One shard of the cache.
-/// Its records are kept in the table, not boxed: a reader of a user's presence then waits for memory twice
-/// (the entry, then the sessions), not three times.
-type Shard = RwLock<HashMap<CacheKey, Option<UserRecord>, RandomState>>;
-
 /// The users' timers, in memory: the instant each user with a `due_at` can next be claimed (its `due_at`, or
 /// the end of a claim's lease), in order. This process is the database's only writer, so it knows every
 /// timer: they are read from `due_at` at start-up (every claim then ended, as after a crash), and
 /// [`SqliteStore::update_many`] and [`PresenceStore::claim_due`] keep them here instead of in an indexed
-/// column, which cost every write a second B-tree page in the WAL.
+/// column, which cost every write a second B-tree page in the WAL. Users are named by their place in the
+/// cache ([`SlotId`], 8 bytes instead of a 48-byte key), which holds every user with a timer.
 #[derive(Debug, Default)]
 struct Timers {
     /// (claimable at, user), soonest first.
-    queue: BTreeSet<(i64, CacheKey)>,
+    queue: BTreeSet<(i64, SlotId)>,
     /// Each user's entry in `queue`.
-    claimable: HashMap<CacheKey, i64, RandomState>,
+    claimable: HashMap<SlotId, i64, RandomState>,
 }
 
 impl Timers {
     /// The timers of distinct users.
-    fn from_entries(entries: Vec<(i64, CacheKey)>) -> Self {
-        let claimable = entries.iter().map(|(at, key)| (key.clone(), *at)).collect();
+    fn from_entries(entries: Vec<(i64, SlotId)>) -> Self {
+        let claimable = entries.iter().map(|&(at, slot)| (slot, at)).collect();
         Timers { queue: entries.into_iter().collect(), claimable }
     }
 
     /// Sets a user's claimable instant (`None`: no timer), ending any claim.
-    fn set(&mut self, key: CacheKey, at: Option<i64>) {
+    fn set(&mut self, slot: SlotId, at: Option<i64>) {
         let previous = match at {
-            Some(at) => self.claimable.insert(key.clone(), at),
-            None => self.claimable.remove(&key),
+            Some(at) => self.claimable.insert(slot, at),
+            None => self.claimable.remove(&slot),
         };
         if let Some(previous) = previous {
-            self.queue.remove(&(previous, key.clone()));
+            self.queue.remove(&(previous, slot));
         }
         if let Some(at) = at {
-            self.queue.insert((at, key));
+            self.queue.insert((at, slot));
         }
     }
 
     /// Claims up to `limit` users claimable at `now` or before, soonest first, until `lease_until`.
-    fn claim(&mut self, now: i64, lease_until: i64, limit: usize) -> Vec<CacheKey> {
+    fn claim(&mut self, now: i64, lease_until: i64, limit: usize) -> Vec<SlotId> {
         let mut claimed = Vec::new();
         while claimed.len() < limit && self.queue.first().is_some_and(|(at, _)| *at <= now) {
-            claimed.extend(self.queue.pop_first().map(|(_, key)| key));
+            claimed.extend(self.queue.pop_first().map(|(_, slot)| slot));
         }
-        for key in &claimed {
-            self.claimable.insert(key.clone(), lease_until);
-            self.queue.insert((lease_until, key.clone()));
+        for &slot in &claimed {
+            self.claimable.insert(slot, lease_until);
+            self.queue.insert((lease_until, slot));
         }
         claimed
     }
@@ -318,7 +315,7 @@ impl Timers {
 /// two numbers, hashed and compared without following a pointer to the heap (two cache misses a lookup
 /// fewer, and about 70 bytes a user less). Any other spelling keeps its text, so that ids the store
 /// tells apart stay apart (boxed, so that the rare text key does not make every entry larger).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum CacheKey {
     Guids(u128, u128),
     Text(Box<UserKey>),
@@ -366,12 +363,94 @@ impl CacheKey {
     }
 }
 
-/// The records this process has seen, in shards. This process is the database's only writer, and it
-/// updates an entry only after the transaction that wrote it committed, so entries never go stale; reads
-/// of a cached user touch no database at all. Callers pass only users of the directory, which bounds it.
+/// Where a user sits in the cache: its shard, and its position there (which never changes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct SlotId {
+    shard: u32,
+    position: u32,
+}
+
+/// What the cache holds of a user.
+#[derive(Debug)]
+enum Cached {
+    /// Known (it has a timer), but not read yet.
+    Unread,
+    /// Read or written: its record (`None`: known to be absent).
+    Read(Option<UserRecord>),
+}
+
+/// A user in the cache.
+#[derive(Debug)]
+struct Slot {
+    key: CacheKey,
+    cached: Cached,
+}
+
+/// The slots in a chunk: the cache grows a chunk at a time.
+const CHUNK: usize = 1024;
+
+/// One shard of the cache: its users in slots, and an index of their positions by key. The slots are kept
+/// in chunks of a fixed size, never moved: a shard grows without copying itself or holding twice its size
+/// while it does, and a table of positions (4 bytes a bucket) is all that keeps a hash table's spare room.
+/// Records are kept in the slots, not boxed: a reader of a user's presence waits for memory three times
+/// (the index, the slot, the sessions).
+#[derive(Debug, Default)]
+struct Shard {
+    index: HashTable<u32>,
+    chunks: Vec<Vec<Slot>>,
+    len: usize,
+}
+
+fn slot_in(chunks: &[Vec<Slot>], position: u32) -> &Slot {
+    let position = position as usize;
+    &chunks[position / CHUNK][position % CHUNK]
+}
+
+impl Shard {
+    fn position(&self, hash: u64, key: &CacheKey) -> Option<u32> {
+        self.index.find(hash, |&position| slot_in(&self.chunks, position).key == *key).copied()
+    }
+
+    fn find(&self, hash: u64, key: &CacheKey) -> Option<&Slot> {
+        Some(slot_in(&self.chunks, self.position(hash, key)?))
+    }
+
+    /// The position of `key` and what is cached of it, added as [`Cached::Unread`] if new.
+    fn entry(&mut self, hash: u64, key: CacheKey, hasher: &RandomState) -> (u32, &mut Cached) {
+        let Shard { index, chunks, len } = self;
+        let position = match index.entry(
+            hash,
+            |&position| slot_in(chunks, position).key == key,
+            |&position| hasher.hash_one(&slot_in(chunks, position).key),
+        ) {
+            hash_table::Entry::Occupied(entry) => *entry.get(),
+            hash_table::Entry::Vacant(entry) => {
+                // A shard would need hundreds of gigabytes of memory to hold 2^32 users.
+                let position = u32::try_from(*len).expect("a cache shard holds fewer than 2^32 users");
+                if *len % CHUNK == 0 {
+                    chunks.push(Vec::with_capacity(CHUNK));
+                }
+                chunks
+                    .last_mut()
+                    .expect("a chunk was just made if none had room")
+                    .push(Slot { key, cached: Cached::Unread });
+                *len += 1;
+                entry.insert(position);
+                position
+            }
+        };
+        let position_usize = position as usize;
+        (position, &mut chunks[position_usize / CHUNK][position_usize % CHUNK].cached)
+    }
+}
+
+/// The records this process has seen, and every user with a timer, in shards. This process is the
+/// database's only writer, and it updates an entry only after the transaction that wrote it committed, so
+/// entries never go stale; reads of a cached user touch no database at all. Callers pass only users of the
+/// directory, which bounds it.
 #[derive(Debug)]
 struct Cache {
-    shards: Box<[Shard]>,
+    shards: Box<[RwLock<Shard>]>,
     hasher: RandomState,
 }
 
@@ -382,12 +461,19 @@ impl Cache {
         Cache { shards: (0..CACHE_SHARDS).map(|_| RwLock::default()).collect(), hasher: RandomState::default() }
     }
 
-    fn shard_of(&self, key: &CacheKey) -> usize {
-        (self.hasher.hash_one(key) % CACHE_SHARDS as u64) as usize
+    /// A key's hash, and its shard. The shard is taken from bits that a shard's own index uses for neither
+    /// its buckets (the low bits) nor its tags (the top seven).
+    fn hash(&self, key: &CacheKey) -> (u64, usize) {
+        let hash = self.hasher.hash_one(key);
+        (hash, (hash >> 40) as usize % CACHE_SHARDS)
     }
 
-    fn shard(&self, key: &CacheKey) -> &Shard {
-        &self.shards[self.shard_of(key)]
+    fn read(&self, shard: usize) -> std::sync::RwLockReadGuard<'_, Shard> {
+        self.shards[shard].read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self, shard: usize) -> std::sync::RwLockWriteGuard<'_, Shard> {
+        self.shards[shard].write().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Hands `visit` the cached record of each of `keys` (with its position; `None`: known absent), taking
@@ -396,7 +482,7 @@ impl Cache {
     fn visit_many(&self, keys: &[UserKey], visit: &mut dyn FnMut(usize, Option<&UserRecord>)) -> Vec<usize> {
         // The keys of a bulk read share their tenant: its id is parsed once.
         let mut tenant: Option<(&str, Option<u128>)> = None;
-        let keys: Vec<(usize, CacheKey)> = keys
+        let keys: Vec<(u64, usize, CacheKey)> = keys
             .iter()
             .map(|key| {
                 let value = match tenant {
@@ -404,18 +490,20 @@ impl Cache {
                     _ => tenant.insert((&key.tenant_id, canonical_guid(&key.tenant_id))).1,
                 };
                 let key = CacheKey::with_tenant(key, value);
-                (self.shard_of(&key), key)
+                let (hash, shard) = self.hash(&key);
+                (hash, shard, key)
             })
             .collect();
         let mut order: Vec<usize> = (0..keys.len()).collect();
-        order.sort_unstable_by_key(|&position| keys[position].0);
+        order.sort_unstable_by_key(|&position| keys[position].1);
         let mut missing = Vec::new();
-        for run in order.chunk_by(|a, b| keys[*a].0 == keys[*b].0) {
-            let shard = self.shards[keys[run[0]].0].read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for run in order.chunk_by(|a, b| keys[*a].1 == keys[*b].1) {
+            let shard = self.read(keys[run[0]].1);
             for &position in run {
-                match shard.get(&keys[position].1) {
-                    Some(record) => visit(position, record.as_ref()),
-                    None => missing.push(position),
+                let (hash, _, key) = &keys[position];
+                match shard.find(*hash, key).map(|slot| &slot.cached) {
+                    Some(Cached::Read(record)) => visit(position, record.as_ref()),
+                    None | Some(Cached::Unread) => missing.push(position),
                 }
             }
         }
@@ -426,20 +514,52 @@ impl Cache {
     /// The cached record (`Some(None)`: known absent), or `None` when not cached.
     fn get(&self, key: &UserKey) -> Option<Option<UserRecord>> {
         let key = CacheKey::of(key);
-        self.shard(&key).read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&key).cloned()
+        let (hash, shard) = self.hash(&key);
+        match &self.read(shard).find(hash, &key)?.cached {
+            Cached::Read(record) => Some(record.clone()),
+            Cached::Unread => None,
+        }
     }
 
     /// Remembers what a read found, unless a write got there first.
     fn fill(&self, key: &UserKey, record: Option<UserRecord>) {
         let key = CacheKey::of(key);
-        let mut shard = self.shard(&key).write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        shard.entry(key).or_insert(record);
+        let (hash, shard) = self.hash(&key);
+        let mut shard = self.write(shard);
+        let (_, cached) = shard.entry(hash, key, &self.hasher);
+        if let Cached::Unread = cached {
+            *cached = Cached::Read(record);
+        }
     }
 
-    /// Remembers what a committed write stored.
-    fn set(&self, key: &UserKey, record: UserRecord) {
+    /// Remembers what a committed write stored, and answers where.
+    fn set(&self, key: &UserKey, record: UserRecord) -> SlotId {
         let key = CacheKey::of(key);
-        self.shard(&key).write().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(key, Some(record));
+        let (hash, shard) = self.hash(&key);
+        let mut guard = self.write(shard);
+        let (position, cached) = guard.entry(hash, key, &self.hasher);
+        *cached = Cached::Read(Some(record));
+        SlotId { shard: shard as u32, position }
+    }
+
+    /// The place of a user (one with a timer, whose record may not be read yet), added if new.
+    fn place(&self, key: CacheKey) -> SlotId {
+        let (hash, shard) = self.hash(&key);
+        let position = self.write(shard).entry(hash, key, &self.hasher).0;
+        SlotId { shard: shard as u32, position }
+    }
+
+    /// The place of a user, if the cache has one.
+    fn find(&self, key: &UserKey) -> Option<SlotId> {
+        let key = CacheKey::of(key);
+        let (hash, shard) = self.hash(&key);
+        let position = self.read(shard).position(hash, &key)?;
+        Some(SlotId { shard: shard as u32, position })
+    }
+
+    /// The key of the user at `slot`.
+    fn key_at(&self, slot: SlotId) -> UserKey {
+        slot_in(&self.read(slot.shard as usize).chunks, slot.position).key.user_key()
     }
 }
 
@@ -542,13 +662,13 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
 
 /// Every user's timer, from `due_at`: gathered, then built in one go (a million users' timers in a
 /// fraction of the time inserting them one by one takes).
-fn read_timers(connection: &Connection) -> Result<Timers, StoreError> {
+fn read_timers(connection: &Connection, cache: &Cache) -> Result<Timers, StoreError> {
     let mut statement =
         connection.prepare("SELECT tenant_id, user_id, due_at FROM presence WHERE due_at IS NOT NULL")?;
     let mut rows = statement.query([])?;
     let mut entries = Vec::new();
     while let Some(row) = rows.next()? {
-        entries.push((row.get(2)?, CacheKey::from_ids(row.get(0)?, row.get(1)?)));
+        entries.push((row.get(2)?, cache.place(CacheKey::from_ids(row.get(0)?, row.get(1)?))));
     }
     Ok(Timers::from_entries(entries))
 }
@@ -571,7 +691,8 @@ impl SqliteStore {
         // their own, not inside whichever write happens to cross the WAL's size limit.
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         migrate(&mut writer)?;
-        let timers = read_timers(&writer)?;
+        let cache = Cache::new();
+        let timers = read_timers(&writer, &cache)?;
         let readers = (0..READERS)
             .map(|_| {
                 let reader = Connection::open(&path)?;
@@ -602,7 +723,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer: Mutex::new(writer),
             readers,
-            cache: Cache::new(),
+            cache,
             durability,
             checkpoints: Mutex::new(Some(checkpoints)),
             wal_restart,
@@ -886,12 +1007,12 @@ impl SqliteStore {
         transaction.commit()?;
         // Each write ends its user's claim, if any.
         let mut timers = self.timers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        for key in cleared {
-            timers.set(CacheKey::of(key), None);
+        for slot in cleared.into_iter().filter_map(|key| self.cache.find(key)) {
+            timers.set(slot, None);
         }
         for (key, record) in written {
-            timers.set(CacheKey::of(&key), record.due_at);
-            self.cache.set(&key, record);
+            let due_at = record.due_at;
+            timers.set(self.cache.set(&key, record), due_at);
         }
         drop(timers);
         Ok((results, Some(self.durability.committed())))
@@ -942,8 +1063,10 @@ impl PresenceStore for SqliteStore {
             };
             transaction.commit()?;
             let version = record.version;
-            self.timers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).set(CacheKey::of(key), record.due_at);
-            self.cache.set(key, record);
+            let mut timers = self.timers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let due_at = record.due_at;
+            timers.set(self.cache.set(key, record), due_at);
+            drop(timers);
             (version, self.durability.committed())
         };
         self.durability.wait(ticket)?;
@@ -967,7 +1090,7 @@ impl PresenceStore for SqliteStore {
     /// `due_at`), so it writes nothing.
     fn claim_due(&self, now: i64, lease_until: i64, limit: usize) -> Result<Vec<UserKey>, StoreError> {
         let claimed = self.timers.lock().map_err(|_| StoreError::Poisoned)?.claim(now, lease_until, limit);
-        Ok(claimed.iter().map(CacheKey::user_key).collect())
+        Ok(claimed.into_iter().map(|slot| self.cache.key_at(slot)).collect())
     }
 
     fn next_due(&self) -> Result<Option<i64>, StoreError> {
@@ -1257,5 +1380,86 @@ impl PresenceStore for SqliteStore {
             return Err(StoreError::Backend("the WAL could not be fully checkpointed: a reader is still open".into()));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(user: u32) -> UserKey {
+        UserKey {
+            tenant_id: "8a2c6a9e-0f6e-4d8f-9d35-3c1c2f4b8d11".into(),
+            user_id: uuid::Uuid::from_u128(u128::from(user)).hyphenated().to_string(),
+        }
+    }
+
+    fn record(version: u64) -> UserRecord {
+        UserRecord { facts: UserFacts::default(), due_at: Some(7), version }
+    }
+
+    #[test]
+    fn a_user_in_the_cache_takes_one_small_slot() {
+        assert_eq!(std::mem::size_of::<Slot>(), 160);
+    }
+
+    #[test]
+    fn the_cache_keeps_each_user_in_one_place_across_chunks() {
+        let cache = Cache::new();
+        let users = (CACHE_SHARDS * CHUNK * 2) as u32;
+        let slots: Vec<SlotId> = (0..users).map(|user| cache.set(&key(user), record(u64::from(user)))).collect();
+        for user in 0..users {
+            let slot = slots[user as usize];
+            assert_eq!(cache.key_at(slot), key(user));
+            assert_eq!(cache.find(&key(user)), Some(slot));
+            assert_eq!(cache.get(&key(user)), Some(Some(record(u64::from(user)))));
+            // Written again, the user keeps its place (its timer names it by that place).
+            assert_eq!(cache.set(&key(user), record(0)), slot);
+        }
+        let shards: std::collections::HashSet<u32> = slots.iter().map(|slot| slot.shard).collect();
+        assert_eq!(shards.len(), CACHE_SHARDS);
+        assert_eq!(cache.find(&key(users)), None);
+        assert_eq!(cache.get(&key(users)), None);
+    }
+
+    #[test]
+    fn a_user_placed_for_its_timer_is_not_cached_until_read_and_a_read_never_undoes_a_write() {
+        let cache = Cache::new();
+        let slot = cache.place(CacheKey::of(&key(1)));
+        assert_eq!(cache.find(&key(1)), Some(slot));
+        assert_eq!(cache.get(&key(1)), None);
+        let mut missing = cache.visit_many(&[key(1)], &mut |_, _| panic!("nothing is cached"));
+        assert_eq!(missing, [0]);
+        cache.fill(&key(1), None);
+        assert_eq!(cache.get(&key(1)), Some(None));
+        assert_eq!(cache.place(CacheKey::of(&key(1))), slot);
+        assert_eq!(cache.get(&key(1)), Some(None), "placing a cached user keeps its record");
+
+        cache.set(&key(2), record(3));
+        cache.fill(&key(2), None);
+        assert_eq!(cache.get(&key(2)), Some(Some(record(3))));
+        let mut seen = Vec::new();
+        missing = cache.visit_many(&[key(2), key(4), key(1)], &mut |position, found| {
+            seen.push((position, found.map(|record| record.version)))
+        });
+        seen.sort_unstable();
+        assert_eq!(seen, [(0, Some(3)), (2, None)]);
+        assert_eq!(missing, [1]);
+    }
+
+    #[test]
+    fn timers_name_users_by_their_place_and_a_claim_moves_them_to_its_lease() {
+        let cache = Cache::new();
+        let [a, b] = [cache.set(&key(1), record(1)), cache.set(&key(2), record(1))];
+        let mut timers = Timers::from_entries(vec![(20, a), (10, b)]);
+        assert_eq!(timers.next(), Some(10));
+        assert_eq!(timers.claim(15, 100, 10), [b]);
+        assert_eq!(timers.next(), Some(20));
+        timers.set(a, None);
+        assert_eq!(timers.next(), Some(100));
+        timers.set(b, Some(5));
+        assert_eq!(timers.claim(50, 60, 10), [b]);
+        assert_eq!(timers.claim(70, 80, 10), [b]);
+        assert!(timers.claimable.len() == 1 && timers.queue.len() == 1);
     }
 }
