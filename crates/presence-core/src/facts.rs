@@ -97,6 +97,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(target_pointer_width = "64")]
     fn facts_keep_their_rare_parts_boxed() {
         // A store caches a million of these: the status message and the location layers, which most users
         // never set, take a pointer each.

@@ -25,7 +25,7 @@ use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use foldhash::fast::RandomState;
 use hashbrown::hash_table::{self, HashTable};
@@ -263,7 +263,7 @@ impl Durability {
 /// timer: they are read from `due_at` at start-up (every claim then ended, as after a crash), and
 /// [`SqliteStore::update_many`] and [`PresenceStore::claim_due`] keep them here instead of in an indexed
 /// column, which cost every write a second B-tree page in the WAL. Users are named by their place in the
-/// cache ([`SlotId`], 8 bytes instead of a 48-byte key), which holds every user with a timer.
+/// cache ([`SlotId`], 12 bytes instead of a 48-byte key), which holds every user with a timer.
 #[derive(Debug, Default)]
 struct Timers {
     /// (claimable at, user), soonest first.
@@ -368,7 +368,7 @@ impl CacheKey {
 ///
 /// Ordered by that order first, so that users due at the same instant are claimed in the order they were
 /// placed: at start-up that is the table's order, by ids, as when the timers were ordered by the keys
-/// themselves. Users subscribed to in id order then come to each delivery together; claimed in the
+/// themselves (a user first seen later comes in the order it was first read or written). Users subscribed to in id order then come to each delivery together; claimed in the
 /// shards' order (by hash), each batch of timers spread over every subscription, and a burst of 100,000
 /// took three to nine times as many POSTs (scale run, issue 15).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -381,7 +381,7 @@ struct SlotId {
 /// What the cache holds of a user.
 #[derive(Debug)]
 enum Cached {
-    /// Known (it has a timer), but not read yet.
+    /// Known (it has or had a timer), but not read yet.
     Unread,
     /// Read or written: its record (`None`: known to be absent).
     Read(Option<UserRecord>),
@@ -414,6 +414,11 @@ struct Shard {
 fn slot_in(chunks: &[Vec<Slot>], position: u32) -> &Slot {
     let position = position as usize;
     &chunks[position / CHUNK][position % CHUNK]
+}
+
+fn slot_in_mut(chunks: &mut [Vec<Slot>], position: u32) -> &mut Slot {
+    let position = position as usize;
+    &mut chunks[position / CHUNK][position % CHUNK]
 }
 
 impl Shard {
@@ -450,8 +455,7 @@ impl Shard {
                 position
             }
         };
-        let position_usize = position as usize;
-        (position, &mut chunks[position_usize / CHUNK][position_usize % CHUNK])
+        (position, slot_in_mut(chunks, position))
     }
 }
 
@@ -485,11 +489,11 @@ impl Cache {
         (hash, (hash >> 40) as usize % CACHE_SHARDS)
     }
 
-    fn read(&self, shard: usize) -> std::sync::RwLockReadGuard<'_, Shard> {
+    fn read(&self, shard: usize) -> RwLockReadGuard<'_, Shard> {
         self.shards[shard].read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn write(&self, shard: usize) -> std::sync::RwLockWriteGuard<'_, Shard> {
+    fn write(&self, shard: usize) -> RwLockWriteGuard<'_, Shard> {
         self.shards[shard].write().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
@@ -562,16 +566,9 @@ impl Cache {
     /// The places of users with a timer (`(due, key)`, their records perhaps not read yet), added where
     /// new: each shard's index is sized for them beforehand.
     fn place_all(&self, users: Vec<(i64, CacheKey)>) -> Vec<(i64, SlotId)> {
-        let users: Vec<(i64, u64, usize, CacheKey)> = users
-            .into_iter()
-            .map(|(at, key)| {
-                let (hash, shard) = self.hash(&key);
-                (at, hash, shard, key)
-            })
-            .collect();
         let mut counts = [0; CACHE_SHARDS];
-        for (_, _, shard, _) in &users {
-            counts[*shard] += 1;
+        for (_, key) in &users {
+            counts[self.hash(key).1] += 1;
         }
         let mut shards: Vec<_> = (0..CACHE_SHARDS).map(|shard| self.write(shard)).collect();
         for (shard, count) in shards.iter_mut().zip(counts) {
@@ -580,7 +577,8 @@ impl Cache {
         }
         users
             .into_iter()
-            .map(|(at, hash, shard, key)| {
+            .map(|(at, key)| {
+                let (hash, shard) = self.hash(&key);
                 let (position, slot) = shards[shard].entry(hash, key, &self.hasher, &self.placed);
                 (at, SlotId { placed: slot.placed, shard: shard as u32, position })
             })
@@ -588,7 +586,7 @@ impl Cache {
     }
 
     /// The place of a user, if the cache has one.
-    fn find(&self, key: &UserKey) -> Option<SlotId> {
+    fn slot_of(&self, key: &UserKey) -> Option<SlotId> {
         let key = CacheKey::of(key);
         let (hash, shard) = self.hash(&key);
         let shard_guard = self.read(shard);
@@ -702,8 +700,9 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
 /// Every user's timer, from `due_at`: gathered, then built in one go (a million users' timers in a
 /// fraction of the time inserting them one by one takes).
 fn read_timers(connection: &Connection, cache: &Cache) -> Result<Timers, StoreError> {
-    let mut statement =
-        connection.prepare("SELECT tenant_id, user_id, due_at FROM presence WHERE due_at IS NOT NULL")?;
+    let mut statement = connection.prepare(
+        "SELECT tenant_id, user_id, due_at FROM presence WHERE due_at IS NOT NULL ORDER BY tenant_id, user_id",
+    )?;
     let mut rows = statement.query([])?;
     let mut entries = Vec::new();
     while let Some(row) = rows.next()? {
@@ -1045,13 +1044,21 @@ impl SqliteStore {
         }
         transaction.commit()?;
         // Each write ends its user's claim, if any.
+        // As in `update`: the writer lock orders the timers, which are set once the cache is.
+        let cleared: Vec<SlotId> = cleared.into_iter().filter_map(|key| self.cache.slot_of(key)).collect();
+        let written: Vec<(SlotId, Option<i64>)> = written
+            .into_iter()
+            .map(|(key, record)| {
+                let due_at = record.due_at;
+                (self.cache.set(&key, record), due_at)
+            })
+            .collect();
         let mut timers = self.timers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        for slot in cleared.into_iter().filter_map(|key| self.cache.find(key)) {
+        for slot in cleared {
             timers.set(slot, None);
         }
-        for (key, record) in written {
-            let due_at = record.due_at;
-            timers.set(self.cache.set(&key, record), due_at);
+        for (slot, due_at) in written {
+            timers.set(slot, due_at);
         }
         drop(timers);
         Ok((results, Some(self.durability.committed())))
@@ -1102,10 +1109,11 @@ impl PresenceStore for SqliteStore {
             };
             transaction.commit()?;
             let version = record.version;
-            let mut timers = self.timers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            // The writer lock keeps the timers in the order of the commits; the timers' own lock is not
+            // held while the cache's shard is taken.
             let due_at = record.due_at;
-            timers.set(self.cache.set(key, record), due_at);
-            drop(timers);
+            let slot = self.cache.set(key, record);
+            self.timers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).set(slot, due_at);
             (version, self.durability.committed())
         };
         self.durability.wait(ticket)?;
@@ -1438,6 +1446,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_pointer_width = "64")]
     fn a_user_in_the_cache_takes_one_small_slot() {
         assert_eq!(std::mem::size_of::<Slot>(), 160);
     }
@@ -1450,14 +1459,14 @@ mod tests {
         for user in 0..users {
             let slot = slots[user as usize];
             assert_eq!(cache.key_at(slot), key(user));
-            assert_eq!(cache.find(&key(user)), Some(slot));
+            assert_eq!(cache.slot_of(&key(user)), Some(slot));
             assert_eq!(cache.get(&key(user)), Some(Some(record(u64::from(user)))));
             // Written again, the user keeps its place (its timer names it by that place).
             assert_eq!(cache.set(&key(user), record(0)), slot);
         }
         let shards: std::collections::HashSet<u32> = slots.iter().map(|slot| slot.shard).collect();
         assert_eq!(shards.len(), CACHE_SHARDS);
-        assert_eq!(cache.find(&key(users)), None);
+        assert_eq!(cache.slot_of(&key(users)), None);
         assert_eq!(cache.get(&key(users)), None);
     }
 
@@ -1466,7 +1475,7 @@ mod tests {
         let cache = Cache::new();
         let place = |user| cache.place_all(vec![(0, CacheKey::of(&key(user)))])[0].1;
         let slot = place(1);
-        assert_eq!(cache.find(&key(1)), Some(slot));
+        assert_eq!(cache.slot_of(&key(1)), Some(slot));
         assert_eq!(cache.get(&key(1)), None);
         let mut missing = cache.visit_many(&[key(1)], &mut |_, _| panic!("nothing is cached"));
         assert_eq!(missing, [0]);

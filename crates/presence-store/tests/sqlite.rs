@@ -313,3 +313,25 @@ fn users_whose_ids_differ_only_in_spelling_stay_apart() {
     drop(store);
     assert_eq!(read(&SqliteStore::open(dir.path()).unwrap()), [1, 2, 3, 0], "from the database");
 }
+
+/// Recovered users due at the same instant are claimed in the table's order (by ids), whatever order
+/// they were written in: a burst's batches then keep users subscribed to in id order together.
+#[test]
+fn recovered_timers_due_together_are_claimed_in_id_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let users: Vec<String> = (0..300).map(|user| format!("u{user:03}")).collect();
+    {
+        let store = SqliteStore::open(dir.path()).unwrap();
+        for user in users.iter().rev() {
+            store
+                .update(&key("t1", user), &mut |facts, _| {
+                    busy(facts, None).map(|effects| Effects { due_at: Some(500), ..effects })
+                })
+                .unwrap();
+        }
+        store.close().unwrap();
+    }
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let claimed: Vec<String> = store.claim_due(500, 600, 1000).unwrap().into_iter().map(|key| key.user_id).collect();
+    assert_eq!(claimed, users);
+}
