@@ -368,9 +368,10 @@ impl CacheKey {
 ///
 /// Ordered by that order first, so that users due at the same instant are claimed in the order they were
 /// placed: at start-up that is the table's order, by ids, as when the timers were ordered by the keys
-/// themselves (a user first seen later comes in the order it was first read or written). Users subscribed to in id order then come to each delivery together; claimed in the
-/// shards' order (by hash), each batch of timers spread over every subscription, and a burst of 100,000
-/// took three to nine times as many POSTs (scale run, issue 15).
+/// themselves (a user first seen later comes in the order it was first read or written). Users
+/// subscribed to in id order then come to each delivery together; claimed in the shards' order (by hash),
+/// each batch of timers spread over every subscription, and a burst of 100,000 took three to nine times
+/// as many POSTs (scale run, issue 15).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct SlotId {
     placed: u32,
@@ -406,9 +407,9 @@ const CHUNK: usize = 1024;
 /// (the index, the slot, the sessions).
 #[derive(Debug, Default)]
 struct Shard {
+    /// Positions in `chunks`, one a slot.
     index: HashTable<u32>,
     chunks: Vec<Vec<Slot>>,
-    len: usize,
 }
 
 fn slot_in(chunks: &[Vec<Slot>], position: u32) -> &Slot {
@@ -432,7 +433,8 @@ impl Shard {
 
     /// The position of `key` and its slot, added as [`Cached::Unread`] (placed next by `placed`) if new.
     fn entry(&mut self, hash: u64, key: CacheKey, hasher: &RandomState, placed: &AtomicU32) -> (u32, &mut Slot) {
-        let Shard { index, chunks, len } = self;
+        let Shard { index, chunks } = self;
+        let len = index.len();
         let position = match index.entry(
             hash,
             |&position| slot_in(chunks, position).key == key,
@@ -441,8 +443,8 @@ impl Shard {
             hash_table::Entry::Occupied(entry) => *entry.get(),
             hash_table::Entry::Vacant(entry) => {
                 // A shard would need hundreds of gigabytes of memory to hold 2^32 users.
-                let position = u32::try_from(*len).expect("a cache shard holds fewer than 2^32 users");
-                if *len % CHUNK == 0 {
+                let position = u32::try_from(len).expect("a cache shard holds fewer than 2^32 users");
+                if len % CHUNK == 0 {
                     chunks.push(Vec::with_capacity(CHUNK));
                 }
                 chunks.last_mut().expect("a chunk was just made if none had room").push(Slot {
@@ -450,7 +452,6 @@ impl Shard {
                     placed: placed.fetch_add(1, Ordering::Relaxed),
                     cached: Cached::Unread,
                 });
-                *len += 1;
                 entry.insert(position);
                 position
             }
@@ -1043,8 +1044,8 @@ impl SqliteStore {
             return Ok((results, None));
         }
         transaction.commit()?;
-        // Each write ends its user's claim, if any.
-        // As in `update`: the writer lock orders the timers, which are set once the cache is.
+        // Each write ends its user's claim, if any. As in `update`, the writer lock orders the timers, which
+        // are set once the cache is.
         let cleared: Vec<SlotId> = cleared.into_iter().filter_map(|key| self.cache.slot_of(key)).collect();
         let written: Vec<(SlotId, Option<i64>)> = written
             .into_iter()
